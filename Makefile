@@ -1,0 +1,47 @@
+# Everything a fresh clone needs: `make demo` and `make test` install what is missing first.
+#   .venv/         Python virtual environment (pip, pinned by constraints.txt)
+#   node_modules/  the Solidity compiler (solc-js), OpenZeppelin Contracts and Anvil (npm ci)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install contracts check-contracts test test-fast demo lint clean
+
+install: $(PIP_STAMP) $(NPM_STAMP)
+
+$(PIP_STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ape]'
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## Compile contracts/ into market/chain/artifacts/ (commit the result).
+contracts: $(NPM_STAMP)
+	node tools/build-contracts.mjs
+
+## Fail when the committed artifacts differ from a fresh build.
+check-contracts: $(NPM_STAMP)
+	node tools/build-contracts.mjs --check
+
+## The whole suite: embedded chain, Anvil, ape, property tests.
+test: install check-contracts
+	$(PY) tools/run_pytest.py $(PYTEST_ARGS)
+
+## Everything but the Anvil and slow tests.
+test-fast: install
+	$(PY) tools/run_pytest.py -m "not anvil and not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/market demo
+
+lint: install
+	$(VENV)/bin/ruff check market compute tests scripts tools
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis .build
