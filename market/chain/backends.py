@@ -1,0 +1,213 @@
+"""Three ways to reach a chain: embedded py-evm, an Anvil devnet process, or any RPC URL.
+
+A backend owns the connection (and, for Anvil, the process). Everything above it talks to a
+`web3.Web3` instance; the devnet-only powers (minting ether, moving the clock) live here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from web3 import Web3
+from web3.providers.rpc import HTTPProvider
+
+from market.chain.errors import ChainConnectionError, ChainError, DevnetError
+
+ANVIL_ENV = "MARKET_ANVIL_BIN"
+_LISTENING = re.compile(rb"Listening on (127\.0\.0\.1|localhost):(\d+)")
+
+
+class Backend(Protocol):
+    """What `Chain` needs from a backend."""
+
+    name: str
+    web3: Web3
+
+    @property
+    def is_devnet(self) -> bool:
+        """Whether `set_balance` and `increase_time` work."""
+        ...
+
+    def set_balance(self, address: str, wei: int) -> None:
+        """Gives `address` exactly `wei` ether (devnets only)."""
+        ...
+
+    def increase_time(self, seconds: int) -> None:
+        """Moves the chain clock forward and mines a block (devnets only)."""
+        ...
+
+    def close(self) -> None:
+        """Releases the connection and stops any process the backend started."""
+        ...
+
+
+class EmbeddedBackend:
+    """py-evm in this process through eth-tester: no other process, the default network."""
+
+    name = "embedded"
+    is_devnet = True
+
+    def __init__(self, gas_limit: int = 60_000_000) -> None:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider
+
+        genesis = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": gas_limit})
+        self._tester = EthereumTester(PyEVMBackend(genesis_parameters=genesis))
+        self.web3 = Web3(EthereumTesterProvider(self._tester))
+        self._faucet = self._tester.get_accounts()[0]
+        self._lock = threading.Lock()
+
+    def set_balance(self, address: str, wei: int) -> None:
+        with self._lock:
+            current = self.web3.eth.get_balance(address)  # type: ignore[arg-type]
+            if wei < current:
+                raise ChainError("the embedded chain can only raise balances")
+            if wei > current:
+                self._tester.send_transaction(
+                    {
+                        "from": self._faucet,
+                        "to": address,
+                        "value": wei - current,
+                        "gas": 21_000,
+                        "max_fee_per_gas": 10**11,
+                        "max_priority_fee_per_gas": 10**9,
+                    }
+                )
+
+    def increase_time(self, seconds: int) -> None:
+        with self._lock:
+            latest = self.web3.eth.get_block("latest")["timestamp"]
+            self._tester.time_travel(latest + max(1, seconds))
+
+    def close(self) -> None:
+        pass
+
+
+class RpcBackend:
+    """Any EVM JSON-RPC endpoint (`--rpc-url` / `ETH_RPC_URL`)."""
+
+    name = "rpc"
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        self.web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        try:
+            self.web3.eth.chain_id  # noqa: B018  (a request that fails fast on a dead endpoint)
+        except Exception as exc:
+            raise ChainConnectionError(
+                f"no EVM node answers at {url} ({type(exc).__name__}); check the URL or start a "
+                "devnet with `market devnet up`"
+            ) from exc
+        client = self.web3.client_version.lower()
+        self.is_devnet = client.startswith(("anvil", "hardhat"))
+        self._method_prefix = "hardhat" if client.startswith("hardhat") else "anvil"
+
+    def set_balance(self, address: str, wei: int) -> None:
+        if not self.is_devnet:
+            raise ChainError(f"{self.url} is not a devnet; fund accounts from a real wallet")
+        self.web3.provider.make_request(
+            f"{self._method_prefix}_setBalance",
+            [address, hex(wei)],  # type: ignore[arg-type]
+        )
+
+    def increase_time(self, seconds: int) -> None:
+        if not self.is_devnet:
+            raise ChainError(f"{self.url} is not a devnet; its clock cannot be moved")
+        self.web3.provider.make_request("evm_increaseTime", [max(1, seconds)])  # type: ignore[arg-type]
+        self.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+def find_anvil() -> Path:
+    """The Anvil binary: `$MARKET_ANVIL_BIN`, the npm package in this checkout, or `anvil` on PATH."""
+    override = os.environ.get(ANVIL_ENV)
+    if override:
+        return Path(override)
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (
+        root / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil",
+        root / "node_modules" / ".bin" / "anvil",
+    ):
+        if candidate.exists():
+            return candidate
+    found = shutil.which("anvil")
+    if found:
+        return Path(found)
+    raise DevnetError(
+        "Anvil not found: run `npm ci` in the project (it ships in @foundry-rs/anvil) "
+        f"or set {ANVIL_ENV}"
+    )
+
+
+class AnvilBackend(RpcBackend):
+    """An Anvil process on 127.0.0.1 that this backend starts and stops."""
+
+    name = "anvil"
+
+    def __init__(
+        self,
+        port: int = 0,
+        chain_id: int = 31337,
+        hardfork: str = "cancun",
+        startup_timeout: float = 20.0,
+        binary: Path | None = None,
+    ) -> None:
+        command = [
+            str(binary or find_anvil()),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--chain-id", str(chain_id),
+            "--hardfork", hardfork,
+            "--gas-limit", "60000000",
+            "--accounts", "1",
+        ]  # fmt: skip
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        except OSError as exc:
+            raise DevnetError(f"cannot start Anvil ({command[0]}): {exc}") from exc
+        self.port = self._wait_for_port(startup_timeout)
+        # Drain the log so a chatty Anvil never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+        super().__init__(f"http://127.0.0.1:{self.port}")
+
+    def _wait_for_port(self, timeout: float) -> int:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        seen = b""
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            seen += line
+            match = _LISTENING.search(line)
+            if match:
+                return int(match.group(2))
+        self.close()
+        raise DevnetError(f"Anvil did not start: {seen.decode(errors='replace')[-500:]}")
+
+    def _drain(self) -> None:
+        stream = self.process.stdout
+        while stream is not None and stream.readline():
+            pass
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()

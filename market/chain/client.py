@@ -1,0 +1,225 @@
+"""`Chain`: deploy, call and transact against any backend, with local signing, nonce tracking,
+receipts, and reverts turned into the contract's named errors."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from market.chain.artifacts import load_artifact
+from market.chain.backends import AnvilBackend, Backend, EmbeddedBackend, RpcBackend
+from market.chain.errors import (
+    ChainConnectionError,
+    ChainError,
+    ContractRevert,
+    UnknownRevert,
+    decode_revert,
+    revert_data_from,
+)
+
+GAS_MARGIN = 1.25
+"""Estimated gas is multiplied by this before sending; receipts report what was really used."""
+
+
+class TransactionRejected(ChainError):
+    """The node refused a transaction before running it (funds, nonce, fees); nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A mined, successful transaction."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    contract_address: str | None
+    raw: TxReceipt
+
+    def events(self, contract: Contract, name: str) -> list[dict[str, Any]]:
+        """The decoded `name` events that `contract` emitted in this transaction, as dicts."""
+        logs = contract.events[name]().process_receipt(self.raw, errors=DISCARD)
+        return [dict(log["args"]) for log in logs if log["address"] == contract.address]
+
+
+def _connection_error(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(
+        names & {"ConnectionError", "ConnectTimeout", "ReadTimeout", "ConnectionRefusedError"}
+    )
+
+
+def translate(exc: BaseException) -> ChainError:
+    """Maps what web3/eth-tester raised onto this package's errors."""
+    if isinstance(exc, ChainError):
+        return exc
+    data = revert_data_from(exc)
+    if data is not None:
+        return decode_revert(data)
+    if _connection_error(exc):
+        return ChainConnectionError(f"the chain stopped answering: {exc}")
+    message = str(exc.args[0] if exc.args else exc)
+    if isinstance(exc.args[0] if exc.args else None, dict):
+        message = exc.args[0].get("message", message)
+    return TransactionRejected(f"the node rejected the transaction: {message}")
+
+
+class Chain:
+    """One connection to one chain. Thread-safe for sending from several accounts."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.web3: Web3 = backend.web3
+        self.chain_id: int = self.web3.eth.chain_id
+        self._nonces: dict[str, int] = {}
+        self._nonce_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def embedded(cls) -> Chain:
+        """A fresh in-process py-evm chain."""
+        return cls(EmbeddedBackend())
+
+    @classmethod
+    def anvil(cls, **options: Any) -> Chain:
+        """A fresh Anvil process on 127.0.0.1 (stopped by `close`)."""
+        return cls(AnvilBackend(**options))
+
+    @classmethod
+    def rpc(cls, url: str) -> Chain:
+        """Any JSON-RPC endpoint."""
+        return cls(RpcBackend(url))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- contracts
+    def contract(self, artifact: str, address: str) -> Contract:
+        """A web3 contract object for the shipped artifact `artifact` at `address`."""
+        return self.web3.eth.contract(
+            address=Web3.to_checksum_address(address), abi=load_artifact(artifact).abi
+        )
+
+    def deploy(self, account: LocalAccount, artifact: str, *args: Any) -> Contract:
+        """Deploys the shipped artifact with constructor `args`; returns the contract."""
+        spec = load_artifact(artifact)
+        factory = self.web3.eth.contract(abi=spec.abi, bytecode=spec.bytecode)
+        receipt = self.transact(account, factory.constructor(*args))
+        assert receipt.contract_address is not None
+        return self.contract(artifact, receipt.contract_address)
+
+    # ----------------------------------------------------------------- reading
+    def call(self, fn: ContractFunction, sender: str | None = None) -> Any:
+        """Runs a view (or dry-runs any function) and returns its decoded result."""
+        try:
+            return fn.call({"from": sender} if sender else {})
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def balance(self, address: str) -> int:
+        """Ether balance in wei."""
+        try:
+            return self.web3.eth.get_balance(Web3.to_checksum_address(address))
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def now(self) -> int:
+        """The latest block's timestamp: the contract's idea of `block.timestamp`."""
+        return int(self.web3.eth.get_block("latest")["timestamp"])
+
+    # ----------------------------------------------------------------- writing
+    def transact(
+        self, account: LocalAccount, fn: Any, *, value: int = 0, gas: int | None = None
+    ) -> Receipt:
+        """Signs `fn` (a bound contract function or constructor) with `account`, sends it and
+        waits for its receipt. Raises the contract's named error if it reverts; a revert found
+        while estimating gas sends nothing and uses no nonce."""
+        sender = account.address
+        params: dict[str, Any] = {"from": sender, "value": value}
+        try:
+            if gas is None:
+                gas = int(fn.estimate_gas(params) * GAS_MARGIN)
+                gas = min(gas, int(self.web3.eth.get_block("latest")["gasLimit"]))
+        except Exception as exc:
+            raise translate(exc) from None
+        return self._send(
+            account, lambda nonce: fn.build_transaction({**params, "gas": gas, "nonce": nonce})
+        )
+
+    def send_ether(self, account: LocalAccount, to: str, wei: int) -> Receipt:
+        """A plain value transfer."""
+        tx = {"to": Web3.to_checksum_address(to), "value": wei, "gas": 21_000,
+              "chainId": self.chain_id, **self._fees()}  # fmt: skip
+        return self._send(account, lambda nonce: {**tx, "nonce": nonce})
+
+    def fund(self, address: str, wei: int) -> None:
+        """Sets `address`'s ether balance on a devnet (for gas)."""
+        self.backend.set_balance(Web3.to_checksum_address(address), wei)
+
+    def increase_time(self, seconds: int) -> None:
+        """Moves a devnet's clock forward by `seconds` and mines a block."""
+        self.backend.increase_time(seconds)
+
+    # ----------------------------------------------------------------- internals
+    def _fees(self) -> dict[str, int]:
+        base = int(self.web3.eth.get_block("latest").get("baseFeePerGas", 0))
+        tip = 10**9
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    def _send(self, account: LocalAccount, build: Callable[[int], dict[str, Any]]) -> Receipt:
+        """Signs and sends `build(nonce)`, waits for the receipt; a failed send uses no nonce."""
+        with self._sending(account.address) as nonce:
+            try:
+                tx = build(nonce)
+                tx_hash = self.web3.eth.send_raw_transaction(
+                    account.sign_transaction(tx).raw_transaction
+                )
+            except Exception as exc:
+                raise translate(exc) from None
+        try:
+            raw = self.web3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        except Exception as exc:
+            raise translate(exc) from None
+        if raw["status"] != 1:
+            raise self._replay_failure(tx, raw)
+        return Receipt(
+            tx_hash="0x" + bytes(raw["transactionHash"]).hex(),
+            block_number=raw["blockNumber"],
+            gas_used=raw["gasUsed"],
+            contract_address=raw.get("contractAddress"),
+            raw=raw,
+        )
+
+    @contextmanager
+    def _sending(self, sender: str) -> Iterator[int]:
+        """Hands out the next nonce for `sender` and consumes it only if the send succeeded."""
+        with self._nonce_lock:
+            pending = self.web3.eth.get_transaction_count(sender, "pending")  # type: ignore[arg-type]
+            nonce = max(pending, self._nonces.get(sender, 0))
+            yield nonce
+            self._nonces[sender] = nonce + 1
+
+    def _replay_failure(self, tx: dict[str, Any], raw: TxReceipt) -> ContractRevert:
+        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        try:
+            self.web3.eth.call(call, block_identifier=raw["blockNumber"] - 1)  # type: ignore[arg-type]
+        except Exception as exc:
+            error = translate(exc)
+            if isinstance(error, ContractRevert):
+                return error
+        return UnknownRevert({"reason": f"transaction failed (gas used {raw['gasUsed']})"})
