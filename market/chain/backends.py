@@ -128,7 +128,7 @@ class RpcBackend:
 
 
 def find_anvil() -> Path:
-    """The Anvil binary: `$MARKET_ANVIL_BIN`, the npm package in this checkout, or `anvil` on PATH."""
+    """The Anvil binary: `$MARKET_ANVIL_BIN`, this checkout's npm package, or `anvil` on PATH."""
     override = os.environ.get(ANVIL_ENV)
     if override:
         return Path(override)

@@ -51,6 +51,9 @@ class Receipt:
         return [dict(log["args"]) for log in logs if log["address"] == contract.address]
 
 
+_CONNECTION_ERRORS = {"ConnectionError", "ConnectTimeout", "ReadTimeout", "ConnectionRefusedError"}
+
+
 def _connection_error(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     return bool(
