@@ -53,6 +53,8 @@ class EmbeddedBackend:
 
     name = "embedded"
     is_devnet = True
+    dry_run_gas = 20_000_000
+    """Gas limit sent with every transaction instead of a (slow, binary-search) estimate."""
 
     def __init__(self, gas_limit: int = 60_000_000) -> None:
         from eth_tester import EthereumTester, PyEVMBackend

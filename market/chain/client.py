@@ -85,6 +85,7 @@ class Chain:
         self.chain_id: int = self.web3.eth.chain_id
         self._nonces: dict[str, int] = {}
         self._nonce_lock = threading.Lock()
+        self._dry_run_gas: int | None = getattr(backend, "dry_run_gas", None)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -155,7 +156,13 @@ class Chain:
         sender = account.address
         params: dict[str, Any] = {"from": sender, "value": value}
         try:
-            if gas is None:
+            if gas is None and self._dry_run_gas:
+                # py-evm estimates by binary search (~15 executions); one dry run finds any revert
+                # and the receipt still reports the gas really used.
+                gas = self._dry_run_gas
+                dry = fn.build_transaction({**params, "gas": gas, "nonce": 0})
+                self.web3.eth.call({k: dry[k] for k in ("from", "to", "data", "value") if k in dry})
+            elif gas is None:
                 gas = int(fn.estimate_gas(params) * GAS_MARGIN)
                 gas = min(gas, int(self.web3.eth.get_block("latest")["gasLimit"]))
         except Exception as exc:

@@ -1,0 +1,134 @@
+"""Bounty lifecycle client: post, inspect, finalize, abort, expire, claim, report equivocation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from market.chain.client import Chain, Receipt
+from market.chain.deploy import Deployment
+from market.chain.token import TokenClient
+from market.escrow.eip712 import Domain
+from market.escrow.types import JobParams, JobState, JobView, Result, SlashConsent
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Where the marketplace's tokens are: its balance equals escrowed + staked + unclaimed."""
+
+    escrowed: int
+    staked: int
+    unclaimed: int
+    burned: int
+
+
+class EscrowClient:
+    """Typed access to the job side of the `Marketplace` contract."""
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.contract = chain.contract("Marketplace", deployment.marketplace)
+        self.token = TokenClient(chain, deployment.token)
+        self.domain = Domain(chain.chain_id, self.contract.address)
+
+    # ------------------------------------------------------------------ transactions
+    def post_job(self, buyer: LocalAccount, params: JobParams, use_permit: bool = True) -> int:
+        """Escrows `params.budget` and posts the job; returns its id. With `use_permit`, the
+        approval rides along as an EIP-2612 permit in the same transaction."""
+        fns = self.contract.functions
+        if use_permit:
+            permit = self.token.sign_permit(
+                buyer, self.contract.address, params.budget, self.chain.now() + 3_600
+            )
+            fn = fns.postJobWithPermit(
+                params.as_abi(), permit.deadline, permit.v, permit.r, permit.s
+            )
+        else:
+            self.token.ensure_allowance(buyer, self.contract.address, params.budget)
+            fn = fns.postJob(params.as_abi())
+        receipt = self.chain.transact(buyer, fn)
+        (event,) = receipt.events(self.contract, "JobPosted")
+        return int(event["jobId"])
+
+    def finalize(
+        self,
+        sender: LocalAccount,
+        result: Result,
+        signatures: Sequence[bytes],
+        consents: Sequence[SlashConsent] = (),
+    ) -> Receipt:
+        """Settles a job with the committee's signatures (ascending signer order)."""
+        fn = self.contract.functions.finalize(
+            result.as_abi(), [c.as_abi() for c in consents], list(signatures)
+        )
+        return self.chain.transact(sender, fn)
+
+    def abort(
+        self, sender: LocalAccount, job_id: int, reason: str, signatures: Sequence[bytes]
+    ) -> Receipt:
+        return self.chain.transact(
+            sender, self.contract.functions.abort(job_id, reason, list(signatures))
+        )
+
+    def expire(self, sender: LocalAccount, job_id: int) -> Receipt:
+        return self.chain.transact(sender, self.contract.functions.expire(job_id))
+
+    def claim(
+        self, sender: LocalAccount, job_id: int, account: str, amount: int, proof: Sequence[bytes]
+    ) -> Receipt:
+        fn = self.contract.functions.claim(
+            job_id, to_checksum_address(account), amount, list(proof)
+        )
+        return self.chain.transact(sender, fn)
+
+    def report_equivocation(
+        self, reporter: LocalAccount, a: Result, sig_a: bytes, b: Result, sig_b: bytes
+    ) -> Receipt:
+        fn = self.contract.functions.reportEquivocation(a.as_abi(), sig_a, b.as_abi(), sig_b)
+        return self.chain.transact(reporter, fn)
+
+    # ------------------------------------------------------------------ views
+    def job(self, job_id: int) -> JobView:
+        return JobView.from_abi(job_id, self.chain.call(self.contract.functions.getJob(job_id)))
+
+    def job_state(self, job_id: int) -> JobState:
+        return JobState(self.chain.call(self.contract.functions.jobState(job_id)))
+
+    def job_count(self) -> int:
+        return int(self.chain.call(self.contract.functions.jobCount()))
+
+    def is_claimed(self, job_id: int, account: str, amount: int) -> bool:
+        fn = self.contract.functions.isClaimed(job_id, to_checksum_address(account), amount)
+        return bool(self.chain.call(fn))
+
+    def equivocation_reported(self, job_id: int, node: str) -> bool:
+        fn = self.contract.functions.equivocationReported(job_id, to_checksum_address(node))
+        return bool(self.chain.call(fn))
+
+    def totals(self) -> Totals:
+        f = self.contract.functions
+        return Totals(
+            escrowed=int(self.chain.call(f.totalEscrowed())),
+            staked=int(self.chain.call(f.totalStaked())),
+            unclaimed=int(self.chain.call(f.totalUnclaimed())),
+            burned=int(self.chain.call(f.totalBurned())),
+        )
+
+    def result_digest(self, result: Result) -> bytes:
+        """The contract's own digest for `result` (equal to `eip712.result_digest`)."""
+        return bytes(self.chain.call(self.contract.functions.resultDigest(result.as_abi())))
+
+    def abort_digest(self, job_id: int, reason: str) -> bytes:
+        return bytes(self.chain.call(self.contract.functions.abortDigest(job_id, reason)))
+
+    def participation_digest(self, job_id: int, dataset_id: bytes, max_slash_bps: int) -> bytes:
+        fn = self.contract.functions.participationDigest(job_id, dataset_id, max_slash_bps)
+        return bytes(self.chain.call(fn))
+
+    def payout_leaf(self, account: str, amount: int) -> bytes:
+        fn = self.contract.functions.payoutLeaf(to_checksum_address(account), amount)
+        return bytes(self.chain.call(fn))

@@ -1,0 +1,176 @@
+"""EIP-712 hashing of the marketplace's typed messages, in pure Python.
+
+The digests equal the contract's `resultDigest`, `abortDigest` and `participationDigest` (checked by
+shared test vectors and against eth-account's generic encoder). Signing takes a key-holding
+account; nothing here touches a chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+
+from market.escrow.types import Result
+
+DOMAIN_NAME = "DataMarketplace"
+DOMAIN_VERSION = "1"
+
+DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+SLASH_TYPE = "Slash(bytes32 datasetId,uint256 amount)"
+RESULT_TYPE = (
+    "Result(uint256 jobId,bytes32 resultHash,string resultURI,bytes32 payoutRoot,"
+    "uint256 payoutTotal,uint256 slashedToPayouts,uint32 participants,Slash[] slashes)"
+)
+SLASH_TYPEHASH = keccak(text=SLASH_TYPE)
+RESULT_TYPEHASH = keccak(text=RESULT_TYPE + SLASH_TYPE)
+ABORT_TYPEHASH = keccak(text="Abort(uint256 jobId,string reason)")
+PARTICIPATION_TYPEHASH = keccak(
+    text="Participation(uint256 jobId,bytes32 datasetId,uint16 maxSlashBps)"
+)
+
+EIP712_TYPES: dict[str, list[dict[str, str]]] = {
+    "Slash": [{"name": "datasetId", "type": "bytes32"}, {"name": "amount", "type": "uint256"}],
+    "Result": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "resultHash", "type": "bytes32"},
+        {"name": "resultURI", "type": "string"},
+        {"name": "payoutRoot", "type": "bytes32"},
+        {"name": "payoutTotal", "type": "uint256"},
+        {"name": "slashedToPayouts", "type": "uint256"},
+        {"name": "participants", "type": "uint32"},
+        {"name": "slashes", "type": "Slash[]"},
+    ],
+    "Abort": [{"name": "jobId", "type": "uint256"}, {"name": "reason", "type": "string"}],
+    "Participation": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "datasetId", "type": "bytes32"},
+        {"name": "maxSlashBps", "type": "uint16"},
+    ],
+}
+"""The same types in the JSON form wallets and eth-account's `encode_typed_data` take."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The EIP-712 domain of one marketplace deployment."""
+
+    chain_id: int
+    verifying_contract: str
+
+    @property
+    def separator(self) -> bytes:
+        return keccak(
+            encode(
+                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+                [
+                    DOMAIN_TYPEHASH,
+                    keccak(text=DOMAIN_NAME),
+                    keccak(text=DOMAIN_VERSION),
+                    self.chain_id,
+                    to_checksum_address(self.verifying_contract),
+                ],
+            )
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.verifying_contract),
+        }
+
+    def digest(self, struct_hash: bytes) -> bytes:
+        return keccak(b"\x19\x01" + self.separator + struct_hash)
+
+
+def result_struct_hash(result: Result) -> bytes:
+    slash_hashes = b"".join(
+        keccak(encode(["bytes32", "bytes32", "uint256"], [SLASH_TYPEHASH, s.dataset_id, s.amount]))
+        for s in result.slashes
+    )
+    return keccak(
+        encode(
+            [
+                "bytes32",
+                "uint256",
+                "bytes32",
+                "bytes32",
+                "bytes32",
+                "uint256",
+                "uint256",
+                "uint32",
+                "bytes32",
+            ],
+            [
+                RESULT_TYPEHASH,
+                result.job_id,
+                result.result_hash,
+                keccak(text=result.result_uri),
+                result.payout_root,
+                result.payout_total,
+                result.slashed_to_payouts,
+                result.participants,
+                keccak(slash_hashes),
+            ],
+        )  # fmt: skip
+    )
+
+
+def result_digest(domain: Domain, result: Result) -> bytes:
+    """What each committee member signs to settle a job."""
+    return domain.digest(result_struct_hash(result))
+
+
+def abort_digest(domain: Domain, job_id: int, reason: str) -> bytes:
+    """What each committee member signs to abort a job."""
+    return domain.digest(
+        keccak(
+            encode(["bytes32", "uint256", "bytes32"], [ABORT_TYPEHASH, job_id, keccak(text=reason)])
+        )
+    )
+
+
+def participation_digest(
+    domain: Domain, job_id: int, dataset_id: bytes, max_slash_bps: int
+) -> bytes:
+    """What a dataset owner signs to join a job, accepting slashes up to `max_slash_bps`."""
+    return domain.digest(
+        keccak(
+            encode(
+                ["bytes32", "uint256", "bytes32", "uint16"],
+                [PARTICIPATION_TYPEHASH, job_id, dataset_id, max_slash_bps],
+            )
+        )
+    )
+
+
+def result_message(result: Result) -> dict[str, Any]:
+    """`result` as an EIP-712 JSON message (for wallets and eth-account)."""
+    return {
+        "jobId": result.job_id,
+        "resultHash": result.result_hash,
+        "resultURI": result.result_uri,
+        "payoutRoot": result.payout_root,
+        "payoutTotal": result.payout_total,
+        "slashedToPayouts": result.slashed_to_payouts,
+        "participants": result.participants,
+        "slashes": [{"datasetId": s.dataset_id, "amount": s.amount} for s in result.slashes],
+    }
+
+
+def sign_digest(account: LocalAccount, digest: bytes) -> bytes:
+    """A 65-byte `r || s || v` signature over an EIP-712 digest."""
+    return bytes(account.unsafe_sign_hash(digest).signature)
+
+
+def recover(digest: bytes, signature: bytes) -> str:
+    """The address that signed `digest`."""
+    return str(Account._recover_hash(digest, signature=signature))

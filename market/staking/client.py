@@ -1,0 +1,115 @@
+"""Dataset and heavy-node stakes: stake, top up, unbond, withdraw, and their on-chain records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from market.chain.client import Chain, Receipt
+from market.chain.deploy import Deployment
+from market.chain.token import TokenClient
+
+
+@dataclass(frozen=True)
+class HeavyNodeRecord:
+    """`Marketplace.HeavyNode`: all zero for an unregistered address."""
+
+    address: str
+    stake: int
+    unstake_requested_at: int
+    registered: bool
+    fees_earned: int
+    encryption_key: bytes
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """`Marketplace.Dataset`: owner is the zero address for an unknown id."""
+
+    dataset_id: bytes
+    owner: str
+    unstake_requested_at: int
+    stake: int
+    metadata_uri: str
+
+    @property
+    def exists(self) -> bool:
+        return int(self.owner, 16) != 0
+
+
+class StakingClient:
+    """Typed access to the staking side of the `Marketplace` contract. Staking calls approve the
+    marketplace for the amount first when the allowance does not cover it."""
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        self.chain = chain
+        self.contract = chain.contract("Marketplace", deployment.marketplace)
+        self.token = TokenClient(chain, deployment.token)
+
+    def _pay_in(self, owner: LocalAccount, amount: int) -> None:
+        self.token.ensure_allowance(owner, self.contract.address, amount)
+
+    # ------------------------------------------------------------------ heavy nodes
+    def register_heavy_node(
+        self, node: LocalAccount, amount: int, endpoint: str, encryption_key: bytes
+    ) -> Receipt:
+        self._pay_in(node, amount)
+        fn = self.contract.functions.registerHeavyNode(amount, endpoint, encryption_key)
+        return self.chain.transact(node, fn)
+
+    def update_heavy_node(
+        self, node: LocalAccount, endpoint: str, encryption_key: bytes
+    ) -> Receipt:
+        fn = self.contract.functions.updateHeavyNode(endpoint, encryption_key)
+        return self.chain.transact(node, fn)
+
+    def top_up_heavy_node(self, node: LocalAccount, amount: int) -> Receipt:
+        self._pay_in(node, amount)
+        return self.chain.transact(node, self.contract.functions.topUpHeavyNode(amount))
+
+    def request_heavy_node_unstake(self, node: LocalAccount) -> Receipt:
+        return self.chain.transact(node, self.contract.functions.requestHeavyNodeUnstake())
+
+    def withdraw_heavy_node(self, node: LocalAccount) -> Receipt:
+        return self.chain.transact(node, self.contract.functions.withdrawHeavyNode())
+
+    def heavy_node(self, address: str) -> HeavyNodeRecord:
+        address = to_checksum_address(address)
+        raw = self.chain.call(self.contract.functions.getHeavyNode(address))
+        stake, requested, registered, fees, key, endpoint = raw
+        return HeavyNodeRecord(address, stake, requested, registered, fees, bytes(key), endpoint)
+
+    def is_active_heavy_node(self, address: str) -> bool:
+        fn = self.contract.functions.isActiveHeavyNode(to_checksum_address(address))
+        return bool(self.chain.call(fn))
+
+    # ------------------------------------------------------------------ datasets
+    def stake_dataset(
+        self, owner: LocalAccount, dataset_id: bytes, amount: int, metadata_uri: str
+    ) -> Receipt:
+        self._pay_in(owner, amount)
+        fn = self.contract.functions.stakeDataset(dataset_id, amount, metadata_uri)
+        return self.chain.transact(owner, fn)
+
+    def top_up_dataset(self, owner: LocalAccount, dataset_id: bytes, amount: int) -> Receipt:
+        self._pay_in(owner, amount)
+        return self.chain.transact(owner, self.contract.functions.topUpDataset(dataset_id, amount))
+
+    def request_dataset_unstake(self, owner: LocalAccount, dataset_id: bytes) -> Receipt:
+        fn = self.contract.functions.requestDatasetUnstake(dataset_id)
+        return self.chain.transact(owner, fn)
+
+    def withdraw_dataset(self, owner: LocalAccount, dataset_id: bytes) -> Receipt:
+        return self.chain.transact(owner, self.contract.functions.withdrawDataset(dataset_id))
+
+    def dataset(self, dataset_id: bytes) -> DatasetRecord:
+        owner, requested, stake, uri = self.chain.call(
+            self.contract.functions.getDataset(dataset_id)
+        )
+        return DatasetRecord(bytes(dataset_id), owner, requested, stake, uri)
+
+    def is_active_dataset(self, dataset_id: bytes) -> bool:
+        return bool(self.chain.call(self.contract.functions.isActiveDataset(dataset_id)))
