@@ -87,6 +87,7 @@ class EmbeddedBackend:
         with self._lock:
             latest = self.web3.eth.get_block("latest")["timestamp"]
             self._tester.time_travel(latest + max(1, seconds))
+            self._tester.mine_blocks(1)  # so that `latest` (what calls see) has the new time
 
     def close(self) -> None:
         pass

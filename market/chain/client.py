@@ -161,7 +161,8 @@ class Chain:
                 # and the receipt still reports the gas really used.
                 gas = self._dry_run_gas
                 dry = fn.build_transaction({**params, "gas": gas, "nonce": 0})
-                self.web3.eth.call({k: dry[k] for k in ("from", "to", "data", "value") if k in dry})
+                call = {k: dry[k] for k in ("from", "to", "data", "value") if k in dry}
+                self.web3.eth.call(call, block_identifier="pending")
             elif gas is None:
                 gas = int(fn.estimate_gas(params) * GAS_MARGIN)
                 gas = min(gas, int(self.web3.eth.get_block("latest")["gasLimit"]))
