@@ -39,17 +39,16 @@ class EscrowClient:
     def post_job(self, buyer: LocalAccount, params: JobParams, use_permit: bool = True) -> int:
         """Escrows `params.budget` and posts the job; returns its id. With `use_permit`, the
         approval rides along as an EIP-2612 permit in the same transaction."""
-        fns = self.contract.functions
         if use_permit:
             permit = self.token.sign_permit(
                 buyer, self.contract.address, params.budget, self.chain.now() + 3_600
             )
-            fn = fns.postJobWithPermit(
+            fn = self.contract.functions.postJobWithPermit(
                 params.as_abi(), permit.deadline, permit.v, permit.r, permit.s
             )
         else:
             self.token.ensure_allowance(buyer, self.contract.address, params.budget)
-            fn = fns.postJob(params.as_abi())
+            fn = self.contract.functions.postJob(params.as_abi())
         receipt = self.chain.transact(buyer, fn)
         (event,) = receipt.events(self.contract, "JobPosted")
         return int(event["jobId"])
@@ -110,12 +109,11 @@ class EscrowClient:
         return bool(self.chain.call(fn))
 
     def totals(self) -> Totals:
-        f = self.contract.functions
         return Totals(
-            escrowed=int(self.chain.call(f.totalEscrowed())),
-            staked=int(self.chain.call(f.totalStaked())),
-            unclaimed=int(self.chain.call(f.totalUnclaimed())),
-            burned=int(self.chain.call(f.totalBurned())),
+            escrowed=int(self.chain.call(self.contract.functions.totalEscrowed())),
+            staked=int(self.chain.call(self.contract.functions.totalStaked())),
+            unclaimed=int(self.chain.call(self.contract.functions.totalUnclaimed())),
+            burned=int(self.chain.call(self.contract.functions.totalBurned())),
         )
 
     def result_digest(self, result: Result) -> bytes:
