@@ -1,0 +1,135 @@
+"""What the nodes of an aggregation round agree on beforehand, and the messages they exchange.
+
+All messages are frozen dataclasses that name their job, and those between nodes name their
+sender and recipient, so that a transport (HTTP, or the in-process simulator) only has to
+deliver them; `compute.round` holds the state machines that produce and consume them. Messages
+that carry arrays compare by identity (`eq=False`): compare their fields instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from compute.dp import NoisePlan, PrivacySpent
+from compute.errors import ReductionError
+from compute.reduce import Abort, Aggregate, ReduceOp, Reduction
+from compute.sharing import Scheme
+
+NoiseSampler = Callable[[], NDArray[np.int64]]
+"""Draws one heavy node's noise vector (`functools.partial(dp.sample_noise, plan)`)."""
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """Everything the nodes of one round agree on beforehand (from the proposal)."""
+
+    job_id: str
+    reduction: Reduction
+    scheme: Scheme
+    min_participants: int
+    """Fewest datasets whose contributions may be reconstructed together."""
+    privacy: NoisePlan | None = None
+    """Calibrated DP noise, when the proposal asks for DP."""
+    weights: Mapping[str, int] | None = None
+    """Weighted sum only: public fixed-point weights by dataset id (`Reduction.encode_weights`)."""
+    eligible: frozenset[str] | None = None
+    """Datasets allowed to submit (staked for this job); `None` admits any."""
+
+    def __post_init__(self) -> None:
+        if self.min_participants < 1:
+            raise ReductionError("min_participants must be at least 1")
+        if (self.reduction.op is ReduceOp.WEIGHTED_SUM) != (self.weights is not None):
+            raise ReductionError("weights are required for a weighted sum, and only for it")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
+        if self.privacy is not None and self.privacy.length != self.reduction.length:
+            raise ReductionError("the noise plan was calibrated for another reduction")
+        margin = self.privacy.margin(self.scheme.n) if self.privacy is not None else 0
+        self.reduction.check_capacity(self.scheme.capacity, margin)
+
+    @property
+    def committee(self) -> tuple[int, ...]:
+        """Heavy node indices, 1..n (also their Shamir evaluation points)."""
+        return tuple(range(1, self.scheme.n + 1))
+
+
+# --- messages and events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Submission:
+    """Light node to heavy node: one share of one dataset's contribution."""
+
+    job_id: str
+    dataset_id: str
+    recipient: int
+    share: NDArray[np.uint64]
+
+
+@dataclass(frozen=True)
+class CloseSubmissions:
+    """Driver to heavy node: the submission deadline has passed."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class PeerUnavailable:
+    """Driver to heavy node: stop waiting for `node`; ignore what it sends from now on."""
+
+    job_id: str
+    node: int
+
+
+@dataclass(frozen=True, eq=False)
+class Agreement:
+    """Heavy node to peer: the datasets the sender holds shares of, and with DP the recipient's
+    share of the sender's noise."""
+
+    job_id: str
+    sender: int
+    recipient: int
+    dataset_ids: frozenset[str]
+    noise_share: NDArray[np.uint64] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Partial:
+    """Heavy node to peer: the sender's partial over the participant set it agreed on."""
+
+    job_id: str
+    sender: int
+    recipient: int
+    participants: tuple[str, ...]
+    noise_from: tuple[int, ...]
+    value: NDArray[np.uint64]
+
+
+Event = Submission | CloseSubmissions | PeerUnavailable | Agreement | Partial
+Outgoing = Agreement | Partial
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """The outcome of a round that reconstructed its aggregate."""
+
+    job_id: str
+    aggregate: Aggregate
+    privacy: PrivacySpent | None
+    """Epsilon and delta spent, when DP noise was added."""
+
+    @property
+    def values(self) -> NDArray[np.float64]:
+        return self.aggregate.values
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        return self.aggregate.participants
+
+
+Outcome = Result | Abort

@@ -1,0 +1,375 @@
+"""Secure reduce: the operations a committee computes over shares, and what providers contribute.
+
+Every supported operation is a sum in disguise. A provider's map output is a set of records
+(an `(m, width)` array); its **contribution** is one integer vector of local statistics
+(sums of encoded values, sums of their squares, a record count, histogram counts) that it
+secret-shares. Each heavy node adds up its shares of every agreed contribution (weighting them
+with public integer weights for a weighted sum) into a **partial**; the partials reconstruct
+the **aggregate**, the sum of all contributions, and nothing else; `Reduction.finish` decodes it.
+
+| op             | contribution                         | result                            |
+|----------------|--------------------------------------|-----------------------------------|
+| `sum`          | `sum(enc(x))` (width)                | sum per coordinate                |
+| `count`        | `[m]`                                | number of records                 |
+| `mean`         | `sum(enc(x))`, `m`                   | mean per coordinate               |
+| `variance`     | `sum(enc(x))`, `sum(enc(x)^2)`, `m`  | population variance per coordinate |
+| `histogram`    | counts of clipped values per bin     | counts per bin                    |
+| `weighted_sum` | `sum(enc(x))`; weights are public    | `sum_j w_j * sum(x_j)`            |
+
+`secure_reduce` runs a whole reduce over shares already received (the one-process reference
+that the aggregation round in `compute.round` performs step by step over messages). Nothing
+is reconstructed unless the participant minimum and the scheme's threshold are met; otherwise
+the outcome is an explicit `Abort`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from compute import encoding
+from compute.encoding import MAX_VALUES, FieldSpec, check_headroom
+from compute.errors import EncodingOverflowError, ReductionError, ShareInconsistencyError
+from compute.sharing import Scheme, Shares
+
+
+class ReduceOp(StrEnum):
+    """The reduce operations a proposal may ask for."""
+
+    SUM = "sum"
+    COUNT = "count"
+    MEAN = "mean"
+    VARIANCE = "variance"
+    HISTOGRAM = "histogram"
+    WEIGHTED_SUM = "weighted_sum"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A slice of the contribution vector and how far one record can move it, in encoded units:
+    by at most `bound` in each coordinate, or, when `sparse`, in one coordinate only (a record
+    falls in one histogram bin). Used for the headroom check and for calibrating DP noise."""
+
+    name: str
+    start: int
+    stop: int
+    bound: int
+    sparse: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def l1(self) -> int:
+        """L1 sensitivity of the slice to adding or removing one record."""
+        return self.bound if self.sparse else self.width * self.bound
+
+    @property
+    def l2(self) -> float:
+        """L2 sensitivity of the slice to adding or removing one record."""
+        return float(self.bound) if self.sparse else math.sqrt(self.width) * self.bound
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """What to reduce and how values are encoded: the reduce part of a proposal."""
+
+    op: ReduceOp
+    """The operation."""
+    field: FieldSpec
+    """Bounds and scale of every value coordinate (for a histogram, its range)."""
+    width: int = 1
+    """Values per record (the vector length); 1 for a histogram."""
+    bins: int = 0
+    """Histogram only: equal-width bins over `[field.lo, field.hi]`."""
+    max_values: int = MAX_VALUES
+    """Most records summed over all providers together; the headroom check uses it."""
+    weight_scale: int = 1 << 10
+    """Weighted sum only: fixed-point scale of the public weights."""
+    max_weight: float = 1.0
+    """Weighted sum only: bound on the magnitude of a weight."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op", ReduceOp(self.op))
+        if self.width < 1 or self.max_values < 1:
+            raise ReductionError(f"width and max_values must be >= 1 ({self.op})")
+        if self.op is ReduceOp.HISTOGRAM and (self.bins < 1 or self.width != 1):
+            raise ReductionError("a histogram needs bins >= 1 over a single field (width 1)")
+        if self.op is ReduceOp.WEIGHTED_SUM and (self.weight_scale < 1 or self.max_weight <= 0):
+            raise ReductionError("a weighted sum needs weight_scale >= 1 and max_weight > 0")
+
+    @property
+    def length(self) -> int:
+        """Length of one contribution vector."""
+        return self.groups()[-1].stop
+
+    def groups(self) -> tuple[Group, ...]:
+        """The contribution's slices, in order."""
+        w, bound = self.width, self.field.bound
+        if self.op is ReduceOp.SUM:
+            return (Group("sum", 0, w, bound),)
+        if self.op is ReduceOp.WEIGHTED_SUM:
+            weight = encoding.weight_bound(self.max_weight, self.weight_scale)
+            return (Group("weighted_sum", 0, w, bound * weight),)
+        if self.op is ReduceOp.COUNT:
+            return (Group("count", 0, 1, 1),)
+        if self.op is ReduceOp.MEAN:
+            return (Group("sum", 0, w, bound), Group("count", w, w + 1, 1))
+        if self.op is ReduceOp.VARIANCE:
+            return (
+                Group("sum", 0, w, bound),
+                Group("squares", w, 2 * w, bound * bound),
+                Group("count", 2 * w, 2 * w + 1, 1),
+            )
+        return (Group("counts", 0, self.bins, 1, sparse=True),)
+
+    def check_capacity(self, capacity: int, margin: int = 0) -> None:
+        """Raise `EncodingOverflowError` unless `max_values` records, plus `margin` (room kept
+        for DP noise), fit every coordinate of the aggregate within `capacity`."""
+        for group in self.groups():
+            room = capacity - margin
+            if room <= 0:
+                raise EncodingOverflowError(
+                    f"{self.op} of field {self.field.name!r}: noise margin {margin} leaves no "
+                    f"room in capacity {capacity}; use a larger epsilon or a smaller scale"
+                )
+            check_headroom(
+                group.bound,
+                self.max_values,
+                room,
+                f"{self.op} ({group.name}) of {self.field.name!r}",
+            )
+
+    def records(self, values: ArrayLike) -> NDArray[np.float64]:
+        """A provider's records as an `(m, width)` float array (1-D input with width 1 is m
+        records; 1-D input of length `width` is one record)."""
+        array = encoding.as_records(values, self.width)
+        if array is None:
+            raise ReductionError(
+                f"records for {self.op} must have shape (m, {self.width}), got {np.shape(values)}"
+            )
+        if array.shape[0] > self.max_values:
+            raise EncodingOverflowError(
+                f"{array.shape[0]} records exceed the proposal's max_values {self.max_values}"
+            )
+        return array
+
+    def contribution(self, values: ArrayLike) -> NDArray[np.int64]:
+        """What a provider shares: its local statistics as an int64 vector of `length`."""
+        records = self.records(values)
+        m = records.shape[0]
+        if self.op is ReduceOp.COUNT:
+            return np.array([m], dtype=np.int64)
+        if self.op is ReduceOp.HISTOGRAM:
+            return self.field.histogram(records, self.bins)
+        check_headroom(self.field.bound, m, encoding.INT64_MAX, "local sum")
+        encoded = self.field.encode(records)
+        sums: NDArray[np.int64] = encoded.sum(axis=0, dtype=np.int64)
+        if self.op in (ReduceOp.SUM, ReduceOp.WEIGHTED_SUM):
+            return sums
+        count = np.array([m], dtype=np.int64)
+        if self.op is ReduceOp.MEAN:
+            return np.concatenate([sums, count])
+        check_headroom(self.field.bound**2, m, encoding.INT64_MAX, "local sum of squares")
+        squares = (encoded * encoded).sum(axis=0, dtype=np.int64)
+        return np.concatenate([sums, squares, count])
+
+    def finish(self, aggregate: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Decode a reconstructed aggregate into the operation's result."""
+        total = np.asarray(aggregate, dtype=np.int64)
+        if total.shape != (self.length,):
+            raise ReductionError(f"aggregate of shape {total.shape}, expected ({self.length},)")
+        w, scale = self.width, self.field.scale
+        if self.op is ReduceOp.SUM:
+            return self.field.decode(total)
+        if self.op is ReduceOp.WEIGHTED_SUM:
+            return encoding.decode_ratio(total, 1, scale * self.weight_scale)
+        if self.op is ReduceOp.MEAN:
+            return encoding.decode_ratio(total[:w], int(total[w]), scale)
+        if self.op is ReduceOp.VARIANCE:
+            return encoding.decode_variance(total[:w], total[w : 2 * w], int(total[2 * w]), scale)
+        return encoding.as_float(total)
+
+    def count(self, aggregate: NDArray[np.int64]) -> int | None:
+        """The number of records in an aggregate, for the operations that carry one."""
+        if self.op in (ReduceOp.COUNT, ReduceOp.MEAN, ReduceOp.VARIANCE):
+            return int(aggregate[-1])
+        return None
+
+    def encode_weights(self, weights: Mapping[str, float]) -> dict[str, int]:
+        """Public per-dataset weights as fixed-point ints (weighted sum only)."""
+        ids = sorted(weights)
+        encoded = encoding.encode_weights(
+            [weights[i] for i in ids], self.weight_scale, self.max_weight
+        )
+        return {dataset: int(w) for dataset, w in zip(ids, encoded, strict=True)}
+
+
+# --- over shares -----------------------------------------------------------------------------
+
+
+def partial(
+    scheme: Scheme, shares: NDArray[np.uint64], weights: Sequence[int] | None = None
+) -> NDArray[np.uint64]:
+    """A heavy node's part of the reduce: its shares of the agreed contributions (rows),
+    summed, or weighted with public integer `weights` for a weighted sum."""
+    if weights is None:
+        return scheme.sum(shares)
+    return scheme.weighted_sum(shares, weights)
+
+
+_SHORT = 256
+"""Rows up to this length are summed in one reduction rather than in lazy chunks."""
+
+
+class PartialSum:
+    """A heavy node's running partial: shares are added as they arrive, one or many rows at a
+    time, and reduced only as often as the scheme needs (every 8 shares for Shamir, never for
+    Z_2^64), which is what keeps a streaming heavy node close to a plain sum."""
+
+    def __init__(self, scheme: Scheme, length: int) -> None:
+        self._scheme = scheme
+        self._total = np.zeros(length, dtype=np.uint64)
+        self._terms = 1  # reduced values the total may hold: it counts as one
+
+    def add(self, shares: NDArray[np.uint64]) -> None:
+        """Add one share (shape `(length,)`) or a stack of them (`(k, length)`)."""
+        rows = shares if shares.ndim == 2 else shares[np.newaxis]
+        if rows.shape[1:] != self._total.shape:
+            raise ReductionError(
+                f"shares of shape {shares.shape} for a partial of length {self._total.shape[0]}"
+            )
+        limit = self._scheme.lazy_terms
+        if rows.shape[0] == 0:
+            return
+        if rows.shape[0] >= limit and rows.shape[1] <= _SHORT:
+            # Many short rows: one full reduction beats a Python loop over small chunks.
+            self._add_term(self._scheme.sum(rows), 1)
+            return
+        step = min(limit - 1, rows.shape[0])
+        for start in range(0, rows.shape[0], step):
+            chunk = rows[start : start + step]
+            term = chunk[0] if chunk.shape[0] == 1 else chunk.sum(axis=0, dtype=np.uint64)
+            self._add_term(term, chunk.shape[0])
+
+    def _add_term(self, term: NDArray[np.uint64], count: int) -> None:
+        if self._terms + count > self._scheme.lazy_terms:
+            self._total = self._scheme.normalize(self._total)
+            self._terms = 1
+        self._total += term
+        self._terms += count
+
+    @property
+    def value(self) -> NDArray[np.uint64]:
+        """The partial, reduced."""
+        return self._scheme.normalize(self._total.copy())
+
+
+def combine(scheme: Scheme, partials: Shares) -> NDArray[np.int64]:
+    """Reconstruct the aggregate from the heavy nodes' partials (checked, for Shamir)."""
+    return scheme.reconstruct(partials)
+
+
+class AbortReason(StrEnum):
+    """Why a reduce ended without a result."""
+
+    TOO_FEW_PARTICIPANTS = "too_few_participants"
+    TOO_FEW_HEAVY_NODES = "too_few_heavy_nodes"
+    INCONSISTENT_SHARES = "inconsistent_shares"
+    DIVERGENT_VIEWS = "divergent_views"
+
+
+@dataclass(frozen=True)
+class Abort:
+    """The explicit outcome of a reduce that must not reconstruct anything."""
+
+    reason: AbortReason
+    detail: str
+    """What happened and what to do, for logs and the on-chain abort reason."""
+    culprits: tuple[int, ...] = ()
+    """Heavy nodes shown to have sent wrong partials (Shamir, enough redundancy)."""
+    suspects: tuple[int, ...] = ()
+    """Heavy nodes one of which sent a wrong partial, when it cannot be pinned down."""
+
+    @property
+    def culprit(self) -> int | None:
+        return self.culprits[0] if len(self.culprits) == 1 else None
+
+
+@dataclass(frozen=True, eq=False)
+class Aggregate:
+    """A reconstructed aggregate and its decoded result."""
+
+    reduction: Reduction
+    participants: tuple[str, ...]
+    """Dataset ids whose contributions are in the aggregate, sorted."""
+    holders: tuple[int, ...]
+    """Heavy nodes whose partials were combined."""
+    total: NDArray[np.int64]
+    """The aggregate as integers (with DP noise, when the round added it)."""
+    values: NDArray[np.float64]
+    """`reduction.finish(total)`."""
+
+    @property
+    def count(self) -> int | None:
+        return self.reduction.count(self.total)
+
+
+def inconsistency_abort(error: ShareInconsistencyError, own: int | None = None) -> Abort:
+    """The abort for inconsistent partials; a node that knows its own partial is right
+    (`own`) leaves itself out of the suspects."""
+    suspects = tuple(h for h in error.suspects if h != own) if not error.holders else ()
+    return Abort(AbortReason.INCONSISTENT_SHARES, str(error), error.holders, suspects)
+
+
+def agree(views: Mapping[int, frozenset[str]]) -> tuple[str, ...]:
+    """The participant set: the datasets every responding heavy node holds a share of."""
+    sets = list(views.values())
+    return tuple(sorted(frozenset.intersection(*sets))) if sets else ()
+
+
+def secure_reduce(
+    reduction: Reduction,
+    scheme: Scheme,
+    received: Mapping[int, Mapping[str, NDArray[np.uint64]]],
+    *,
+    min_participants: int,
+    weights: Mapping[str, int] | None = None,
+) -> Aggregate | Abort:
+    """A whole reduce over the shares each responding heavy node received, by dataset id.
+
+    The participant set is the datasets every responding node has; each node's partial is the
+    (weighted) sum of its shares of them; the aggregate is reconstructed only when at least
+    `min_participants` datasets and the scheme's threshold of heavy nodes take part.
+    """
+    reduction.check_capacity(scheme.capacity)
+    if len(received) < scheme.threshold:
+        return Abort(
+            AbortReason.TOO_FEW_HEAVY_NODES,
+            f"{len(received)} heavy nodes responded; {scheme.name} needs {scheme.threshold}",
+        )
+    participants = agree({node: frozenset(shares) for node, shares in received.items()})
+    if len(participants) < max(min_participants, 1):
+        return Abort(
+            AbortReason.TOO_FEW_PARTICIPANTS,
+            f"{len(participants)} datasets reached every heavy node; the proposal needs "
+            f"{min_participants}",
+        )
+    row_weights = None if weights is None else [weights[d] for d in participants]
+    partials = {
+        node: partial(scheme, np.stack([shares[d] for d in participants]), row_weights)
+        for node, shares in received.items()
+    }
+    try:
+        total = combine(scheme, partials)
+    except ShareInconsistencyError as error:
+        return inconsistency_abort(error)
+    return Aggregate(
+        reduction, participants, tuple(sorted(partials)), total, reduction.finish(total)
+    )

@@ -1,0 +1,429 @@
+"""The aggregation round as a sans-I/O state machine (in the style of h11's `_state.py`).
+
+Messages in, messages out: no sockets, clocks, disks or threads. The driver (the HTTP service,
+or `compute.simulation` for 1,000 nodes in one process) delivers each message to the node it is
+addressed to, and tells a heavy node when the deadline has passed (`CloseSubmissions`) and
+when to stop waiting for a peer (`PeerUnavailable`); that is all the time a node ever sees.
+
+The messages and the round's configuration are in `compute.messages`.
+
+Light node (`LightNodeRound`): encode and clip its records, compute its contribution, share it,
+one `Submission` per heavy node. The shares are made once and kept, so a retry resends the
+same messages (fresh shares of one value to the same holders must never be mixed).
+
+Heavy node (`HeavyNodeRound`), phases and transitions all in `TRANSITIONS`:
+
+| phase      | input                         | next      | what the node does                  |
+|------------|-------------------------------|-----------|-------------------------------------|
+| COLLECTING | `Submission`                  | COLLECTING| keep the share (once per dataset)   |
+| COLLECTING | `Agreement`, `Partial`        | COLLECTING| keep a peer's early message         |
+| COLLECTING | `CloseSubmissions`            | AGREEING  | send its `Agreement` to every peer  |
+| AGREEING   | `Agreement`, `Partial`        | AGREEING  | keep                                |
+| AGREEING   | views complete                | COMBINING | agree; send its `Partial` to peers  |
+| AGREEING   | too few nodes or participants | ABORTED   | `Abort`                             |
+| COMBINING  | `Partial`                     | COMBINING | keep                                |
+| COMBINING  | partials complete             | DONE      | reconstruct and decode: `Result`    |
+| COMBINING  | too few or wrong partials     | ABORTED   | `Abort`, naming a cheater if it can |
+| any        | `PeerUnavailable`             | same      | stop waiting for that peer          |
+| COMBINING, DONE, ABORTED | `Agreement`, `Partial` | same | late: ignored                 |
+
+"Views complete" means every peer has sent its `Agreement` or been declared unavailable;
+"partials complete" the same for `Partial` among the peers that agreed. The participant set is
+the intersection of the dataset sets of the nodes that agreed. With differential privacy, each
+node's `Agreement` also carries its shares of its own noise (see `compute.dp`), so the aggregate
+is only ever reconstructed with the noise in it. Inputs the table does not allow raise a
+`ProtocolError` and leave the node unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from compute.errors import (
+    DuplicateMessageError,
+    DuplicateSubmissionError,
+    LateSubmissionError,
+    MalformedMessageError,
+    ReductionError,
+    ShareInconsistencyError,
+    UnexpectedEventError,
+    UnknownDatasetError,
+    WrongJobError,
+)
+from compute.messages import (
+    Agreement,
+    CloseSubmissions,
+    Event,
+    NoiseSampler,
+    Outcome,
+    Outgoing,
+    Partial,
+    PeerUnavailable,
+    Result,
+    RoundConfig,
+    Submission,
+)
+from compute.randomness import Randomness
+from compute.reduce import (
+    Abort,
+    AbortReason,
+    Aggregate,
+    PartialSum,
+    agree,
+    inconsistency_abort,
+    partial,
+)
+
+_PARTIAL_CHUNK = 64
+"""Shares summed per step when a heavy node computes its partial (bounds memory)."""
+
+
+# --- light node ------------------------------------------------------------------------------
+
+
+class LightNodeRound:
+    """A provider's side of one round: its shares, one message per heavy node, made once."""
+
+    def __init__(self, config: RoundConfig, dataset_id: str) -> None:
+        self.config = config
+        self.dataset_id = dataset_id
+        self._messages: tuple[Submission, ...] | None = None
+
+    @property
+    def messages(self) -> tuple[Submission, ...] | None:
+        """The submissions made by `submit`, to resend on retry; `None` before."""
+        return self._messages
+
+    def submit(self, values: ArrayLike, rng: Randomness) -> tuple[Submission, ...]:
+        """Encode, clip and share this dataset's records; one `Submission` per heavy node."""
+        if self._messages is not None:
+            raise UnexpectedEventError(
+                f"dataset {self.dataset_id} already shared its contribution to job "
+                f"{self.config.job_id}; resend `messages` instead of sharing again"
+            )
+        contribution = self.config.reduction.contribution(values)
+        shares = self.config.scheme.share(contribution, rng)
+        self._messages = tuple(
+            Submission(self.config.job_id, self.dataset_id, node, shares[node - 1])
+            for node in self.config.committee
+        )
+        return self._messages
+
+
+# --- heavy node ------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    COLLECTING = "collecting"
+    AGREEING = "agreeing"
+    COMBINING = "combining"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class Trigger(StrEnum):
+    """Transitions a node fires itself once it has heard from every peer."""
+
+    VIEWS_COMPLETE = "views complete"
+    PARTIALS_COMPLETE = "partials complete"
+    ABORT = "abort"
+
+
+_C, _A, _M, _D, _X = Phase.COLLECTING, Phase.AGREEING, Phase.COMBINING, Phase.DONE, Phase.ABORTED
+
+TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = MappingProxyType({
+    (_C, Submission): _C,
+    (_C, Agreement): _C,
+    (_C, Partial): _C,
+    (_C, PeerUnavailable): _C,
+    (_C, CloseSubmissions): _A,
+    (_A, Agreement): _A,
+    (_A, Partial): _A,
+    (_A, PeerUnavailable): _A,
+    (_A, Trigger.VIEWS_COMPLETE): _M,
+    (_A, Trigger.ABORT): _X,
+    (_M, Agreement): _M,
+    (_M, Partial): _M,
+    (_M, PeerUnavailable): _M,
+    (_M, Trigger.PARTIALS_COMPLETE): _D,
+    (_M, Trigger.ABORT): _X,
+    (_D, Agreement): _D,
+    (_D, Partial): _D,
+    (_D, PeerUnavailable): _D,
+    (_X, Agreement): _X,
+    (_X, Partial): _X,
+    (_X, PeerUnavailable): _X,
+})  # fmt: skip
+"""Every transition of a heavy node. An input missing here is refused in that phase."""
+
+
+@dataclass
+class _Peers:
+    views: dict[int, frozenset[str]] = field(default_factory=dict)
+    noise: dict[int, NDArray[np.uint64]] = field(default_factory=dict)
+    partials: dict[int, Partial] = field(default_factory=dict)
+    unavailable: set[int] = field(default_factory=set)
+
+
+class HeavyNodeRound:
+    """One heavy node's side of one round. Feed it events with `handle`; send what it returns;
+    read `outcome` once `phase` is DONE or ABORTED."""
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        index: int,
+        rng: Randomness,
+        noise: NoiseSampler | None = None,
+    ) -> None:
+        if index not in config.committee:
+            raise MalformedMessageError(f"node index {index} is not in {config.committee}")
+        if (config.privacy is None) != (noise is None):
+            raise ReductionError("pass a noise sampler exactly when the round has a DP plan")
+        self.config = config
+        self.index = index
+        self._rng = rng
+        self._noise = noise
+        self.phase = Phase.COLLECTING
+        self.outcome: Outcome | None = None
+        self._shares: dict[str, NDArray[np.uint64]] = {}
+        self._peers = _Peers()
+        self._own: Partial | None = None
+        self._live: tuple[int, ...] = ()
+
+    @property
+    def dataset_ids(self) -> frozenset[str]:
+        """Datasets this node holds a share of."""
+        return frozenset(self._shares)
+
+    def handle(self, event: Event) -> list[Outgoing]:
+        """Process one event; return the messages to send (each names its recipient).
+
+        Raises a `ProtocolError` for an event the node cannot take, and then changes nothing.
+        """
+        self._check_addressing(event)
+        following = self._next(type(event))
+        outgoing: list[Outgoing] = []
+        if isinstance(event, Submission):
+            self._keep_submission(event)
+        elif isinstance(event, CloseSubmissions):
+            outgoing = self._close()
+        elif self.phase in (Phase.DONE, Phase.ABORTED):
+            return []  # late peer messages: the outcome is settled
+        elif isinstance(event, PeerUnavailable):
+            self._peers.unavailable.add(event.node)
+        elif isinstance(event, Agreement):
+            self._keep_agreement(event)
+        else:
+            self._keep_partial(event)
+        self.phase = following
+        return outgoing + self._advance()
+
+    # --- transitions ---
+
+    def _next(self, trigger: type[Event] | Trigger) -> Phase:
+        following = TRANSITIONS.get((self.phase, trigger))
+        if following is None:
+            if trigger is Submission:
+                raise LateSubmissionError(
+                    f"job {self.config.job_id}: submissions closed (node {self.index} is "
+                    f"{self.phase}); the deadline has passed"
+                )
+            name = trigger if isinstance(trigger, Trigger) else trigger.__name__
+            raise UnexpectedEventError(f"node {self.index} cannot take {name} while {self.phase}")
+        return following
+
+    def _move(self, trigger: Trigger) -> None:
+        self.phase = self._next(trigger)
+
+    def _abort(self, reason: AbortReason, detail: str) -> list[Outgoing]:
+        return self._finish(Abort(reason, detail))
+
+    def _finish(self, outcome: Outcome) -> list[Outgoing]:
+        self._move(Trigger.ABORT if isinstance(outcome, Abort) else Trigger.PARTIALS_COMPLETE)
+        self.outcome = outcome
+        return []
+
+    def _advance(self) -> list[Outgoing]:
+        if self.phase is Phase.AGREEING and self._heard_from_all(self._peers.views, self._peers_()):
+            return self._agree()
+        if self.phase is Phase.COMBINING and self._heard_from_all(
+            self._peers.partials, self._live_peers()
+        ):
+            return self._combine()
+        return []
+
+    def _heard_from_all(self, received: Mapping[int, object], peers: tuple[int, ...]) -> bool:
+        return all(p in received or p in self._peers.unavailable for p in peers)
+
+    # --- what happens in each phase ---
+
+    def _close(self) -> list[Outgoing]:
+        ids = self.dataset_ids
+        noise_shares = None
+        if self._noise is not None:
+            noise_shares = self.config.scheme.share(self._noise(), self._rng)
+            self._peers.noise[self.index] = noise_shares[self.index - 1]
+        self._peers.views[self.index] = ids
+        return [
+            Agreement(
+                self.config.job_id, self.index, peer, ids,
+                None if noise_shares is None else noise_shares[peer - 1],
+            )
+            for peer in self._peers_()
+            if peer not in self._peers.unavailable
+        ]  # fmt: skip
+
+    def _agree(self) -> list[Outgoing]:
+        live = tuple(sorted(n for n in self._peers.views if n not in self._peers.unavailable))
+        scheme = self.config.scheme
+        if len(live) < scheme.threshold:
+            return self._abort(
+                AbortReason.TOO_FEW_HEAVY_NODES,
+                f"heavy nodes {list(live)} are available; {scheme.name} sharing needs "
+                f"{scheme.threshold} of {scheme.n}",
+            )
+        participants = agree({n: self._peers.views[n] for n in live})
+        if len(participants) < self.config.min_participants:
+            return self._abort(
+                AbortReason.TOO_FEW_PARTICIPANTS,
+                f"{len(participants)} datasets reached every available heavy node; the "
+                f"proposal needs at least {self.config.min_participants}",
+            )
+        self._move(Trigger.VIEWS_COMPLETE)
+        self._live = live
+        value = self._partial_over(participants)
+        noise_from: tuple[int, ...] = ()
+        if self.config.privacy is not None:
+            noise_from = live
+            for node in live:
+                value = scheme.add(value, self._peers.noise[node])
+        self._own = Partial(
+            self.config.job_id, self.index, self.index, participants, noise_from, value
+        )
+        return [
+            Partial(self.config.job_id, self.index, peer, participants, noise_from, value)
+            for peer in live
+            if peer != self.index
+        ] + self._advance()
+
+    def _partial_over(self, participants: tuple[str, ...]) -> NDArray[np.uint64]:
+        """The (weighted) sum of this node's shares of the participants, in chunks of rows."""
+        scheme, weights = self.config.scheme, self.config.weights
+        chunks = [
+            participants[start : start + _PARTIAL_CHUNK]
+            for start in range(0, len(participants), _PARTIAL_CHUNK)
+        ]
+        if weights is None:
+            running = PartialSum(scheme, self.config.reduction.length)
+            for chunk in chunks:
+                running.add(np.stack([self._shares[d] for d in chunk]))
+            return running.value
+        total = np.zeros(self.config.reduction.length, dtype=np.uint64)
+        for chunk in chunks:
+            rows = np.stack([self._shares[d] for d in chunk])
+            total = scheme.add(total, partial(scheme, rows, [weights[d] for d in chunk]))
+        return total
+
+    def _combine(self) -> list[Outgoing]:
+        own = self._own
+        assert own is not None  # set by _agree before COMBINING
+        usable = {self.index: own.value}
+        divergent = []
+        for peer, message in self._peers.partials.items():
+            if peer not in self._live_peers():
+                continue  # sent before we gave up on it, or never agreed with us
+            if (message.participants, message.noise_from) == (own.participants, own.noise_from):
+                usable[peer] = message.value
+            else:
+                divergent.append(peer)
+        scheme = self.config.scheme
+        if len(usable) < scheme.threshold:
+            reason = AbortReason.DIVERGENT_VIEWS if divergent else AbortReason.TOO_FEW_HEAVY_NODES
+            return self._abort(
+                reason,
+                f"{len(usable)} usable partials (from {sorted(usable)}); {scheme.name} needs "
+                f"{scheme.threshold}; nodes {divergent} agreed on a different participant set",
+            )
+        try:
+            total = scheme.reconstruct(usable)
+        except ShareInconsistencyError as error:
+            return self._finish(inconsistency_abort(error, own=self.index))
+        reduction = self.config.reduction
+        aggregate = Aggregate(
+            reduction, own.participants, tuple(sorted(usable)), total, reduction.finish(total)
+        )
+        plan = self.config.privacy
+        spent = None if plan is None else plan.spent(len(own.noise_from))
+        return self._finish(Result(self.config.job_id, aggregate, spent))
+
+    # --- keeping what arrives ---
+
+    def _peers_(self) -> tuple[int, ...]:
+        return tuple(n for n in self.config.committee if n != self.index)
+
+    def _live_peers(self) -> tuple[int, ...]:
+        """Peers that took part in the agreement and have not been given up on since."""
+        return tuple(n for n in self._live if n != self.index and n not in self._peers.unavailable)
+
+    def _check_addressing(self, event: Event) -> None:
+        if event.job_id != self.config.job_id:
+            raise WrongJobError(f"message for job {event.job_id}, this is {self.config.job_id}")
+        if isinstance(event, Submission | Agreement | Partial) and event.recipient != self.index:
+            raise WrongJobError(f"message for node {event.recipient} delivered to {self.index}")
+        if isinstance(event, Agreement | Partial) and event.sender not in self._peers_():
+            raise MalformedMessageError(f"sender {event.sender} is not a peer of {self.index}")
+        if isinstance(event, PeerUnavailable) and event.node not in self._peers_():
+            raise MalformedMessageError(f"node {event.node} is not a peer of {self.index}")
+
+    def _check_vector(self, value: object, what: str) -> None:
+        length = self.config.reduction.length
+        if not (
+            isinstance(value, np.ndarray) and value.dtype == np.uint64 and value.shape == (length,)
+        ):
+            raise MalformedMessageError(f"{what} must be a uint64 vector of length {length}")
+
+    def _keep_submission(self, event: Submission) -> None:
+        eligible, weights = self.config.eligible, self.config.weights
+        if (eligible is not None and event.dataset_id not in eligible) or (
+            weights is not None and event.dataset_id not in weights
+        ):
+            raise UnknownDatasetError(
+                f"dataset {event.dataset_id} is not eligible for job {self.config.job_id}"
+            )
+        if event.dataset_id in self._shares:
+            raise DuplicateSubmissionError(
+                f"dataset {event.dataset_id} already submitted to job {self.config.job_id}"
+            )
+        self._check_vector(event.share, f"share from {event.dataset_id}")
+        self._shares[event.dataset_id] = event.share
+
+    def _keep_agreement(self, event: Agreement) -> None:
+        if event.sender in self._peers.unavailable:
+            return
+        if event.sender in self._peers.views:
+            raise DuplicateMessageError(f"second agreement from node {event.sender}")
+        if (event.noise_share is None) != (self.config.privacy is None):
+            raise MalformedMessageError(
+                f"agreement from node {event.sender} must carry a noise share exactly when "
+                "the round adds DP noise"
+            )
+        if event.noise_share is not None:
+            self._check_vector(event.noise_share, f"noise share from node {event.sender}")
+            self._peers.noise[event.sender] = event.noise_share
+        self._peers.views[event.sender] = frozenset(event.dataset_ids)
+
+    def _keep_partial(self, event: Partial) -> None:
+        if event.sender in self._peers.unavailable:
+            return
+        if event.sender in self._peers.partials:
+            raise DuplicateMessageError(f"second partial from node {event.sender}")
+        self._check_vector(event.value, f"partial from node {event.sender}")
+        self._peers.partials[event.sender] = event

@@ -1,0 +1,81 @@
+"""Run a whole aggregation round in one process: the same state machines, an in-memory network.
+
+This is the driver the tests and the demo use for up to thousands of light nodes; the HTTP
+services drive the very same `LightNodeRound` and `HeavyNodeRound`. Faults are injected at the
+network: heavy nodes that are offline, submissions that never reach some heavy nodes, and a
+heavy node that tampers with its partial before sending it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from compute.messages import (
+    CloseSubmissions,
+    NoiseSampler,
+    Outcome,
+    Outgoing,
+    Partial,
+    PeerUnavailable,
+    RoundConfig,
+)
+from compute.randomness import Randomness
+from compute.round import HeavyNodeRound, LightNodeRound
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What goes wrong in a simulated round."""
+
+    offline: frozenset[int] = frozenset()
+    """Heavy nodes that never answer; the others are told `PeerUnavailable` for them."""
+    lost: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    """Per dataset, the heavy nodes its submission never reaches."""
+    tamper: Mapping[int, Callable[[NDArray[np.uint64]], NDArray[np.uint64]]] = field(
+        default_factory=dict
+    )
+    """Per heavy node, how it alters its partial before sending it (a cheater)."""
+
+
+def simulate_round(
+    config: RoundConfig,
+    datasets: Mapping[str, ArrayLike],
+    rng: Randomness,
+    *,
+    faults: Faults = Faults(),
+    noise: NoiseSampler | Mapping[int, NoiseSampler] | None = None,
+) -> dict[int, Outcome]:
+    """Share every dataset, run the committee to completion, return each online heavy node's
+    outcome. `rng` serves light and heavy nodes alike; `noise` is the heavy nodes' sampler (one
+    for all, or one per node) when the round has DP."""
+    online = [n for n in config.committee if n not in faults.offline]
+    samplers = noise if isinstance(noise, Mapping) else dict.fromkeys(online, noise)
+    nodes = {n: HeavyNodeRound(config, n, rng, samplers[n]) for n in online}
+    for dataset_id, values in datasets.items():
+        lost = faults.lost.get(dataset_id, frozenset())
+        for submission in LightNodeRound(config, dataset_id).submit(values, rng):
+            if submission.recipient in nodes and submission.recipient not in lost:
+                nodes[submission.recipient].handle(submission)
+    queue: deque[Outgoing] = deque()
+    for node in nodes.values():
+        for peer in sorted(faults.offline):
+            queue.extend(node.handle(PeerUnavailable(config.job_id, peer)))
+    for node in nodes.values():
+        queue.extend(node.handle(CloseSubmissions(config.job_id)))
+        while queue:
+            message = _tampered(queue.popleft(), faults)
+            if message.recipient in nodes:
+                queue.extend(nodes[message.recipient].handle(message))
+    return {n: node.outcome for n, node in nodes.items() if node.outcome is not None}
+
+
+def _tampered(message: Outgoing, faults: Faults) -> Outgoing:
+    change = faults.tamper.get(message.sender)
+    if change is None or not isinstance(message, Partial):
+        return message
+    return replace(message, value=change(message.value))
