@@ -8,17 +8,24 @@ PIP_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install contracts check-contracts test test-fast demo lint clean
+.PHONY: install ape-solc contracts check-contracts test test-fast demo lint clean
 
-install: $(PIP_STAMP) $(NPM_STAMP)
+install: $(PIP_STAMP) $(NPM_STAMP) ape-solc
+
+## Let ape (py-solc-x) find the npm compiler as solc 0.8.28.
+ape-solc: $(PIP_STAMP) $(NPM_STAMP)
+	$(PY) tools/ape_solc.py
 
 $(PIP_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ape]'
 	touch $@
 
+# `npm install` from the lock file rather than `npm ci`: the registry here serves only the
+# linux-amd64 Anvil binary, so the lock lacks the other platforms' optional packages and `npm ci`
+# refuses it as out of sync. `--no-save` keeps package-lock.json as committed.
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
 ## Compile contracts/ into market/chain/artifacts/ (commit the result).

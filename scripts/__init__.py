@@ -1,0 +1,1 @@
+"""Project scripts: `ape run <name>` and `python -m scripts.<name>`."""
