@@ -43,7 +43,7 @@ def register(folder: Path) -> Path:
     if reported.returncode != 0 or f"Version: {version}+" not in reported.stdout:
         raise SystemExit(
             f"tools/solc does not answer as solc {version}: "
-            f"{(reported.stdout + reported.stderr).strip()} (run `npm ci`)"
+            f"{(reported.stdout + reported.stderr).strip()} (run `make install`)"
         )
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"solc-v{version}"

@@ -19,7 +19,7 @@ const check = process.argv.includes("--check");
 
 const fullVersion = solc.version();
 if (!fullVersion.startsWith(config.solc + "+")) {
-  console.error(`solc-js is ${fullVersion}, contracts/compiler.json pins ${config.solc}: run npm ci`);
+  console.error(`solc-js is ${fullVersion}, contracts/compiler.json pins ${config.solc}: run make install`);
   process.exit(2);
 }
 
@@ -43,7 +43,7 @@ function findImports(path) {
   for (const candidate of candidates) {
     if (existsSync(candidate)) return { contents: readFileSync(candidate, "utf8") };
   }
-  return { error: `import not found: ${path} (run npm ci)` };
+  return { error: `import not found: ${path} (run make install)` };
 }
 
 const settings = {

@@ -146,7 +146,7 @@ def find_anvil() -> Path:
     if found:
         return Path(found)
     raise DevnetError(
-        "Anvil not found: run `npm ci` in the project (it ships in @foundry-rs/anvil) "
+        "Anvil not found: run `make install` in the project (it ships in @foundry-rs/anvil) "
         f"or set {ANVIL_ENV}"
     )
 

@@ -39,6 +39,17 @@ class EscrowClient:
     def post_job(self, buyer: LocalAccount, params: JobParams, use_permit: bool = True) -> int:
         """Escrows `params.budget` and posts the job; returns its id. With `use_permit`, the
         approval rides along as an EIP-2612 permit in the same transaction."""
+        return self.posted_job_id(self.submit_job(buyer, params, use_permit))
+
+    def posted_job_id(self, receipt: Receipt) -> int:
+        """The id of the job a `postJob` receipt created."""
+        (event,) = receipt.events(self.contract, "JobPosted")
+        return int(event["jobId"])
+
+    def submit_job(
+        self, buyer: LocalAccount, params: JobParams, use_permit: bool = True
+    ) -> Receipt:
+        """`post_job`, returning the receipt of the posting transaction."""
         if use_permit:
             permit = self.token.sign_permit(
                 buyer, self.contract.address, params.budget, self.chain.now() + 3_600
@@ -49,9 +60,7 @@ class EscrowClient:
         else:
             self.token.ensure_allowance(buyer, self.contract.address, params.budget)
             fn = self.contract.functions.postJob(params.as_abi())
-        receipt = self.chain.transact(buyer, fn)
-        (event,) = receipt.events(self.contract, "JobPosted")
-        return int(event["jobId"])
+        return self.chain.transact(buyer, fn)
 
     def finalize(
         self,

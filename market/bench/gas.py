@@ -1,0 +1,113 @@
+"""`market bench gas`: gas used by stake, post, finalize and claim as the number of participants
+grows.
+
+For each size N (10, 100, 1,000 by default), on one freshly deployed market:
+
+- `stake`: staking one more dataset once N datasets are staked (the N-th `stakeDataset`);
+- `post`: `postJobWithPermit` (approval and escrow in one transaction) of a job that asks for N
+  participants, with a committee of three and a quorum of two;
+- `finalize`: settling that job with N payees under one Merkle root, two committee signatures;
+- `claim`: the most expensive of a sample of claims from that tree (first, last and spread
+  leaves), each by a payee that already holds tokens, as a provider who bought its stake does;
+- `claim_new_holder`: the same for payees that never held the token. The ERC-20 balance slot
+  they get costs 17,100 gas more (a zero-to-nonzero store), whoever pays them.
+
+One warm-up job runs first, so that the figures are the steady state of a market in use rather
+than the one-time cost of its first job (creating the committee's fee balances and the global
+counters). Gas is read from the receipts of real transactions, so the figures are the same on
+every backend that runs the same EVM version.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from eth_account import Account
+
+from market.chain import TOKEN, Chain
+from market.sandbox import Sandbox
+
+GasResult = dict[str, dict[str, int]]
+
+OPERATIONS = ("stake", "post", "finalize", "claim", "claim_new_holder")
+FINALIZE_FLATNESS = 0.05
+"""Finalize for the largest size may cost at most this much more than for the smallest."""
+CLAIM_LIMIT = 90_000
+
+
+def run_gas_bench(
+    chain: Chain, sizes: Sequence[int] = (10, 100, 1000), claims: int = 8
+) -> GasResult:
+    """Measure every operation at every size on `chain`; see the module docstring."""
+    market = Sandbox.deploy(chain)
+    committee = market.heavy_nodes(3)
+    buyer = market.account(len(sizes) * 1_000 * TOKEN)
+    stake = market.config.min_dataset_stake
+    provider = market.account((max(sizes) + 1) * stake)  # never emptied: no refund
+    result: GasResult = {op: {} for op in OPERATIONS}
+    staked = 0
+    for size, measured in [(1, False)] + [(s, True) for s in sorted(sizes)]:  # warm-up first
+        gas: dict[str, int] = {}
+        while staked < size:
+            receipt = market.staking.stake_dataset(
+                provider, secrets.token_bytes(32), stake, "ipfs://bench"
+            )
+            staked += 1
+        gas["stake"] = receipt.gas_used
+
+        params = market.params(committee, budget=1_000 * TOKEN, min_participants=size)
+        receipt = market.escrow.submit_job(buyer, params)
+        gas["post"] = receipt.gas_used
+        job_id = market.escrow.posted_job_id(receipt)
+
+        payees = {Account.create().address: 1 + i for i in range(size)}
+        settled, tree = market.result(job_id, payees, participants=size)
+        assert tree is not None
+        signatures = market.sign(committee[:2], settled)
+        gas["finalize"] = market.escrow.finalize(committee[0], settled, signatures).gas_used
+
+        if not measured:
+            continue  # the warm-up job's payouts stay unclaimed, as some always are
+        entries = list(tree.entries())
+        picks = sorted({round(i * (len(entries) - 1) / max(1, claims - 1)) for i in range(claims)})
+        for index in picks:
+            account, amount = entries[index]
+            holder = index % 2 == 0
+            if holder:
+                market.token.transfer(market.deployer, account, 1)
+            receipt = market.escrow.claim(
+                market.deployer, job_id, account, amount, tree.proof(account)
+            )
+            key = "claim" if holder else "claim_new_holder"
+            gas[key] = max(gas.get(key, 0), receipt.gas_used)
+        for op in OPERATIONS:
+            result[op][str(size)] = gas[op]
+    return result
+
+
+def check_gas(result: GasResult) -> list[str]:
+    """The targets the figures must meet, each as a line saying whether it holds."""
+    finalize = result["finalize"]
+    sizes = sorted(finalize, key=int)
+    small, large = finalize[sizes[0]], finalize[sizes[-1]]
+    growth = large / small - 1
+    worst_claim = max(result["claim"].values())
+    new_holder = max(result["claim_new_holder"].values())
+    return [
+        f"finalize {sizes[-1]} vs {sizes[0]} participants: {growth:+.2%} "
+        f"({'ok' if abs(growth) <= FINALIZE_FLATNESS else 'FAILS'}: within "
+        f"{FINALIZE_FLATNESS:.0%})",
+        f"most expensive claim: {worst_claim:,} gas "
+        f"({'ok' if worst_claim < CLAIM_LIMIT else 'FAILS'}: under {CLAIM_LIMIT:,}); "
+        f"to a first-time holder: {new_holder:,}",
+    ]
+
+
+def format_gas_table(result: GasResult) -> str:
+    sizes = sorted(next(iter(result.values())), key=int)
+    header = f"{'operation':<18}" + "".join(f"{int(s):>12,}" for s in sizes)
+    lines = [header + "   participants", "-" * (len(header) + 15)]
+    for op, by_size in result.items():
+        lines.append(f"{op:<18}" + "".join(f"{by_size[s]:>12,}" for s in sizes))
+    return "\n".join(lines)

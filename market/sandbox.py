@@ -1,0 +1,168 @@
+"""A market deployed on a local chain, with helpers to populate it: funded accounts, registered
+heavy nodes, staked datasets, job parameters, signed results and consents, and the global
+accounting check. The demo, the benchmarks and the tests build on it; nothing here is used by
+the nodes themselves."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from market.chain import TOKEN, Chain, Deployment, MarketConfig, deploy_market
+from market.chain.token import TokenClient
+from market.escrow import EscrowClient, JobParams, Result, Slash, SlashConsent
+from market.escrow.eip712 import abort_digest, participation_digest, result_digest, sign_digest
+from market.staking import StakingClient
+from market.valuation.merkle import PayoutTree
+
+ETHER = 10**18
+
+
+@dataclass
+class Sandbox:
+    chain: Chain
+    deployment: Deployment
+    deployer: LocalAccount
+    escrow: EscrowClient
+    staking: StakingClient
+    token: TokenClient
+    accounts: list[LocalAccount] = field(default_factory=list)
+
+    @classmethod
+    def deploy(cls, chain: Chain, config: MarketConfig | None = None) -> Sandbox:
+        deployer = Account.create()
+        chain.fund(deployer.address, 1_000 * ETHER)
+        deployment = deploy_market(chain, deployer, config)
+        return cls(
+            chain=chain,
+            deployment=deployment,
+            deployer=deployer,
+            escrow=EscrowClient(chain, deployment),
+            staking=StakingClient(chain, deployment),
+            token=TokenClient(chain, deployment.token),
+        )
+
+    @property
+    def config(self) -> MarketConfig:
+        return self.deployment.config
+
+    @property
+    def market(self) -> str:
+        return self.deployment.marketplace
+
+    # ------------------------------------------------------------------ participants
+    def account(self, tokens: int = 0) -> LocalAccount:
+        """A new account with gas money and `tokens` DATA base units from the deployer."""
+        account = Account.create()
+        self.chain.fund(account.address, 10 * ETHER)
+        if tokens:
+            self.token.transfer(self.deployer, account.address, tokens)
+        self.accounts.append(account)
+        return account
+
+    def heavy_nodes(self, count: int, stake: int | None = None) -> list[LocalAccount]:
+        """`count` registered heavy nodes, in ascending address order."""
+        stake = stake or self.config.min_heavy_node_stake
+        nodes = [self.account(stake) for _ in range(count)]
+        for i, node in enumerate(nodes):
+            self.staking.register_heavy_node(
+                node, stake, f"http://127.0.0.1:{9000 + i}", secrets.token_bytes(32)
+            )
+        return sorted(nodes, key=lambda a: int(a.address, 16))
+
+    def dataset(
+        self, owner: LocalAccount | None = None, stake: int | None = None
+    ) -> tuple[LocalAccount, bytes]:
+        stake = stake or self.config.min_dataset_stake
+        if owner is None:
+            owner = self.account(stake)
+        dataset_id = secrets.token_bytes(32)
+        self.staking.stake_dataset(
+            owner, dataset_id, stake, f"ipfs://dataset-{dataset_id.hex()[:8]}"
+        )
+        return owner, dataset_id
+
+    # ------------------------------------------------------------------ jobs
+    def params(
+        self,
+        committee: Iterable[LocalAccount],
+        budget: int = 1_000 * TOKEN,
+        fee_bps: int = 1_000,
+        quorum: int | None = None,
+        min_participants: int = 1,
+        max_slash_bps: int = 2_000,
+        window: int = 3_600,
+    ) -> JobParams:
+        members = [m.address for m in committee]
+        return JobParams(
+            spec_hash=secrets.token_bytes(32),
+            spec_uri="ipfs://spec",
+            budget=budget,
+            fee_bps=fee_bps,
+            deadline=self.chain.now() + window,
+            min_participants=min_participants,
+            committee=tuple(members),
+            quorum=quorum or len(members) // 2 + 1,
+            max_slash_bps=max_slash_bps,
+        )
+
+    def post(self, buyer: LocalAccount, committee: Iterable[LocalAccount], **options: int) -> int:
+        return self.escrow.post_job(buyer, self.params(committee, **options))
+
+    def result(
+        self,
+        job_id: int,
+        payouts: Mapping[str, int],
+        participants: int | None = None,
+        slashes: Iterable[Slash] = (),
+        slashed_to_payouts: int = 0,
+        funded: int | None = None,
+    ) -> tuple[Result, PayoutTree | None]:
+        """A result paying `payouts`; `funded` (default: the sum) is the budget-funded part."""
+        tree = PayoutTree.build(dict(payouts)) if payouts else None
+        total = sum(payouts.values())
+        return (
+            Result(
+                job_id=job_id,
+                result_hash=secrets.token_bytes(32),
+                result_uri="ipfs://result",
+                payout_root=tree.root if tree else bytes(32),
+                payout_total=total - slashed_to_payouts if funded is None else funded,
+                participants=participants if participants is not None else max(1, len(payouts)),
+                slashed_to_payouts=slashed_to_payouts,
+                slashes=tuple(slashes),
+            ),
+            tree,
+        )
+
+    def sign(self, signers: Iterable[LocalAccount], result: Result) -> list[bytes]:
+        """Signatures of `signers` over `result`, in the ascending order the contract wants."""
+        digest = result_digest(self.escrow.domain, result)
+        ordered = sorted(signers, key=lambda a: int(a.address, 16))
+        return [sign_digest(s, digest) for s in ordered]
+
+    def sign_abort(self, signers: Iterable[LocalAccount], job_id: int, reason: str) -> list[bytes]:
+        digest = abort_digest(self.escrow.domain, job_id, reason)
+        return [sign_digest(s, digest) for s in sorted(signers, key=lambda a: int(a.address, 16))]
+
+    def consent(
+        self, owner: LocalAccount, job_id: int, dataset_id: bytes, bps: int
+    ) -> SlashConsent:
+        digest = participation_digest(self.escrow.domain, job_id, dataset_id, bps)
+        return SlashConsent(bps, sign_digest(owner, digest))
+
+    def claim_all(self, job_id: int, tree: PayoutTree) -> None:
+        for account, amount in tree.entries():
+            self.escrow.claim(self.deployer, job_id, account, amount, tree.proof(account))
+
+    # ------------------------------------------------------------------ accounting
+    def assert_accounting(self) -> None:
+        """The marketplace holds exactly escrow + stakes + unclaimed payouts, and every token
+        ever minted is in some holder's balance or burned."""
+        totals = self.escrow.totals()
+        held = self.token.balance_of(self.market)
+        assert held == totals.escrowed + totals.staked + totals.unclaimed, (held, totals)

@@ -1,0 +1,86 @@
+"""`market bench gas`, `market bench reduce` and `market demo` through the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from market.bench.gas import CLAIM_LIMIT, FINALIZE_FLATNESS, check_gas, run_gas_bench
+from market.chain import TOKEN, Chain
+
+MARKET = str(Path(sys.executable).with_name("market"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MARKET, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_gas_targets_hold_at_10_and_100_participants():
+    with Chain.embedded() as chain:
+        result = run_gas_bench(chain, (10, 100), claims=4)
+    assert set(result) == {"stake", "post", "finalize", "claim", "claim_new_holder"}
+    small, large = result["finalize"]["10"], result["finalize"]["100"]
+    assert abs(large / small - 1) <= FINALIZE_FLATNESS
+    assert max(result["claim"].values()) < CLAIM_LIMIT
+    # A first-time holder pays for its new balance slot on top of an ordinary claim.
+    assert result["claim_new_holder"]["100"] > result["claim"]["100"]
+    assert all("ok" in line for line in check_gas(result))
+
+
+def test_bench_gas_json_shape():
+    proc = run("bench", "gas", "--sizes", "2,4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for op in ("stake", "post", "finalize", "claim"):
+        assert set(result[op]) == {"2", "4"}
+        assert all(isinstance(gas, int) and gas > 21_000 for gas in result[op].values())
+
+
+def test_bench_gas_rejects_bad_sizes():
+    proc = run("bench", "gas", "--sizes", "10,abc")
+    assert proc.returncode == 2
+    assert "comma-separated integers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_reduce_json_shape_and_table():
+    proc = run("bench", "reduce", "--providers", "20", "--lengths", "1,50", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"additive", "shamir"}
+    for by_length in result.values():
+        assert set(by_length) == {"1", "50"}
+        for row in by_length.values():
+            assert row["ratio"] == pytest.approx(row["secure_s"] / row["plain_s"])
+    table = run("bench", "reduce", "--providers", "20", "--lengths", "10", "--schemes", "shamir")
+    assert table.returncode == 0, table.stderr
+    assert "shamir" in table.stdout and "additive" not in table.stdout
+
+
+def test_bench_reduce_rejects_unknown_scheme():
+    proc = run("bench", "reduce", "--schemes", "paillier")
+    assert proc.returncode == 2
+    assert "paillier" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_settles_and_pays_everyone():
+    proc = run("demo", "--providers", "6", "--seed", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["state"] == "FINALIZED"
+    assert abs(report["secure_mean"] - report["plain_mean"]) < 1e-4
+    assert len(report["earnings"]) == 6
+    paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
+    assert paid + report["refund"] == report["budget"] == 1_000 * TOKEN
+    assert [p["name"] for p in report["phases"]][-1] == "claims"
+
+
+def test_demo_table_names_every_party():
+    proc = run("demo", "--providers", "4", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "heavy node fee" in proc.stdout and "provider payout" in proc.stdout
+    assert "FINALIZED" in proc.stdout
