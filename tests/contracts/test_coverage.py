@@ -36,13 +36,23 @@ def test_every_custom_error_is_expected_by_name_in_a_test(name):
 
 
 def _client_methods() -> dict[str, set[str]]:
-    """For each contract function, the client methods whose body calls it."""
+    """For each contract function, the client methods whose body calls it, directly or through
+    other methods of the same client (`self.submit_job(` inside `post_job`)."""
+    calls: dict[str, set[str]] = {}
     found: dict[str, set[str]] = {}
     for path in (TESTS.parent / "market").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef):
-                for name in re.findall(r"functions\.(\w+)\(", ast.unparse(node)):
+                body = ast.unparse(node)
+                calls.setdefault(node.name, set()).update(re.findall(r"self\.(\w+)\(", body))
+                for name in re.findall(r"functions\.(\w+)\(", body):
                     found.setdefault(name, set()).add(node.name)
+    for methods in found.values():
+        grew = True
+        while grew:
+            callers = {m for m, callees in calls.items() if callees & methods}
+            grew = not callers <= methods
+            methods |= callers
     return found
 
 
