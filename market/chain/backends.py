@@ -56,12 +56,21 @@ class EmbeddedBackend:
     dry_run_gas = 20_000_000
     """Gas limit sent with every transaction instead of a (slow, binary-search) estimate."""
 
-    def __init__(self, gas_limit: int = 60_000_000) -> None:
+    def __init__(self, gas_limit: int = 60_000_000, state: Path | None = None) -> None:
+        """A fresh chain; with `state`, the chain saved in that file (if any), saved back there
+        on `close`. The file is locked while open, so two commands never interleave."""
         from eth_tester import EthereumTester, PyEVMBackend
         from web3 import EthereumTesterProvider
 
         genesis = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": gas_limit})
-        self._tester = EthereumTester(PyEVMBackend(genesis_parameters=genesis))
+        pyevm = PyEVMBackend(genesis_parameters=genesis)
+        self._state = state
+        self._state_lock: int | None = None
+        if state is not None:
+            self._state_lock = _lock_file(state.with_name(state.name + ".lock"))
+            if state.exists():
+                pyevm.chain = type(pyevm.chain)(_load_state(state))
+        self._tester = EthereumTester(pyevm)
         self.web3 = Web3(EthereumTesterProvider(self._tester))
         self._faucet = self._tester.get_accounts()[0]
         self._lock = threading.Lock()
@@ -90,7 +99,71 @@ class EmbeddedBackend:
             self._tester.mine_blocks(1)  # so that `latest` (what calls see) has the new time
 
     def close(self) -> None:
-        pass
+        if self._state is not None and self._state_lock is not None:
+            db = self._tester.backend.chain.chaindb.db
+            _save_state(self._state, db.wrapped_db.kv_store)
+            os.close(self._state_lock)  # releases the lock
+            self._state_lock = None
+
+
+_STATE_MAGIC = b"market-embedded-chain/1\n"
+
+
+def _lock_file(path: Path) -> int:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ChainError(
+            f"the embedded chain in {path.parent} is in use by another `market` command; "
+            "wait for it to finish"
+        ) from None
+    return fd
+
+
+def _load_state(path: Path) -> object:
+    """py-evm's database from a state file: the raw key/value store of every block so far."""
+    from eth.db.atomic import AtomicDB
+    from eth.db.backends.memory import MemoryDB
+
+    raw = path.read_bytes()
+    if not raw.startswith(_STATE_MAGIC):
+        raise ChainError(f"{path} is not an embedded chain state file; move it away to start over")
+    kv: dict[bytes, bytes] = {}
+    view, at = memoryview(raw), len(_STATE_MAGIC)
+    try:
+        while at < len(raw):
+            k, v = (
+                int.from_bytes(view[at : at + 4], "big"),
+                int.from_bytes(view[at + 4 : at + 8], "big"),
+            )
+            at += 8
+            kv[bytes(view[at : at + k])] = bytes(view[at + k : at + k + v])
+            at += k + v
+    except (IndexError, ValueError):
+        raise ChainError(f"{path} is truncated; move it away to start over") from None
+    if at != len(raw):
+        raise ChainError(f"{path} is truncated; move it away to start over")
+    return AtomicDB(MemoryDB(kv))
+
+
+def _save_state(path: Path, kv: dict[bytes, bytes]) -> None:
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_STATE_MAGIC)
+            for key, value in kv.items():
+                f.write(len(key).to_bytes(4, "big") + len(value).to_bytes(4, "big") + key + value)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class RpcBackend:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -89,9 +90,10 @@ class Chain:
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def embedded(cls) -> Chain:
-        """A fresh in-process py-evm chain."""
-        return cls(EmbeddedBackend())
+    def embedded(cls, state: Path | None = None) -> Chain:
+        """An in-process py-evm chain: fresh, or kept in the file `state` between runs (saved
+        on `close`)."""
+        return cls(EmbeddedBackend(state=state))
 
     @classmethod
     def anvil(cls, **options: Any) -> Chain:
@@ -134,6 +136,19 @@ class Chain:
             return fn.call({"from": sender} if sender else {})
         except Exception as exc:
             raise translate(exc) from None
+
+    def events(
+        self, contract: Contract, name: str, from_block: int = 0, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Every `name` event of `contract` since `from_block` whose indexed arguments equal
+        `filters`, oldest first, as dicts of their arguments plus `blockNumber`."""
+        try:
+            logs = contract.events[name]().get_logs(
+                from_block=from_block, argument_filters=filters or None
+            )
+        except Exception as exc:
+            raise translate(exc) from None
+        return [{**dict(log["args"]), "blockNumber": log["blockNumber"]} for log in logs]
 
     def balance(self, address: str) -> int:
         """Ether balance in wei."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -51,14 +52,21 @@ class Deployment:
     block: int
     config: MarketConfig = field(default_factory=MarketConfig)
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Deployment:
+        data = dict(data)
+        data["config"] = MarketConfig(**data.get("config", {}))
+        return cls(**data)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> Deployment:
-        data = json.loads(text)
-        data["config"] = MarketConfig(**data.get("config", {}))
-        return cls(**data)
+        return cls.from_dict(json.loads(text))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,50 +3,18 @@ build on the same group)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from market.chain import Chain, ChainConnectionError, ChainError, ContractRevert
-
-EXIT_ERROR = 1
-"""Bad input or a failed precondition; the message says what to do."""
-EXIT_REVERTED = 3
-"""The chain rejected a transaction (a contract custom error)."""
-EXIT_UNREACHABLE = 4
-"""The network did not answer."""
-
-err = Console(stderr=True)
-out = Console()
-
-
-class MarketGroup(click.Group):
-    """Turns the errors a user can cause into one line on stderr and a stable exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ContractRevert as exc:
-            _fail(f"transaction reverted: {exc}", EXIT_REVERTED)
-        except ChainConnectionError as exc:
-            _fail(f"network unreachable: {exc}", EXIT_UNREACHABLE)
-        except ChainError as exc:
-            _fail(str(exc), EXIT_ERROR)
-
-
-def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(code)
-
-
-def _emit_json(value: object) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
+from market.chain import Chain
+from market.cli.common import MarketGroup, emit_json, err, out
+from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
+from market.cli.roles import bounty_group, claim, dataset_group, heavy_group
+from market.cli.wallet import wallet_group
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -69,7 +37,25 @@ def _chain(network: str) -> Iterator[Chain]:
 @click.group(cls=MarketGroup)
 @click.version_option(package_name="data-market", prog_name="market")
 def main() -> None:
-    """A marketplace for computations over data that never leaves its owners."""
+    """A marketplace for computations over data that never leaves its owners.
+
+    Accounts live in $MARKET_HOME (default ~/.market). Commands that touch the chain take
+    --network embedded (default: an in-process chain kept in $MARKET_HOME), --network devnet
+    (`market devnet up`), or --rpc-url URL."""
+
+
+for command in (
+    wallet_group,
+    devnet_group,
+    faucet,
+    deploy_cmd,
+    balance,
+    bounty_group,
+    dataset_group,
+    heavy_group,
+    claim,
+):
+    main.add_command(command)
 
 
 # ---------------------------------------------------------------------------------- bench
@@ -96,7 +82,7 @@ def bench_gas(sizes: str, network: str, as_json: bool) -> None:
     with _chain(network) as chain, err.status("measuring gas on real transactions"):
         result = run_gas_bench(chain, counts)
     if as_json:
-        _emit_json(result)
+        emit_json(result)
         return
     click.echo(format_gas_table(result))
     for line in check_gas(result):
@@ -125,7 +111,7 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
     with err.status("sharing and reducing"):
         result = run_reduce_bench(providers, _int_list(lengths), names, seed)
     if as_json:
-        _emit_json(result)
+        emit_json(result)
         return
     click.echo(format_reduce_table(result, providers))
 
@@ -145,7 +131,7 @@ def demo(providers: int, seed: int | None, as_json: bool) -> None:
     if as_json:
         from dataclasses import asdict
 
-        _emit_json({**asdict(report), "state": report.state.name})
+        emit_json({**asdict(report), "state": report.state.name})
         return
     _print_report(report)
 

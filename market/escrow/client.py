@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -108,6 +109,24 @@ class EscrowClient:
 
     def job_count(self) -> int:
         return int(self.chain.call(self.contract.functions.jobCount()))
+
+    def jobs(self, buyer: str | None = None) -> list[JobView]:
+        """Every job (of `buyer`, when given), oldest first."""
+        views = [self.job(i) for i in range(1, self.job_count() + 1)]
+        return [v for v in views if buyer is None or v.buyer == to_checksum_address(buyer)]
+
+    def finalized_event(self, job_id: int) -> dict[str, Any] | None:
+        """The `JobFinalized` event of `job_id` (with its result URI), if it was finalized."""
+        events = self.chain.events(
+            self.contract, "JobFinalized", self.deployment.block, jobId=job_id
+        )
+        return events[0] if events else None
+
+    def fees_paid(self, node: str) -> list[dict[str, Any]]:
+        """Every `FeePaid` event to `node`."""
+        return self.chain.events(
+            self.contract, "FeePaid", self.deployment.block, node=to_checksum_address(node)
+        )
 
     def is_claimed(self, job_id: int, account: str, amount: int) -> bool:
         fn = self.contract.functions.isClaimed(job_id, to_checksum_address(account), amount)

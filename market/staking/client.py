@@ -46,6 +46,7 @@ class StakingClient:
 
     def __init__(self, chain: Chain, deployment: Deployment) -> None:
         self.chain = chain
+        self.deployment = deployment
         self.contract = chain.contract("Marketplace", deployment.marketplace)
         self.token = TokenClient(chain, deployment.token)
 
@@ -81,6 +82,19 @@ class StakingClient:
         raw = self.chain.call(self.contract.functions.getHeavyNode(address))
         stake, requested, registered, fees, key, endpoint = raw
         return HeavyNodeRecord(address, stake, requested, registered, fees, bytes(key), endpoint)
+
+    def heavy_nodes(self) -> list[HeavyNodeRecord]:
+        """Every heavy node ever registered, as it stands now (from `HeavyNodeRegistered`)."""
+        events = self.chain.events(self.contract, "HeavyNodeRegistered", self.deployment.block)
+        return [self.heavy_node(a) for a in dict.fromkeys(e["node"] for e in events)]
+
+    def datasets_of(self, owner: str) -> list[DatasetRecord]:
+        """Every dataset `owner` staked and has not withdrawn (from `DatasetStaked`)."""
+        events = self.chain.events(
+            self.contract, "DatasetStaked", self.deployment.block, owner=to_checksum_address(owner)
+        )
+        records = [self.dataset(bytes(e["datasetId"])) for e in events]
+        return [r for r in records if r.exists]
 
     def is_active_heavy_node(self, address: str) -> bool:
         fn = self.contract.functions.isActiveHeavyNode(to_checksum_address(address))

@@ -1,0 +1,666 @@
+"""The three roles' commands: `market bounty` (buyers), `market dataset` and `market claim`
+(providers), `market heavy` (heavy-node operators)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from eth_utils import keccak
+
+from market.chain import errors as E
+from market.chain.token import TokenClient
+from market.cli.common import (
+    Signer,
+    UserError,
+    account_options,
+    emit_json,
+    format_time,
+    format_tokens,
+    json_option,
+    network_options,
+    out,
+    parse_deadline,
+    parse_tokens,
+    step,
+    table,
+)
+from market.datasets import LocalDataset, register_dataset, registered_datasets
+from market.escrow import EscrowClient, JobParams, JobState, JobView
+from market.escrow.documents import DocumentError, ResultDocument, canonical_json, fetch
+from market.keys import box_public_key
+from market.staking import StakingClient
+from market.staking.client import HeavyNodeRecord
+from market.valuation.merkle import PayoutTree
+
+Net = Callable[[], Any]
+
+
+def _clients(net: Any) -> tuple[EscrowClient, StakingClient, TokenClient]:
+    deployment = net.deployment
+    return (
+        EscrowClient(net.chain, deployment),
+        StakingClient(net.chain, deployment),
+        TokenClient(net.chain, deployment.token),
+    )
+
+
+def _require_funds(token: TokenClient, address: str, amount: int, what: str) -> None:
+    held = token.balance_of(address)
+    if held < amount:
+        raise UserError(
+            f"{what} of {format_tokens(amount)} is more than the {format_tokens(held)} that "
+            f"{address} holds; get more DATA (`market faucet` on a devnet) or ask for less"
+        )
+
+
+def _job_json(view: JobView) -> dict[str, Any]:
+    return {
+        "job": view.job_id,
+        "state": view.state.name,
+        "buyer": view.buyer,
+        "spec_hash": "0x" + view.spec_hash.hex(),
+        "budget": view.budget,
+        "fee_bps": view.fee_bps,
+        "posted_at": view.posted_at,
+        "deadline": view.deadline,
+        "min_participants": view.min_participants,
+        "quorum": view.quorum,
+        "max_slash_bps": view.max_slash_bps,
+        "committee": list(view.committee),
+        "result_hash": "0x" + view.result_hash.hex(),
+        "payout_root": "0x" + view.payout_root.hex(),
+        "unclaimed": view.unclaimed,
+    }
+
+
+def _job(escrow: EscrowClient, job_id: int) -> JobView:
+    try:
+        view = escrow.job(job_id)
+    except E.MarketplaceJobNotFound:
+        view = None
+    if view is None or view.state is JobState.NONE:
+        raise UserError(f"there is no job {job_id} (`market bounty list` shows the jobs)")
+    return view
+
+
+# ------------------------------------------------------------------------------------ bounty
+@click.group("bounty")
+def bounty_group() -> None:
+    """Post bounties, follow them, take unspent budgets back, read results."""
+
+
+def _pick_committee(staking: StakingClient, size: int) -> list[str]:
+    active = [n for n in staking.heavy_nodes() if staking.is_active_heavy_node(n.address)]
+    if len(active) < size:
+        raise UserError(
+            f"the bounty needs a committee of {size} active heavy nodes and {len(active)} "
+            "are registered; use a smaller --committee-size or register more "
+            "(`market heavy register`)"
+        )
+    active.sort(key=lambda n: (-n.stake, int(n.address, 16)))
+    return [n.address for n in active[:size]]
+
+
+@bounty_group.command("post")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--budget", required=True, help="DATA escrowed for the job, e.g. 500.")
+@click.option("--deadline", required=True, help="When submissions close: 2h, 3d, or a time.")
+@click.option("--fee-bps", default=1_000, show_default=True, type=click.IntRange(0, 10_000))
+@click.option("--min-participants", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--committee", default=None, help="Comma-separated heavy-node addresses.")
+@click.option("--committee-size", default=3, show_default=True, type=click.IntRange(1, 16))
+@click.option("--quorum", default=None, type=click.IntRange(1), help="Default: a majority.")
+@click.option("--max-slash-bps", default=0, show_default=True, type=click.IntRange(0, 10_000))
+@click.option("--no-permit", is_flag=True, help="Approve in a separate transaction.")
+@network_options
+@account_options
+@json_option
+def bounty_post(
+    spec: Path,
+    budget: str,
+    deadline: str,
+    fee_bps: int,
+    min_participants: int,
+    committee: str | None,
+    committee_size: int,
+    quorum: int | None,
+    max_slash_bps: int,
+    no_permit: bool,
+    network: Net,
+    signer: Signer,
+    as_json: bool,
+) -> None:
+    """Escrow a budget for the computation proposal in SPEC (a JSON file)."""
+    try:
+        proposal = json.loads(spec.read_bytes())
+    except ValueError as exc:
+        raise UserError(f"{spec} is not JSON ({exc}); a proposal is a JSON document") from None
+    spec_bytes = canonical_json(proposal)
+    amount = parse_tokens(budget, "budget")
+    if amount == 0:
+        raise UserError("the budget must be more than 0")
+    with network() as net:
+        escrow, staking, token = _clients(net)
+        buyer = signer.address
+        _require_funds(token, buyer, amount, "the budget")
+        members = (
+            [m.strip() for m in committee.split(",") if m.strip()]
+            if committee
+            else _pick_committee(staking, committee_size)
+        )
+        params = JobParams(
+            spec_hash=keccak(spec_bytes),
+            spec_uri=spec.resolve().as_uri(),
+            budget=amount,
+            fee_bps=fee_bps,
+            deadline=parse_deadline(deadline, net.chain.now()),
+            min_participants=min_participants,
+            committee=tuple(members),
+            quorum=quorum or len(members) // 2 + 1,
+            max_slash_bps=max_slash_bps,
+        )
+        account = signer.unlock()
+        with step("escrowing the budget and posting the job"):
+            job_id = escrow.post_job(account, params, use_permit=not no_permit)
+        view = escrow.job(job_id)
+    if as_json:
+        emit_json(_job_json(view))
+    else:
+        out.print(
+            f"posted job {job_id}: {format_tokens(amount)} escrowed, submissions close "
+            f"{format_time(view.deadline)}, committee {', '.join(view.committee)}"
+        )
+
+
+@bounty_group.command("list")
+@click.option("--mine", is_flag=True, help="Only the jobs of --account.")
+@click.option("--account", "alias", envvar="MARKET_ACCOUNT", default=None)
+@network_options
+@json_option
+def bounty_list(mine: bool, alias: str | None, network: Net, as_json: bool) -> None:
+    """Every job on the market, newest last."""
+    buyer = None
+    if mine:
+        if alias is None:
+            raise UserError("--mine needs --account ALIAS")
+        buyer = Signer(alias, None).address
+    with network() as net:
+        escrow, _, _ = _clients(net)
+        views = escrow.jobs(buyer)
+    if as_json:
+        emit_json([_job_json(v) for v in views])
+        return
+    if not views:
+        out.print(
+            "no jobs yet: post one with `market bounty post SPEC --budget ... --deadline ...`"
+        )
+        return
+    rows = [
+        [v.job_id, v.state.name, v.buyer, format_tokens(v.budget), format_time(v.deadline)]
+        for v in views
+    ]
+    out.print(table("Jobs", ["job", "state", "buyer", "budget", "deadline"], rows))
+
+
+@bounty_group.command("show")
+@click.argument("job_id", type=int)
+@network_options
+@json_option
+def bounty_show(job_id: int, network: Net, as_json: bool) -> None:
+    """Everything the chain knows about JOB_ID."""
+    with network() as net:
+        escrow, _, _ = _clients(net)
+        view = _job(escrow, job_id)
+    data = _job_json(view)
+    if as_json:
+        emit_json(data)
+        return
+    data["budget"] = format_tokens(view.budget)
+    data["unclaimed"] = format_tokens(view.unclaimed)
+    data["posted_at"] = format_time(view.posted_at)
+    data["deadline"] = format_time(view.deadline)
+    data["committee"] = "\n".join(view.committee)
+    out.print(table(f"Job {job_id}", ["field", "value"], [[k, v] for k, v in data.items()]))
+
+
+@bounty_group.command("cancel")
+@click.argument("job_id", type=int)
+@network_options
+@account_options
+@json_option
+def bounty_cancel(job_id: int, network: Net, signer: Signer, as_json: bool) -> None:
+    """Take back the whole budget of a job its committee never settled.
+
+    Possible once the job's settlement window (deadline + grace) is over; before that only the
+    committee can end the job (finalize or abort), because providers may already have computed
+    for it."""
+    with network() as net:
+        escrow, _, _ = _clients(net)
+        view = _job(escrow, job_id)
+        if view.state is not JobState.POSTED:
+            raise UserError(f"job {job_id} is already {view.state.name.lower()}; nothing to cancel")
+        opens = view.deadline + net.deployment.config.settlement_grace + 1
+        if net.chain.now() < opens:
+            raise UserError(
+                f"job {job_id} can still be settled by its committee; it can be cancelled from "
+                f"{format_time(opens)}"
+            )
+        account = signer.unlock()
+        with step("expiring the job"):
+            escrow.expire(account, job_id)
+        view = escrow.job(job_id)
+    if as_json:
+        emit_json(_job_json(view))
+    else:
+        out.print(f"job {job_id} expired: {format_tokens(view.budget)} refunded to {view.buyer}")
+
+
+@bounty_group.command("result")
+@click.argument("job_id", type=int)
+@network_options
+@json_option
+def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
+    """The settled result of JOB_ID, checked against its on-chain hash."""
+    with network() as net:
+        escrow, _, _ = _clients(net)
+        view = _job(escrow, job_id)
+        if view.state is not JobState.FINALIZED:
+            raise UserError(f"job {job_id} is {view.state.name.lower()}: it has no result")
+        event = escrow.finalized_event(job_id)
+    assert event is not None
+    document = _document(event["resultURI"], view.result_hash)
+    summary = {
+        "job": job_id,
+        "result_uri": event["resultURI"],
+        "result": document.result,
+        "participants": event["participants"],
+        "fee": event["fee"],
+        "refund": event["refund"],
+        "claimable": event["claimable"],
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(
+        f"job {job_id} result ({event['participants']} participants), from {event['resultURI']}"
+    )
+    out.print_json(json.dumps(document.result))
+    out.print(
+        f"fee {format_tokens(event['fee'])}, payouts {format_tokens(event['claimable'])}, "
+        f"refund {format_tokens(event['refund'])}"
+    )
+
+
+def _document(uri: str, result_hash: bytes) -> ResultDocument:
+    try:
+        return ResultDocument.from_bytes(fetch(uri), result_hash)
+    except DocumentError as exc:
+        raise UserError(f"the job's result document at {uri}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------ claim
+@click.command("claim")
+@click.option("--job", "job_ids", type=int, multiple=True, help="Only these jobs.")
+@network_options
+@account_options
+@json_option
+def claim(job_ids: tuple[int, ...], network: Net, signer: Signer, as_json: bool) -> None:
+    """Claim every payout the account is owed (from each job's published payout tree)."""
+    claimed: list[dict[str, Any]] = []
+    with network() as net:
+        escrow, _, token = _clients(net)
+        me = signer.address
+        views = [_job(escrow, j) for j in job_ids] if job_ids else escrow.jobs()
+        owed: list[tuple[JobView, PayoutTree]] = []
+        for view in views:
+            if view.state is not JobState.FINALIZED or view.payout_root == bytes(32):
+                continue
+            event = escrow.finalized_event(view.job_id)
+            assert event is not None
+            tree = _document(event["resultURI"], view.result_hash).payouts
+            if tree is None or tree.root != view.payout_root:
+                raise UserError(
+                    f"job {view.job_id}'s published payout tree does not match its root"
+                )
+            if me in tree and not escrow.is_claimed(view.job_id, me, tree.amount(me)):
+                owed.append((view, tree))
+        if owed:
+            account = signer.unlock()
+        for view, tree in owed:
+            amount = tree.amount(me)
+            with step(f"claiming {format_tokens(amount)} from job {view.job_id}"):
+                escrow.claim(account, view.job_id, me, amount, tree.proof(me))
+            claimed.append({"job": view.job_id, "amount": amount})
+        balance = token.balance_of(me)
+    if as_json:
+        emit_json({"account": me, "claimed": claimed, "balance": balance})
+    elif not claimed:
+        out.print(f"nothing to claim for {me}")
+    else:
+        for c in claimed:
+            out.print(f"claimed {format_tokens(c['amount'])} from job {c['job']}")
+        out.print(f"balance: {format_tokens(balance)}")
+
+
+# ------------------------------------------------------------------------------------ dataset
+@click.group("dataset")
+def dataset_group() -> None:
+    """Register local datasets, stake them, and take stakes back."""
+
+
+def _local(dataset: str) -> LocalDataset:
+    for d in registered_datasets():
+        if d.dataset_id.hex() == dataset.removeprefix("0x").lower() or d.name == dataset:
+            return d
+    raise UserError(
+        f"no registered dataset {dataset!r} (`market dataset list` shows them; "
+        "`market dataset register PATH` adds one)"
+    )
+
+
+@dataset_group.command("register")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", default=None, help="A short name (default: the file name).")
+@click.option("--mock-rows", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+def dataset_register(path: Path, name: str | None, mock_rows: int, as_json: bool) -> None:
+    """Describe the CSV or Parquet file at PATH: schema, bounds, and synthetic mock rows.
+
+    Nothing leaves this machine; `market dataset stake` puts the dataset on chain."""
+    local = register_dataset(path, name or path.stem, mock_rows)
+    if as_json:
+        emit_json(local.to_json())
+        return
+    out.print(f"registered {local.name}: id 0x{local.dataset_id.hex()}, {local.rows:,} rows")
+    rows = [[c.name, c.kind, c.describe()] for c in local.schema]
+    out.print(table("Schema", ["column", "type", "values"], rows))
+    out.print(f"mock data: {local.mock_path}")
+
+
+@dataset_group.command("stake")
+@click.argument("dataset")
+@click.option("--amount", required=True, help="DATA to stake, e.g. 50.")
+@network_options
+@account_options
+@json_option
+def dataset_stake(dataset: str, amount: str, network: Net, signer: Signer, as_json: bool) -> None:
+    """Stake DATASET (its id or name) so that it can join jobs."""
+    local = _local(dataset)
+    tokens = parse_tokens(amount)
+    with network() as net:
+        _, staking, token = _clients(net)
+        minimum = net.deployment.config.min_dataset_stake
+        if tokens < minimum:
+            raise UserError(f"the minimum dataset stake is {format_tokens(minimum)}")
+        _require_funds(token, signer.address, tokens, "the stake")
+        account = signer.unlock()
+        with step("staking"):
+            staking.stake_dataset(account, local.dataset_id, tokens, local.metadata_uri)
+        record = staking.dataset(local.dataset_id)
+    if as_json:
+        emit_json({"dataset": "0x" + local.dataset_id.hex(), "stake": record.stake})
+    else:
+        out.print(
+            f"staked {format_tokens(record.stake)} on {local.name} (0x{local.dataset_id.hex()})"
+        )
+
+
+@dataset_group.command("list")
+@click.option("--account", "alias", envvar="MARKET_ACCOUNT", default=None)
+@network_options
+@json_option
+def dataset_list(alias: str | None, network: Net, as_json: bool) -> None:
+    """Registered datasets and their stakes on chain."""
+    locals_ = registered_datasets()
+    with network() as net:
+        _, staking, _ = _clients(net)
+        rows = []
+        for d in locals_:
+            record = staking.dataset(d.dataset_id)
+            rows.append((d, record))
+        if alias:
+            owner = Signer(alias, None).address
+            rows = [(d, r) for d, r in rows if r.exists and r.owner == owner]
+    data = [
+        {
+            "dataset": "0x" + d.dataset_id.hex(),
+            "name": d.name,
+            "rows": d.rows,
+            "path": str(d.path),
+            "owner": r.owner if r.exists else None,
+            "stake": r.stake,
+            "unbonding_since": r.unstake_requested_at,
+        }
+        for d, r in rows
+    ]
+    if as_json:
+        emit_json(data)
+        return
+    if not data:
+        out.print("no datasets: `market dataset register PATH`")
+        return
+    out.print(
+        table(
+            "Datasets",
+            ["name", "id", "rows", "stake", "state"],
+            [
+                [
+                    x["name"],
+                    x["dataset"][:18] + "…",
+                    x["rows"],
+                    format_tokens(x["stake"]),
+                    "unbonding" if x["unbonding_since"] else ("staked" if x["owner"] else "local"),
+                ]
+                for x in data
+            ],
+        )
+    )
+
+
+@dataset_group.command("unstake")
+@click.argument("dataset")
+@network_options
+@account_options
+@json_option
+def dataset_unstake(dataset: str, network: Net, signer: Signer, as_json: bool) -> None:
+    """Start unbonding DATASET: it joins no new job; withdraw after the unbonding period."""
+    local = _local(dataset)
+    with network() as net:
+        _, staking, _ = _clients(net)
+        account = signer.unlock()
+        with step("requesting the unstake"):
+            staking.request_dataset_unstake(account, local.dataset_id)
+        record = staking.dataset(local.dataset_id)
+        unlock = record.unstake_requested_at + net.deployment.config.unbonding_period
+    if as_json:
+        emit_json({"dataset": "0x" + local.dataset_id.hex(), "unlock_at": unlock})
+    else:
+        out.print(f"{local.name} is unbonding; withdraw from {format_time(unlock)}")
+
+
+@dataset_group.command("withdraw")
+@click.argument("dataset")
+@network_options
+@account_options
+@json_option
+def dataset_withdraw(dataset: str, network: Net, signer: Signer, as_json: bool) -> None:
+    """Take DATASET's stake back once its unbonding period is over."""
+    local = _local(dataset)
+    with network() as net:
+        _, staking, token = _clients(net)
+        account = signer.unlock()
+        before = token.balance_of(account.address)
+        with step("withdrawing"):
+            staking.withdraw_dataset(account, local.dataset_id)
+        got = token.balance_of(account.address) - before
+    if as_json:
+        emit_json({"dataset": "0x" + local.dataset_id.hex(), "withdrawn": got})
+    else:
+        out.print(f"withdrew {format_tokens(got)} from {local.name}")
+
+
+@dataset_group.command("mock")
+@click.argument("dataset")
+def dataset_mock(dataset: str) -> None:
+    """Print DATASET's mock rows (synthetic, same schema) as CSV."""
+    click.echo(_local(dataset).mock_path.read_text(), nl=False)
+
+
+# ------------------------------------------------------------------------------------ heavy
+@click.group("heavy")
+def heavy_group() -> None:
+    """Register a heavy node, follow its jobs and fees, take its stake back."""
+
+
+def _node_json(record: HeavyNodeRecord, active: bool) -> dict[str, Any]:
+    return {
+        "node": record.address,
+        "registered": record.registered,
+        "active": active,
+        "stake": record.stake,
+        "endpoint": record.endpoint,
+        "encryption_key": "0x" + record.encryption_key.hex(),
+        "fees_earned": record.fees_earned,
+        "unbonding_since": record.unstake_requested_at,
+    }
+
+
+@heavy_group.command("register")
+@click.option("--endpoint", required=True, help="The node's public HTTP URL.")
+@click.option("--stake", "stake", required=True, help="DATA to stake, e.g. 1000.")
+@network_options
+@account_options
+@json_option
+def heavy_register(endpoint: str, stake: str, network: Net, signer: Signer, as_json: bool) -> None:
+    """Register --account as a heavy node serving at --endpoint."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    tokens = parse_tokens(stake)
+    with network() as net:
+        _, staking, token = _clients(net)
+        minimum = net.deployment.config.min_heavy_node_stake
+        if tokens < minimum:
+            raise UserError(f"the minimum heavy-node stake is {format_tokens(minimum)}")
+        _require_funds(token, signer.address, tokens, "the stake")
+        account = signer.unlock()
+        with step("registering"):
+            staking.register_heavy_node(account, tokens, endpoint, box_public_key(account))
+        record = staking.heavy_node(account.address)
+        active = staking.is_active_heavy_node(account.address)
+    if as_json:
+        emit_json(_node_json(record, active))
+    else:
+        out.print(
+            f"registered heavy node {record.address} at {endpoint}, "
+            f"stake {format_tokens(record.stake)}"
+        )
+
+
+@heavy_group.command("status")
+@click.option("--account", "alias", envvar="MARKET_ACCOUNT", required=True)
+@network_options
+@json_option
+def heavy_status(alias: str, network: Net, as_json: bool) -> None:
+    """Stake, jobs served and fees earned by the heavy node --account."""
+    address = Signer(alias, None).address
+    with network() as net:
+        escrow, staking, _ = _clients(net)
+        record = staking.heavy_node(address)
+        if not record.registered:
+            raise UserError(f"{address} is not a registered heavy node (`market heavy register`)")
+        active = staking.is_active_heavy_node(address)
+        served = [v for v in escrow.jobs() if address in v.committee]
+        fees = escrow.fees_paid(address)
+    data = _node_json(record, active)
+    data["jobs"] = [{"job": v.job_id, "state": v.state.name} for v in served]
+    data["fees"] = [{"job": int(f["jobId"]), "amount": int(f["amount"])} for f in fees]
+    if as_json:
+        emit_json(data)
+        return
+    state = "active" if active else ("unbonding" if record.unstake_requested_at else "inactive")
+    out.print(
+        f"heavy node {address} ({state}) at {record.endpoint}: stake {format_tokens(record.stake)},"
+        f" fees earned {format_tokens(record.fees_earned)}"
+    )
+    if served:
+        out.print(
+            table(
+                "Jobs served",
+                ["job", "state", "fee"],
+                [
+                    [
+                        v.job_id,
+                        v.state.name,
+                        format_tokens(
+                            sum(f["amount"] for f in data["fees"] if f["job"] == v.job_id)
+                        ),
+                    ]
+                    for v in served
+                ],
+            )
+        )
+
+
+@heavy_group.command("list")
+@network_options
+@json_option
+def heavy_list(network: Net, as_json: bool) -> None:
+    """Every registered heavy node."""
+    with network() as net:
+        _, staking, _ = _clients(net)
+        nodes = [(r, staking.is_active_heavy_node(r.address)) for r in staking.heavy_nodes()]
+    if as_json:
+        emit_json([_node_json(r, a) for r, a in nodes])
+        return
+    out.print(
+        table(
+            "Heavy nodes",
+            ["node", "active", "stake", "endpoint"],
+            [
+                [r.address, "yes" if a else "no", format_tokens(r.stake), r.endpoint]
+                for r, a in nodes
+            ],
+        )
+    )
+
+
+@heavy_group.command("unstake")
+@network_options
+@account_options
+@json_option
+def heavy_unstake(network: Net, signer: Signer, as_json: bool) -> None:
+    """Leave every future committee and start unbonding the stake."""
+    with network() as net:
+        _, staking, _ = _clients(net)
+        account = signer.unlock()
+        with step("requesting the unstake"):
+            staking.request_heavy_node_unstake(account)
+        record = staking.heavy_node(account.address)
+        unlock = record.unstake_requested_at + net.deployment.config.unbonding_period
+    if as_json:
+        emit_json({"node": account.address, "unlock_at": unlock})
+    else:
+        out.print(f"{account.address} is unbonding; withdraw from {format_time(unlock)}")
+
+
+@heavy_group.command("withdraw")
+@network_options
+@account_options
+@json_option
+def heavy_withdraw(network: Net, signer: Signer, as_json: bool) -> None:
+    """Take the stake back once the unbonding period is over."""
+    with network() as net:
+        _, staking, token = _clients(net)
+        account = signer.unlock()
+        before = token.balance_of(account.address)
+        with step("withdrawing"):
+            staking.withdraw_heavy_node(account)
+        got = token.balance_of(account.address) - before
+    if as_json:
+        emit_json({"node": account.address, "withdrawn": got})
+    else:
+        out.print(f"withdrew {format_tokens(got)}")

@@ -1,0 +1,206 @@
+"""A provider's registered datasets: the local file, its schema, and synthetic mock rows.
+
+Registering reads the file once on the provider's machine and keeps, under
+`$MARKET_HOME/datasets/<id>/`, a description (`dataset.json`: columns, types, bounds, row
+count, the path of the data) and mock data (`mock.csv`: synthetic rows with the real schema,
+drawn column by column from the described marginals, never copied rows). Buyers develop
+their proposals against mock data (Mock/Real); the real rows never leave the machine.
+
+Note what the description reveals if published: each numeric column's range, mean and
+standard deviation, and each categorical column's category frequencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from market.home import Home, read_json, write_json
+
+MAX_CATEGORIES = 50
+
+
+class DatasetError(Exception):
+    """A data file that cannot be registered; the message says why."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    """`int`, `float`, `category` or `text`."""
+    lo: float | None = None
+    hi: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    categories: dict[str, float] | None = None
+    """Category → frequency, for `category` columns."""
+
+    def describe(self) -> str:
+        if self.kind in ("int", "float"):
+            return f"[{self.lo:g}, {self.hi:g}], mean {self.mean:.4g}, sd {self.std:.4g}"
+        if self.kind == "category":
+            assert self.categories is not None
+            return ", ".join(list(self.categories)[:8]) + ("…" if len(self.categories) > 8 else "")
+        return "free text"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    dataset_id: bytes
+    name: str
+    path: Path
+    rows: int
+    sha256: str
+    schema: tuple[Column, ...]
+    directory: Path
+
+    @property
+    def mock_path(self) -> Path:
+        return self.directory / "mock.csv"
+
+    @property
+    def metadata_uri(self) -> str:
+        return (self.directory / "dataset.json").as_uri()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": "0x" + self.dataset_id.hex(),
+            "name": self.name,
+            "path": str(self.path),
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "schema": [c.to_json() for c in self.schema],
+            "mock": str(self.mock_path),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], directory: Path) -> LocalDataset:
+        return cls(
+            dataset_id=bytes.fromhex(data["dataset"].removeprefix("0x")),
+            name=data["name"],
+            path=Path(data["path"]),
+            rows=int(data["rows"]),
+            sha256=data["sha256"],
+            schema=tuple(Column(**c) for c in data["schema"]),
+            directory=directory,
+        )
+
+
+def read_table(path: Path) -> Any:
+    """The file as a pandas DataFrame (CSV, or Parquet by extension)."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            try:
+                return pd.read_parquet(path)
+            except ImportError:
+                raise DatasetError(
+                    "reading Parquet needs pyarrow, which is not installed; convert to CSV"
+                ) from None
+        return pd.read_csv(path)
+    except DatasetError:
+        raise
+    except Exception as exc:  # pandas raises many types for unreadable files
+        raise DatasetError(f"cannot read {path} as a table: {exc}") from None
+
+
+def infer_schema(frame: Any) -> tuple[Column, ...]:
+    import pandas as pd
+
+    columns = []
+    for name in frame.columns:
+        series = frame[name].dropna()
+        if pd.api.types.is_bool_dtype(series):
+            series = series.astype(int)
+        if pd.api.types.is_numeric_dtype(series) and len(series):
+            values = series.to_numpy(dtype=np.float64)
+            kind = "int" if pd.api.types.is_integer_dtype(series) else "float"
+            columns.append(
+                Column(
+                    str(name),
+                    kind,
+                    lo=float(values.min()),
+                    hi=float(values.max()),
+                    mean=float(values.mean()),
+                    std=float(values.std()),
+                )
+            )
+            continue
+        counts = series.astype(str).value_counts(normalize=True)
+        if 0 < len(counts) <= MAX_CATEGORIES:
+            freq = {str(k): round(float(v), 6) for k, v in counts.items()}
+            columns.append(Column(str(name), "category", categories=freq))
+        else:
+            columns.append(Column(str(name), "text"))
+    if not columns:
+        raise DatasetError("the file has no columns")
+    return tuple(columns)
+
+
+def mock_rows(schema: tuple[Column, ...], rows: int, rng: np.random.Generator) -> Any:
+    """Synthetic rows with the schema: each column drawn independently from its marginal."""
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for c in schema:
+        if c.kind in ("int", "float"):
+            assert c.lo is not None and c.hi is not None and c.mean is not None
+            values = np.clip(rng.normal(c.mean, c.std or 0.0, rows), c.lo, c.hi)
+            data[c.name] = np.round(values).astype(np.int64) if c.kind == "int" else values
+        elif c.kind == "category":
+            assert c.categories is not None
+            names = list(c.categories)
+            p = np.array(list(c.categories.values()))
+            data[c.name] = rng.choice(names, size=rows, p=p / p.sum())
+        else:
+            data[c.name] = [f"text-{i}" for i in range(rows)]
+    return pd.DataFrame(data)
+
+
+def register_dataset(
+    path: Path, name: str, mock_count: int = 100, home: Home | None = None
+) -> LocalDataset:
+    """Describe `path` and write its mock rows; the same file and name registered again give
+    the same dataset."""
+    home = home or Home.default()
+    path = path.resolve()
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    for existing in registered_datasets(home):
+        if existing.path == path and existing.name == name and existing.sha256 == digest:
+            return existing
+    frame = read_table(path)
+    if len(frame) == 0:
+        raise DatasetError(f"{path} has no rows")
+    schema = infer_schema(frame)
+    dataset_id = hashlib.sha3_256(b"market/dataset" + secrets.token_bytes(32) + raw).digest()
+    directory = home.datasets / dataset_id.hex()
+    directory.mkdir(mode=0o700)
+    local = LocalDataset(dataset_id, name, path, len(frame), digest, schema, directory)
+    rng = np.random.default_rng(int.from_bytes(dataset_id[:8], "big"))
+    tmp = directory / ".mock.csv"
+    mock_rows(schema, mock_count, rng).to_csv(tmp, index=False)
+    os.replace(tmp, local.mock_path)
+    write_json(directory / "dataset.json", local.to_json())
+    return local
+
+
+def registered_datasets(home: Home | None = None) -> list[LocalDataset]:
+    home = home or Home.default()
+    found = []
+    for entry in sorted(home.datasets.iterdir()):
+        meta = entry / "dataset.json"
+        if meta.exists():
+            found.append(LocalDataset.from_json(read_json(meta), entry))
+    return found

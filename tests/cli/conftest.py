@@ -1,0 +1,85 @@
+"""Driving the `market` command as a user would: the installed entry point in a subprocess,
+with its own `$MARKET_HOME`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MARKET = str(Path(sys.executable).with_name("market"))
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Cli:
+    home: Path
+    network: list[str]
+    """Options that select the network under test (`--network embedded|devnet`)."""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("ETH_RPC_URL", "MARKET_ACCOUNT")}
+        env.update(
+            MARKET_HOME=str(self.home),
+            MARKET_PASSWORD=PASSWORD,
+            MARKET_KEYSTORE_SCRYPT_N="1024",  # a fast standard keystore for tests
+            COLUMNS="200",
+        )
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, net: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [MARKET, *args, *(self.network if net else [])]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=300, env=self.env(**env)
+        )
+
+    def ok(self, *args: str, net: bool = False, **env: str) -> str:
+        proc = self.run(*args, net=net, **env)
+        assert proc.returncode == 0, f"{args}: {proc.stderr}"
+        return proc.stdout
+
+    def json(self, *args: str, net: bool = False, **env: str) -> object:
+        return json.loads(self.ok(*args, "--json", net=net, **env))
+
+    def fails(self, code: int, *args: str, net: bool = False, **env: str) -> str:
+        """Run a command that must fail with `code` and one clean line on stderr."""
+        proc = self.run(*args, net=net, **env)
+        assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, proc.stderr
+        return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def embedded_cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "home", ["--network", "embedded"])
+
+
+@pytest.fixture
+def devnet_cli(tmp_path: Path) -> Iterator[Cli]:
+    cli = Cli(tmp_path / "home", ["--network", "devnet"])
+    cli.ok("devnet", "up", "--port", str(free_port()))
+    try:
+        yield cli
+    finally:
+        cli.run("devnet", "down")
+
+
+@pytest.fixture(params=["embedded", pytest.param("devnet", marks=pytest.mark.anvil)])
+def cli(request: pytest.FixtureRequest) -> Cli:
+    return request.getfixturevalue(f"{request.param}_cli")

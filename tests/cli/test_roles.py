@@ -1,0 +1,146 @@
+"""The three roles through the real `market` entry point, on the embedded chain and on an Anvil
+devnet: wallets, faucet, a heavy-node committee, a staked dataset, a bounty that settles, a
+claim, and the balances that must follow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from market.chain import TOKEN
+from market.escrow import EscrowClient, Result
+from market.escrow.documents import ResultDocument
+from market.escrow.eip712 import result_digest, sign_digest
+from market.home import Home
+from market.network import open_network
+from market.valuation.merkle import PayoutTree
+from market.wallet import Wallet
+from tests.cli.conftest import PASSWORD, Cli
+
+
+def settle_as_committee(cli: Cli, job_id: int, payouts: dict[str, int], tmp: Path) -> None:
+    """What the committee's heavy nodes do at the end of a job (they are not built yet): publish
+    the result document with the payout tree, sign the result, and finalize with a quorum."""
+    home = Home(cli.home)
+    wallet = Wallet(home.accounts)
+    nodes = sorted(
+        (wallet.unlock(f"node{i}", PASSWORD) for i in range(3)), key=lambda a: int(a.address, 16)
+    )
+    network = "devnet" if "devnet" in cli.network else "embedded"
+    with open_network(home, network) as net:
+        escrow = EscrowClient(net.chain, net.deployment)
+        tree = PayoutTree.build(payouts)
+        document = ResultDocument(job_id, {"mean": 42.0, "count": 3}, tree)
+        path = tmp / f"result-{job_id}.json"
+        path.write_bytes(document.to_bytes())
+        result = Result(
+            job_id=job_id,
+            result_hash=document.hash,
+            result_uri=path.as_uri(),
+            payout_root=tree.root,
+            payout_total=tree.total,
+            participants=len(payouts),
+        )
+        digest = result_digest(escrow.domain, result)
+        escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
+
+
+def test_three_roles_from_wallets_to_claims(cli: Cli, tmp_path: Path):
+    # Wallets for everyone, funded from the devnet faucet.
+    for alias in ("buyer", "provider", "node0", "node1", "node2"):
+        created = cli.json("wallet", "new", alias)
+        assert created["alias"] == alias and created["address"].startswith("0x")
+        funded = cli.json("faucet", "--account", alias, "--amount", "2000", net=True)
+        assert funded["tokens"] == 2_000 * TOKEN
+    listed = cli.json("wallet", "list")
+    assert [a["alias"] for a in listed] == ["buyer", "node0", "node1", "node2", "provider"]
+    addresses = {a["alias"]: a["address"] for a in listed}
+
+    # Operators register a committee.
+    for i in range(3):
+        node = cli.json(
+            "heavy", "register", "--endpoint", f"http://127.0.0.1:{9100 + i}",
+            "--stake", "1000", "--account", f"node{i}", net=True,
+        )  # fmt: skip
+        assert node["active"] and node["stake"] == 1_000 * TOKEN
+        assert len(bytes.fromhex(node["encryption_key"][2:])) == 32
+    assert len(cli.json("heavy", "list", net=True)) == 3
+
+    # A provider registers and stakes a dataset.
+    data = tmp_path / "clinic.csv"
+    data.write_text("age,bp,site\n34,120,north\n51,135,south\n47,128,north\n62,141,east\n")
+    registered = cli.json("dataset", "register", str(data), "--name", "clinic")
+    assert registered["rows"] == 4
+    assert [c["name"] for c in registered["schema"]] == ["age", "bp", "site"]
+    mock = cli.ok("dataset", "mock", "clinic")
+    assert mock.splitlines()[0] == "age,bp,site" and len(mock.splitlines()) == 101
+    staked = cli.json(
+        "dataset", "stake", "clinic", "--amount", "50", "--account", "provider", net=True
+    )
+    assert staked["stake"] == 50 * TOKEN
+
+    # The buyer posts a bounty: approve and escrow in one transaction (permit).
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"kind": "aggregate", "column": "bp", "op": "mean"}')
+    job = cli.json(
+        "bounty", "post", str(spec), "--budget", "500", "--deadline", "2h",
+        "--account", "buyer", net=True,
+    )  # fmt: skip
+    job_id = job["job"]
+    assert job["state"] == "POSTED" and job["budget"] == 500 * TOKEN
+    assert len(job["committee"]) == 3
+    assert [j["job"] for j in cli.json("bounty", "list", net=True)] == [job_id]
+    assert cli.json("bounty", "show", str(job_id), net=True)["buyer"] == addresses["buyer"]
+
+    # The committee settles: 400 to the provider, a 10% fee, the rest back to the buyer.
+    settle_as_committee(cli, job_id, {addresses["provider"]: 400 * TOKEN}, tmp_path)
+    result = cli.json("bounty", "result", str(job_id), net=True)
+    assert result["result"] == {"mean": 42.0, "count": 3}
+    assert result["fee"] == 50 * TOKEN and result["refund"] == 50 * TOKEN
+
+    claimed = cli.json("claim", "--account", "provider", net=True)
+    assert claimed["claimed"] == [{"job": job_id, "amount": 400 * TOKEN}]
+    assert claimed["balance"] == (2_000 - 50 + 400) * TOKEN
+    assert cli.json("claim", "--account", "provider", net=True)["claimed"] == []
+
+    # Balances: the buyer paid 450, the two signers earned 25 each.
+    assert cli.json("balance", "buyer", net=True)["tokens"] == (2_000 - 450) * TOKEN
+    fees = {
+        i: cli.json("heavy", "status", "--account", f"node{i}", net=True)["fees_earned"]
+        for i in range(3)
+    }
+    assert sorted(fees.values()) == [0, 25 * TOKEN, 25 * TOKEN]
+    status = cli.json("heavy", "status", "--account", "node0", net=True)
+    assert status["jobs"] == [{"job": job_id, "state": "FINALIZED"}]
+
+    # Unstaking starts unbonding; withdrawing too early is refused with the unlock time.
+    unbonding = cli.json("dataset", "unstake", "clinic", "--account", "provider", net=True)
+    assert unbonding["unlock_at"] > 0
+    line = cli.fails(3, "dataset", "withdraw", "clinic", "--account", "provider", net=True)
+    assert "MarketplaceStillUnbonding" in line and "withdraw after" in line
+
+
+def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
+    cli.ok("wallet", "new", "buyer")
+    cli.ok("faucet", "--account", "buyer", "--amount", "100", net=True)
+    spec = tmp_path / "spec.json"
+    spec.write_text("{}")
+    someone = "0x" + "11" * 20
+    post = ("bounty", "post", str(spec), "--deadline", "1h", "--committee", someone)
+
+    line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True,
+                     MARKET_PASSWORD="wrong")  # fmt: skip
+    assert "wrong password" in line
+    line = cli.fails(1, *post, "--budget", "5", "--account", "nobody", net=True)
+    assert "nobody" in line and "market wallet" in line
+    line = cli.fails(1, *post, "--budget", "500", "--account", "buyer", net=True)
+    assert "more than" in line and "faucet" in line
+    line = cli.fails(1, "bounty", "show", "99", net=True)
+    assert "no job 99" in line
+    line = cli.fails(1, *post, "--budget", "ten", "--account", "buyer", net=True)
+    assert "not a token amount" in line
+    line = cli.fails(4, "bounty", "list", "--rpc-url", "http://127.0.0.1:9")
+    assert "unreachable" in line
+
+    # Nothing was sent: no job, the buyer's tokens untouched.
+    assert cli.json("bounty", "list", net=True) == []
+    assert cli.json("balance", "buyer", net=True)["tokens"] == 100 * TOKEN
