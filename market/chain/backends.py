@@ -13,9 +13,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.providers.rpc import HTTPProvider
 
 from market.chain.errors import ChainConnectionError, ChainError, DevnetError
@@ -48,6 +48,18 @@ class Backend(Protocol):
         ...
 
 
+class _LockedTesterProvider(EthereumTesterProvider):
+    """py-evm is not thread-safe: one request at a time (nodes in threads share a chain)."""
+
+    def __init__(self, tester: Any) -> None:
+        super().__init__(tester)
+        self._request_lock = threading.RLock()
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        with self._request_lock:
+            return super().make_request(method, params)
+
+
 class EmbeddedBackend:
     """py-evm in this process through eth-tester: no other process, the default network."""
 
@@ -60,7 +72,6 @@ class EmbeddedBackend:
         """A fresh chain; with `state`, the chain saved in that file (if any), saved back there
         on `close`. The file is locked while open, so two commands never interleave."""
         from eth_tester import EthereumTester, PyEVMBackend
-        from web3 import EthereumTesterProvider
 
         genesis = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": gas_limit})
         pyevm = PyEVMBackend(genesis_parameters=genesis)
@@ -71,7 +82,7 @@ class EmbeddedBackend:
             if state.exists():
                 pyevm.chain = type(pyevm.chain)(_load_state(state))
         self._tester = EthereumTester(pyevm)
-        self.web3 = Web3(EthereumTesterProvider(self._tester))
+        self.web3 = Web3(_LockedTesterProvider(self._tester))
         self._faucet = self._tester.get_accounts()[0]
         self._lock = threading.Lock()
 

@@ -266,13 +266,13 @@ def bounty_cancel(job_id: int, network: Net, signer: Signer, as_json: bool) -> N
 def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
     """The settled result of JOB_ID, checked against its on-chain hash."""
     with network() as net:
-        escrow, _, _ = _clients(net)
+        escrow, staking, _ = _clients(net)
         view = _job(escrow, job_id)
         if view.state is not JobState.FINALIZED:
             raise UserError(f"job {job_id} is {view.state.name.lower()}: it has no result")
         event = escrow.finalized_event(job_id)
-    assert event is not None
-    document = _document(event["resultURI"], view.result_hash)
+        assert event is not None
+        document = _document(staking, view, event["resultURI"])
     summary = {
         "job": job_id,
         "result_uri": event["resultURI"],
@@ -295,9 +295,10 @@ def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
     )
 
 
-def _document(uri: str, result_hash: bytes) -> ResultDocument:
+def _document(staking: StakingClient, view: JobView, uri: str) -> ResultDocument:
+    endpoints = [staking.heavy_node(member).endpoint for member in view.committee]
     try:
-        return ResultDocument.from_bytes(fetch(uri), result_hash)
+        return ResultDocument.from_bytes(fetch(uri, endpoints), view.result_hash)
     except DocumentError as exc:
         raise UserError(f"the job's result document at {uri}: {exc}") from None
 
@@ -312,7 +313,7 @@ def claim(job_ids: tuple[int, ...], network: Net, signer: Signer, as_json: bool)
     """Claim every payout the account is owed (from each job's published payout tree)."""
     claimed: list[dict[str, Any]] = []
     with network() as net:
-        escrow, _, token = _clients(net)
+        escrow, staking, token = _clients(net)
         me = signer.address
         views = [_job(escrow, j) for j in job_ids] if job_ids else escrow.jobs()
         owed: list[tuple[JobView, PayoutTree]] = []
@@ -321,7 +322,7 @@ def claim(job_ids: tuple[int, ...], network: Net, signer: Signer, as_json: bool)
                 continue
             event = escrow.finalized_event(view.job_id)
             assert event is not None
-            tree = _document(event["resultURI"], view.result_hash).payouts
+            tree = _document(staking, view, event["resultURI"]).payouts
             if tree is None or tree.root != view.payout_root:
                 raise UserError(
                     f"job {view.job_id}'s published payout tree does not match its root"

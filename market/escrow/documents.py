@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,22 @@ class ResultDocument:
             raise DocumentError(f"not a result document: {exc}") from None
 
 
-def fetch(uri: str, timeout: float = 30.0) -> bytes:
-    """The bytes behind `uri`: `data:` (inline), `file://`, `http://` or `https://`."""
+def fetch(uri: str, endpoints: Sequence[str] = (), timeout: float = 30.0) -> bytes:
+    """The bytes behind `uri`: `data:` (inline), `file://`, `http://`, `https://`, or
+    `committee:/path`, served at `path` by any of the job's committee `endpoints` (the first
+    that answers; the caller checks the bytes against the on-chain hash)."""
     scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "committee":
+        path = uri.removeprefix("committee:")
+        problems = []
+        for endpoint in endpoints:
+            try:
+                return fetch(endpoint.rstrip("/") + path, timeout=timeout)
+            except DocumentError as exc:
+                problems.append(str(exc))
+        raise DocumentError(
+            f"no committee member serves {path}: " + ("; ".join(problems) or "no endpoints")
+        )
     if scheme == "data":
         header, _, payload = uri[5:].partition(",")
         if header.endswith(";base64"):

@@ -1,0 +1,427 @@
+"""The heavy node: a FastAPI service that collects sealed shares for the jobs whose committee it
+sits on, runs the aggregation round with its peers after the deadline, and settles on chain.
+
+The round itself is `compute.round.HeavyNodeRound` (sans-I/O); this module is its driver:
+HTTP in (light nodes' submissions, peers' messages and signatures), HTTP out (to peers), the
+chain (jobs, stakes, committee endpoints and keys, finalize/abort), SQLite (everything received,
+before it is acknowledged) and the clock (deadline, peer timeouts).
+
+Settlement: every honest member reconstructs the same aggregate, so each derives the same result
+document (`market.escrow.documents.ResultDocument`: the decoded result and the payout tree) and
+the same EIP-712 `Result`, signs it and sends the signature to its peers; any member holding a
+quorum of signatures calls `finalize` (a second call finds the job settled and stops). Below the
+participant minimum, or with a peer caught cheating, the round aborts and the members sign and
+submit `abort` the same way, which refunds the buyer in full.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import requests
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
+from compute.messages import (
+    CloseSubmissions,
+    Outgoing,
+    PeerUnavailable,
+    RoundConfig,
+    Submission,
+)
+from compute.messages import Result as RoundResult
+from compute.node import wire
+from compute.node.store import Duplicate, Store
+from compute.randomness import AesCtrRandom
+from compute.reduce import Abort
+from compute.round import HeavyNodeRound
+from market.chain import Chain, ContractRevert, Deployment
+from market.chain import errors as E
+from market.escrow import EscrowClient, JobState, JobView, Result
+from market.escrow.documents import ResultDocument
+from market.escrow.eip712 import abort_digest, result_digest, sign_digest
+from market.keys import box_private_key
+from market.staking import StakingClient
+from market.valuation.merkle import PayoutTree
+from market.valuation.payouts import split_by_weights
+
+log = logging.getLogger("market.heavy")
+
+ConfigFor = Callable[[JobView], RoundConfig]
+"""How a node learns a job's round configuration (from its proposal)."""
+
+
+def result_uri(job_id: int) -> str:
+    """Where a job's result document is: `GET /jobs/{id}/result` on any committee member."""
+    return f"committee:/jobs/{job_id}/result"
+
+
+class Rejected(Exception):
+    """A request the node refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class _Job:
+    view: JobView
+    index: int
+    config: RoundConfig
+    round: HeavyNodeRound
+    closed_at: float | None = None
+    heard: set[int] = field(default_factory=set)
+    outbox: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    """(peer index, path, body) still to deliver."""
+    settled: bool = False
+    digest: bytes | None = None
+    kind: str | None = None
+    payload: Any = None
+
+
+class HeavyNode:
+    def __init__(
+        self,
+        account: LocalAccount,
+        chain: Chain,
+        deployment: Deployment,
+        store: Store,
+        config_for: ConfigFor,
+        *,
+        clock: Callable[[], float] = time.time,
+        peer_timeout: float = 15.0,
+        http: Any = None,
+    ) -> None:
+        self.account = account
+        self.address = account.address
+        self.chain = chain
+        self.escrow = EscrowClient(chain, deployment)
+        self.staking = StakingClient(chain, deployment)
+        self.store = store
+        self.config_for = config_for
+        self.clock = clock
+        self.peer_timeout = peer_timeout
+        self.http = http or requests.Session()
+        self._box = box_private_key(account)
+        self._jobs: dict[int, _Job] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------- jobs
+    def job(self, job_id: int) -> _Job:
+        """This node's state for `job_id`, created (and rebuilt from the store) on first use."""
+        with self._lock:
+            if job_id in self._jobs:
+                return self._jobs[job_id]
+            try:
+                view = self.escrow.job(job_id)
+            except E.MarketplaceJobNotFound:
+                raise Rejected(404, f"there is no job {job_id}") from None
+            if self.address not in view.committee:
+                raise Rejected(404, f"this heavy node does not serve job {job_id}")
+            config = self.config_for(view)
+            index = view.committee.index(self.address) + 1
+            rng = AesCtrRandom(self.store.job_key(job_id))
+            job = _Job(view, index, config, HeavyNodeRound(config, index, rng))
+            self._jobs[job_id] = job
+            self._replay(job)
+            return job
+
+    def _replay(self, job: _Job) -> None:
+        """Feed back what the store holds (after a restart, the node continues where it was)."""
+        for dataset, share in self.store.submissions(job.view.job_id):
+            job.round.handle(
+                Submission(str(job.view.job_id), dataset, job.index, np.frombuffer(share, "<u8"))
+            )
+        for payload in self.store.peer_messages(job.view.job_id):
+            job.heard.add(int(payload["sender"]))
+            self._deliver(job, wire.peer_message(payload, job.config.reduction.length))
+
+    def _deliver(self, job: _Job, event: Any) -> None:
+        for message in job.round.handle(event):
+            self._queue(job, message)
+
+    def _queue(self, job: _Job, message: Outgoing) -> None:
+        payload = wire.peer_payload(message)
+        body = {"payload": payload, "signature": wire.sign_payload(self.account, payload)}
+        job.outbox.append((message.recipient, f"/jobs/{job.view.job_id}/peer", body))
+
+    # ------------------------------------------------------------------------- HTTP handlers
+    def accept_submission(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        job = self.job(job_id)
+        try:
+            sub = wire.SignedSubmission(
+                job_id=int(body["job"]),
+                dataset_id=bytes.fromhex(str(body["dataset"]).removeprefix("0x")),
+                recipient=int(body["recipient"]),
+                nonce=int(body["nonce"]),
+                sealed=base64.b64decode(body["sealed"], validate=True),
+                signature=bytes.fromhex(str(body["signature"]).removeprefix("0x")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Rejected(422, f"malformed submission: {exc}") from None
+        if sub.job_id != job_id:
+            raise Rejected(400, f"the submission is for job {sub.job_id}, not job {job_id}")
+        if len(sub.dataset_id) != 32:
+            raise Rejected(422, "dataset must be 32 bytes")
+        if sub.recipient != job.index:
+            raise Rejected(
+                400, f"the share is for heavy node {sub.recipient}; this is heavy node {job.index}"
+            )
+        if self.clock() > job.view.deadline:
+            raise Rejected(409, f"submissions to job {job_id} closed at its deadline")
+        try:
+            signer = sub.signer(self.escrow.domain)
+        except wire.WireError as exc:
+            raise Rejected(401, str(exc)) from None
+        record = self.staking.dataset(sub.dataset_id)
+        if not record.exists:
+            raise Rejected(403, "the dataset is not staked on chain")
+        if record.owner != signer:
+            raise Rejected(401, "the submission is not signed by the dataset's owner")
+        if record.unstake_requested_at and record.unstake_requested_at <= job.view.posted_at:
+            raise Rejected(403, "the dataset was unbonding when the job was posted")
+        try:
+            share = wire.open_sealed(sub.sealed, self._box, job.config.reduction.length)
+        except wire.WireError as exc:
+            raise Rejected(400, str(exc)) from None
+        dataset = "0x" + sub.dataset_id.hex()
+        with self._lock:
+            try:  # the round refuses duplicates and bad shares without changing
+                job.round.handle(Submission(str(job_id), dataset, job.index, share))
+            except DuplicateSubmissionError:
+                raise Rejected(
+                    409, f"dataset {dataset} already submitted to job {job_id}"
+                ) from None
+            except LateSubmissionError:
+                raise Rejected(409, f"submissions to job {job_id} are closed") from None
+            except ComputeError as exc:
+                raise Rejected(400, f"share refused: {exc}") from None
+            try:
+                self.store.add_submission(
+                    job_id, dataset, sub.nonce, share.astype("<u8").tobytes(), sub.to_json()
+                )
+            except BaseException:
+                self._jobs.pop(job_id, None)  # the round saw it, the store did not: rebuild
+                raise
+        return {"job": job_id, "dataset": dataset, "stored": True}
+
+    def accept_peer(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        job = self.job(job_id)
+        payload, signature = body.get("payload"), body.get("signature")
+        if not isinstance(payload, dict) or not isinstance(signature, str):
+            raise Rejected(422, "a peer message is {payload, signature}")
+        try:
+            sender = int(payload["sender"])
+            signer = wire.payload_signer(payload, signature)
+            message = wire.peer_message(payload, job.config.reduction.length)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Rejected(422, f"malformed peer message: {exc}") from None
+        if not 1 <= sender <= len(job.view.committee) or job.view.committee[sender - 1] != signer:
+            raise Rejected(401, "the peer message is not signed by that committee member")
+        if message.recipient != job.index or message.job_id != str(job_id):
+            raise Rejected(400, "the peer message is not for this node and job")
+        with self._lock:
+            try:
+                self.store.add_peer_message(job_id, payload["kind"], sender, payload)
+            except Duplicate:
+                return {"job": job_id, "duplicate": True}
+            job.heard.add(sender)
+            try:
+                self._deliver(job, message)
+            except ComputeError as exc:
+                log.warning("job %s: peer %s: %s", job_id, sender, exc)
+        return {"job": job_id, "stored": True}
+
+    def accept_signature(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        job = self.job(job_id)
+        try:
+            digest = bytes.fromhex(str(body["digest"]).removeprefix("0x"))
+            signature = bytes.fromhex(str(body["signature"]).removeprefix("0x"))
+            signer = to_checksum_address(body["signer"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Rejected(422, f"malformed signature message: {exc}") from None
+        from eth_account import Account
+
+        try:
+            recovered = Account._recover_hash(digest, signature=signature)
+        except Exception:
+            raise Rejected(401, "malformed signature") from None
+        if recovered != signer or signer not in job.view.committee:
+            raise Rejected(401, "the signature is not a committee member's")
+        self.store.add_signature(job_id, digest, signer, signature)
+        return {"job": job_id, "stored": True}
+
+    def result_document(self, job_id: int) -> bytes:
+        status = self.store.status(job_id)
+        if status is None or status[1] is None:
+            raise Rejected(404, f"job {job_id} has no result here (yet)")
+        return status[1]
+
+    def status(self, job_id: int) -> dict[str, Any]:
+        job = self.job(job_id)
+        stored = self.store.status(job_id)
+        return {
+            "job": job_id,
+            "index": job.index,
+            "phase": str(job.round.phase),
+            "submissions": self.store.submission_count(job_id),
+            "status": stored[0] if stored else "collecting",
+        }
+
+    # ------------------------------------------------------------------------- the driver
+    def start(self, interval: float = 0.2) -> None:
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.tick()
+            except Exception:  # keep serving; the next tick retries
+                log.exception("heavy node %s: tick failed", self.address)
+
+    def tick(self) -> None:
+        """One pass: discover jobs, close those past their deadline, time out silent peers,
+        deliver queued messages, settle finished rounds."""
+        for view in self.escrow.jobs():
+            if self.address in view.committee and view.state is JobState.POSTED:
+                self.job(view.job_id)
+        now = self.clock()
+        for job in list(self._jobs.values()):
+            with self._lock:
+                if job.closed_at is None and now > job.view.deadline:
+                    job.closed_at = now
+                    self._deliver(job, CloseSubmissions(str(job.view.job_id)))
+                if job.closed_at is not None and now - job.closed_at > self.peer_timeout:
+                    for peer in job.config.committee:
+                        if peer != job.index and peer not in job.heard:
+                            job.heard.add(peer)
+                            self._deliver(job, PeerUnavailable(str(job.view.job_id), peer))
+            self._flush(job)
+            if job.round.outcome is not None and not job.settled:
+                self._settle(job)
+
+    def _endpoint(self, job: _Job, peer: int) -> str:
+        return self.staking.heavy_node(job.view.committee[peer - 1]).endpoint.rstrip("/")
+
+    def _flush(self, job: _Job) -> None:
+        with self._lock:
+            pending, job.outbox = job.outbox, []
+        keep = []
+        for peer, path, body in pending:
+            try:
+                response = self.http.post(self._endpoint(job, peer) + path, json=body, timeout=5)
+                if response.status_code >= 500:
+                    keep.append((peer, path, body))
+                elif response.status_code >= 400:
+                    log.warning("peer %s refused %s: %s", peer, path, response.text[:200])
+            except requests.RequestException:
+                keep.append((peer, path, body))
+        with self._lock:
+            job.outbox = keep + job.outbox
+
+    # ------------------------------------------------------------------------- settlement
+    def _settle(self, job: _Job) -> None:
+        job_id = job.view.job_id
+        if job.digest is None:
+            outcome = job.round.outcome
+            if isinstance(outcome, RoundResult):
+                document, result = self._result(job, outcome)
+                self.store.set_status(job_id, "result", document.to_bytes())
+                job.kind, job.payload = "result", result
+                job.digest = result_digest(self.escrow.domain, result)
+            else:
+                assert isinstance(outcome, Abort)
+                job.kind, job.payload = "abort", outcome.reason.value
+                job.digest = abort_digest(self.escrow.domain, job_id, job.payload)
+                self.store.set_status(job_id, "aborting")
+            signature = sign_digest(self.account, job.digest)
+            self.store.add_signature(job_id, job.digest, self.address, signature)
+            body = {
+                "digest": "0x" + job.digest.hex(),
+                "signer": self.address,
+                "signature": "0x" + signature.hex(),
+            }
+            with self._lock:
+                for peer in job.config.committee:
+                    if peer != job.index:
+                        job.outbox.append((peer, f"/jobs/{job_id}/signatures", body))
+        state = self.escrow.job_state(job_id)
+        if state is not JobState.POSTED:
+            job.settled = True
+            self.store.set_status(job_id, state.name.lower())
+            return
+        signatures = self.store.signatures(job_id, job.digest)
+        if len(signatures) < job.view.quorum:
+            return
+        ordered = sorted(signatures.items(), key=lambda kv: int(kv[0], 16))
+        sigs = [sig for _, sig in ordered]
+        try:
+            if job.kind == "result":
+                self.escrow.finalize(self.account, job.payload, sigs)
+            else:
+                self.escrow.abort(self.account, job_id, job.payload, sigs)
+        except (E.MarketplaceJobNotPosted, E.MarketplaceSettlementClosed):
+            pass  # a peer settled it first, or the window closed
+        except ContractRevert as exc:
+            log.error("job %s: settlement reverted: %s", job_id, exc)
+            return
+        job.settled = True
+        self.store.set_status(job_id, self.escrow.job_state(job_id).name.lower())
+
+    def _result(self, job: _Job, outcome: RoundResult) -> tuple[ResultDocument, Result]:
+        view = job.view
+        owners: dict[str, int] = {}
+        for dataset in outcome.participants:
+            owner = self.staking.dataset(bytes.fromhex(dataset.removeprefix("0x"))).owner
+            owners[owner] = owners.get(owner, 0) + 1
+        pool = view.budget - view.budget * view.fee_bps // 10_000
+        payouts = split_pool(pool, owners)
+        tree = PayoutTree.build(payouts) if payouts else None
+        summary = {
+            "op": str(job.config.reduction.op),
+            "values": [float(v) for v in outcome.values],
+            "count": outcome.aggregate.count,
+            "participants": list(outcome.participants),
+            "privacy": (
+                {"epsilon": outcome.privacy.epsilon, "delta": outcome.privacy.delta}
+                if outcome.privacy is not None
+                else None
+            ),
+        }
+        document = ResultDocument(view.job_id, summary, tree)
+        result = Result(
+            job_id=view.job_id,
+            result_hash=document.hash,
+            result_uri=result_uri(view.job_id),
+            payout_root=tree.root if tree else bytes(32),
+            payout_total=tree.total if tree else 0,
+            participants=len(outcome.participants),
+        )
+        return document, result
+
+
+def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:
+    """`aggregate` jobs: the pool split equally among participating datasets, each owner paid
+    for every dataset it contributed (one leaf per owner)."""
+    if not owners:
+        return {}
+    paid = split_by_weights(pool, owners)
+    return {o: a for o, a in paid.items() if a > 0}

@@ -1,0 +1,208 @@
+"""What travels between nodes over HTTP, and how it is sealed and signed.
+
+- A light node's submission carries one share, sealed (PyNaCl `SealedBox`) to the registered
+  X25519 key of the heavy node it is for, and the dataset owner's EIP-712 signature over
+  `Submission(jobId, datasetId, recipient, nonce, shareHash)` under the marketplace's domain,
+  where `shareHash` is keccak-256 of the sealed bytes. Only that heavy node can open the share;
+  anyone can check who sent it and that it was not altered or redirected.
+- Heavy-node-to-heavy-node messages (agreements, partials, result signatures) are canonical
+  JSON signed by the sender's account (EIP-191), checked against the job's on-chain committee.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from numpy.typing import NDArray
+
+from compute.messages import Agreement, Partial
+from market.escrow.eip712 import Domain
+
+SUBMISSION_TYPES = {
+    "Submission": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "datasetId", "type": "bytes32"},
+        {"name": "recipient", "type": "uint8"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "shareHash", "type": "bytes32"},
+    ]
+}
+
+
+class WireError(ValueError):
+    """A message that is malformed, not signed by whom it claims, or not for this node."""
+
+
+def encode_vector(values: NDArray[np.uint64]) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<u8").tobytes()).decode()
+
+
+def decode_vector(text: str, length: int | None = None) -> NDArray[np.uint64]:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise WireError("a vector is not valid base64") from None
+    if len(raw) % 8:
+        raise WireError("a vector's byte length is not a multiple of 8")
+    vector = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+    if length is not None and vector.shape != (length,):
+        raise WireError(f"a vector has {vector.size} values, {length} expected")
+    return vector
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+# ----------------------------------------------------------------------------- submissions
+def seal(share: NDArray[np.uint64], public_key: bytes) -> bytes:
+    plain = np.ascontiguousarray(share, dtype="<u8").tobytes()
+    return SealedBox(PublicKey(public_key)).encrypt(plain)
+
+
+def open_sealed(sealed: bytes, private_key: PrivateKey, length: int) -> NDArray[np.uint64]:
+    try:
+        plain = SealedBox(private_key).decrypt(sealed)
+    except CryptoError:
+        raise WireError("the share is not sealed to this heavy node's key") from None
+    if len(plain) != 8 * length:
+        raise WireError(f"the share has {len(plain) // 8} values, {length} expected")
+    return np.frombuffer(plain, dtype="<u8").astype(np.uint64)
+
+
+def submission_message(
+    domain: Domain, job_id: int, dataset_id: bytes, recipient: int, nonce: int, sealed: bytes
+) -> Any:
+    return encode_typed_data(
+        domain_data=domain.as_json(),
+        message_types=SUBMISSION_TYPES,
+        message_data={
+            "jobId": job_id,
+            "datasetId": dataset_id,
+            "recipient": recipient,
+            "nonce": nonce,
+            "shareHash": keccak(sealed),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class SignedSubmission:
+    """The body of `POST /jobs/{job}/submissions`."""
+
+    job_id: int
+    dataset_id: bytes
+    recipient: int
+    nonce: int
+    sealed: bytes
+    signature: bytes
+
+    @classmethod
+    def create(
+        cls,
+        owner: LocalAccount,
+        domain: Domain,
+        job_id: int,
+        dataset_id: bytes,
+        recipient: int,
+        nonce: int,
+        share: NDArray[np.uint64],
+        public_key: bytes,
+    ) -> SignedSubmission:
+        sealed = seal(share, public_key)
+        message = submission_message(domain, job_id, dataset_id, recipient, nonce, sealed)
+        signature = bytes(owner.sign_message(message).signature)
+        return cls(job_id, dataset_id, recipient, nonce, sealed, signature)
+
+    def signer(self, domain: Domain) -> str:
+        message = submission_message(
+            domain, self.job_id, self.dataset_id, self.recipient, self.nonce, self.sealed
+        )
+        try:
+            return to_checksum_address(Account.recover_message(message, signature=self.signature))
+        except Exception:
+            raise WireError("the submission's signature is malformed") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job_id,
+            "dataset": "0x" + self.dataset_id.hex(),
+            "recipient": self.recipient,
+            "nonce": self.nonce,
+            "sealed": base64.b64encode(self.sealed).decode(),
+            "signature": "0x" + self.signature.hex(),
+        }
+
+
+# ----------------------------------------------------------------------------- peers
+def peer_payload(message: Agreement | Partial) -> dict[str, Any]:
+    if isinstance(message, Agreement):
+        return {
+            "kind": "agreement",
+            "job": message.job_id,
+            "sender": message.sender,
+            "recipient": message.recipient,
+            "datasets": sorted(message.dataset_ids),
+            "noise_share": (
+                encode_vector(message.noise_share) if message.noise_share is not None else None
+            ),
+        }
+    return {
+        "kind": "partial",
+        "job": message.job_id,
+        "sender": message.sender,
+        "recipient": message.recipient,
+        "participants": list(message.participants),
+        "noise_from": list(message.noise_from),
+        "value": encode_vector(message.value),
+    }
+
+
+def peer_message(payload: dict[str, Any], length: int) -> Agreement | Partial:
+    """The round message in a verified peer payload (shape checks; the round checks the rest)."""
+    try:
+        if payload["kind"] == "agreement":
+            noise = payload.get("noise_share")
+            return Agreement(
+                job_id=str(payload["job"]),
+                sender=int(payload["sender"]),
+                recipient=int(payload["recipient"]),
+                dataset_ids=frozenset(str(d) for d in payload["datasets"]),
+                noise_share=decode_vector(noise, length) if noise is not None else None,
+            )
+        if payload["kind"] == "partial":
+            return Partial(
+                job_id=str(payload["job"]),
+                sender=int(payload["sender"]),
+                recipient=int(payload["recipient"]),
+                participants=tuple(str(d) for d in payload["participants"]),
+                noise_from=tuple(int(n) for n in payload["noise_from"]),
+                value=decode_vector(payload["value"], length),
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"malformed peer message: {exc}") from None
+    raise WireError(f"unknown peer message kind {payload.get('kind')!r}")
+
+
+def sign_payload(account: LocalAccount, payload: dict[str, Any]) -> str:
+    return "0x" + bytes(account.sign_message(encode_defunct(canonical(payload))).signature).hex()
+
+
+def payload_signer(payload: dict[str, Any], signature: str) -> str:
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        return to_checksum_address(
+            Account.recover_message(encode_defunct(canonical(payload)), signature=raw)
+        )
+    except Exception:
+        raise WireError("the peer message's signature is malformed") from None

@@ -1,0 +1,132 @@
+"""A PMSR job from bounty to claims through the real node code over HTTP on loopback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import requests
+
+from market.chain import Chain
+from market.escrow import JobState
+from market.escrow.documents import ResultDocument
+from market.sandbox import Sandbox
+from tests.node.harness import FIELD, Committee, clinic_data
+
+
+@pytest.fixture
+def committee(tmp_path):
+    with Chain.embedded() as chain:
+        c = Committee(Sandbox.deploy(chain), tmp_path)
+        c.start(3)
+        try:
+            yield c
+        finally:
+            c.stop()
+
+
+def test_job_finalizes_and_everyone_is_paid(committee: Committee):
+    market = committee.market
+    buyer = market.account(10_000 * 10**18)
+    providers = [market.dataset() for _ in range(5)]
+    data = clinic_data(np.random.default_rng(1), len(providers))
+    job_id = market.post(buyer, committee.accounts, min_participants=3)
+    view = market.escrow.job(job_id)
+    config = committee.config_for(view)
+    for (owner, dataset_id), values in zip(providers, data, strict=True):
+        delivery = committee.light(owner).submit(view, config, dataset_id, values)
+        assert delivery.accepted == [1, 2, 3]
+
+    before = market.token.balance_of(buyer.address)
+    committee.clock.advance(view.deadline - committee.clock() + 1)
+    assert committee.wait_for(job_id) is JobState.FINALIZED
+
+    endpoint = market.staking.heavy_node(committee.accounts[1].address).endpoint
+    raw = requests.get(f"{endpoint}/jobs/{job_id}/result", timeout=10).content
+    document = ResultDocument.from_bytes(raw, market.escrow.job(job_id).result_hash)
+    plain = np.concatenate([np.clip(d, FIELD.lo, FIELD.hi) for d in data]).mean()
+    assert document.result["values"][0] == pytest.approx(plain, abs=1e-4)
+    assert document.result["count"] == sum(len(d) for d in data)
+
+    tree = document.payouts
+    assert tree is not None and len(tree) == 5
+    market.claim_all(job_id, tree)
+    for owner, _ in providers:
+        assert market.token.balance_of(owner.address) == tree.amount(owner.address)
+    fee = view.budget * view.fee_bps // 10_000
+    assert tree.total == view.budget - fee
+    assert market.token.balance_of(buyer.address) == before  # the pool is paid out in full
+    market.assert_accounting()
+
+
+def _post_and_submit(committee: Committee, providers: int, min_participants: int = 3, submit=None):
+    market = committee.market
+    buyer = market.account(10_000 * 10**18)
+    datasets = [market.dataset() for _ in range(providers)]
+    data = clinic_data(np.random.default_rng(2), providers)
+    job_id = market.post(buyer, committee.accounts, min_participants=min_participants)
+    view = market.escrow.job(job_id)
+    config = committee.config_for(view)
+    chosen = datasets if submit is None else datasets[:submit]
+    for (owner, dataset_id), values in zip(chosen, data, strict=False):
+        committee.light(owner).submit(view, config, dataset_id, values)
+    return buyer, datasets, data, view
+
+
+def _past_deadline(committee: Committee, view) -> None:
+    committee.clock.advance(view.deadline - committee.clock() + 1)
+
+
+def test_a_heavy_node_killed_mid_job_and_shamir_still_finalizes(committee: Committee):
+    buyer, datasets, data, view = _post_and_submit(committee, 4)
+    victim = committee.accounts[2]
+    committee.kill(victim)
+    _past_deadline(committee, view)
+    assert committee.wait_for(view.job_id) is JobState.FINALIZED
+    market = committee.market
+    # The two live members signed and were paid; the dead one earned nothing.
+    assert market.staking.heavy_node(victim.address).fees_earned == 0
+    assert all(market.staking.heavy_node(a.address).fees_earned > 0 for a in committee.accounts[:2])
+
+
+def test_a_restarted_heavy_node_loses_no_submission(committee: Committee):
+    buyer, datasets, data, view = _post_and_submit(committee, 4)
+    committee.restart(committee.accounts[1])
+    status = requests.get(
+        committee.market.staking.heavy_node(committee.accounts[1].address).endpoint
+        + f"/jobs/{view.job_id}",
+        timeout=10,
+    ).json()
+    assert status["submissions"] == 4
+    _past_deadline(committee, view)
+    assert committee.wait_for(view.job_id) is JobState.FINALIZED
+    endpoint = committee.market.staking.heavy_node(committee.accounts[1].address).endpoint
+    raw = requests.get(f"{endpoint}/jobs/{view.job_id}/result", timeout=10).content
+    assert len(ResultDocument.from_bytes(raw).result["participants"]) == 4
+
+
+def test_too_few_providers_abort_with_a_full_refund(committee: Committee):
+    market = committee.market
+    buyer, datasets, data, view = _post_and_submit(committee, 4, min_participants=4, submit=3)
+    before = market.token.balance_of(buyer.address)
+    _past_deadline(committee, view)
+    assert committee.wait_for(view.job_id) is JobState.ABORTED
+    assert market.token.balance_of(buyer.address) == before + view.budget
+    market.assert_accounting()
+
+
+def test_a_job_nobody_settles_expires_and_refunds(committee: Committee):
+    market = committee.market
+    buyer, datasets, data, view = _post_and_submit(committee, 3)
+    for account in list(committee.accounts):
+        committee.kill(account)
+    before = market.token.balance_of(buyer.address)
+    market.chain.increase_time(
+        view.deadline - market.chain.now() + market.config.settlement_grace + 2
+    )
+    market.escrow.expire(market.deployer, view.job_id)
+    assert market.escrow.job_state(view.job_id) is JobState.EXPIRED
+    assert market.token.balance_of(buyer.address) == before + view.budget
+    penalty = market.config.liveness_penalty
+    for account in committee.accounts:
+        record = market.staking.heavy_node(account.address)
+        assert record.stake == market.config.min_heavy_node_stake - penalty
