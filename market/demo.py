@@ -1,44 +1,51 @@
-"""`market demo`: one statistics bounty from posting to claims, on a real chain.
+"""`market demo`: one statistics bounty from posting to claims, through the real node code.
 
-A buyer wants the mean systolic blood pressure across N clinics without any clinic revealing its
-records. The demo deploys the market, registers a committee of three heavy nodes and N staked
-datasets, posts the bounty with its budget escrowed, runs the aggregation round (each clinic
-encodes, clips and Shamir-shares its local sum and count; the committee reconstructs only the
-aggregate, 2 of 3 suffice), settles on chain with a quorum of committee signatures over the
-EIP-712 result and a Merkle root of equal payouts, lets every clinic claim, and checks that
-every token is accounted for.
+A buyer wants the mean systolic blood pressure across N clinics without any clinic revealing
+its records. On the embedded chain (no other process), the demo deploys the market, starts three
+heavy nodes (the FastAPI service, each on its own loopback port, each with its own SQLite file)
+that register on chain with their endpoints and encryption keys, stakes N clinics' datasets,
+and posts the bounty: a proposal (content-addressed; its hash is the job's `specHash`) with the
+budget escrowed. Each clinic's light node checks the proposal against its own privacy policy
+(a few clinics demand differential privacy and refuse), runs the vetted map on its own table,
+Shamir-shares the result (2 of 3), seals each share to one heavy node's key and posts it signed.
+The demo then moves the nodes' clock past the deadline (instead of waiting); the committee
+agrees on the participants, reconstructs only the aggregate, signs the result and finalizes on
+chain; every clinic claims its payout from the published payout tree.
 """
 
 from __future__ import annotations
 
-import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+import pandas as pd
+import requests
 
-from compute.encoding import FieldSpec
-from compute.messages import Result as RoundResult
-from compute.messages import RoundConfig
-from compute.randomness import Randomness, os_rng
-from compute.reduce import Abort, ReduceOp, Reduction
-from compute.sharing import scheme_named
-from compute.simulation import simulate_round
+from compute.maps import run_map
+from compute.node.heavy import HeavyNode
+from compute.node.jobs import config_for, proposal_for
+from compute.node.light import Directory, LightNode
+from compute.node.service import Server, create_app
+from compute.node.store import Store
+from compute.policy import Policy, evaluate
+from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
-from market.escrow import JobState, Result
+from market.escrow import JobParams, JobState
+from market.escrow.documents import ResultDocument, fetch
+from market.keys import box_public_key
 from market.sandbox import Sandbox
-from market.valuation.merkle import PayoutTree
-from market.valuation.payouts import equal_split, settlement
 
-FIELD = FieldSpec("systolic_bp", 80.0, 200.0, scale=1 << 16)
-"""The bounty's one output field: bounds clip outliers, and give DP its sensitivity."""
-
+LO, HI = 60.0, 220.0
 BUDGET = 1_000 * TOKEN
 FEE_BPS = 1_000
+STRICT_SHARE = 10
+"""One clinic in this many demands differential privacy, and so refuses the bounty."""
 
 
 @dataclass
@@ -50,6 +57,9 @@ class Phase:
 @dataclass
 class DemoReport:
     providers: int
+    participants: int
+    refused: dict[str, str]
+    """Dataset id → the policy's reason, for clinics that declined."""
     job_id: int
     state: JobState
     secure_mean: float
@@ -58,7 +68,7 @@ class DemoReport:
     budget: int
     fee_per_node: dict[str, int]
     earnings: dict[str, int]
-    """What each provider claimed, by address."""
+    """What each participating clinic claimed, by address."""
     refund: int
     phases: list[Phase] = field(default_factory=list)
 
@@ -67,16 +77,25 @@ class DemoReport:
         return abs(self.secure_mean - self.plain_mean)
 
 
-def clinic_records(rng: np.random.Generator, providers: int) -> list[np.ndarray]:
-    """Each clinic's local readings: its own size and patient mix, a few out-of-range errors."""
-    datasets = []
+class DemoClock:
+    """The nodes' clock: real time, moved forward past the deadline on demand."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def clinic_tables(rng: np.random.Generator, providers: int) -> list[pd.DataFrame]:
+    """Each clinic's local table: its own size and patient mix, a few data-entry errors."""
+    tables = []
     for _ in range(providers):
         size = int(rng.integers(20, 400))
-        center = rng.normal(128.0, 8.0)
-        values = rng.normal(center, 15.0, size)
-        values[rng.random(size) < 0.01] = 999.0  # data-entry errors, clipped by the bounds
-        datasets.append(values)
-    return datasets
+        bp = rng.normal(rng.normal(128.0, 8.0), 15.0, size)
+        bp[rng.random(size) < 0.01] = 999.0  # clipped by the proposal's bounds
+        tables.append(pd.DataFrame({"age": rng.integers(18, 90, size), "systolic_bp": bp}))
+    return tables
 
 
 @contextmanager
@@ -86,105 +105,171 @@ def _phase(phases: list[Phase], name: str) -> Iterator[None]:
     phases.append(Phase(name, time.perf_counter() - start))
 
 
+def _proposal(committee: list[str], deadline: int, min_participants: int) -> dict:
+    return {
+        "version": 1,
+        "kind": "aggregate",
+        "title": "Mean systolic blood pressure across clinics",
+        "map": {
+            "function": "column_values",
+            "params": {},
+            "output": {"fields": [{"name": "systolic_bp", "lo": LO, "hi": HI}]},
+            "filter": None,
+        },
+        "reduce": {
+            "op": "mean",
+            "scheme": "shamir",
+            "threshold": 2,
+            "threat_model": "malicious-detect",
+            "bins": None,
+        },  # fmt: skip
+        "privacy": {"min_participants": min_participants, "dp": None},
+        "economics": {
+            "budget": BUDGET,
+            "fee_bps": FEE_BPS,
+            "payout_rule": "equal",
+            "max_slash_bps": 0,
+        },  # fmt: skip
+        "deadline": deadline,
+        "committee": committee,
+        "quorum": 2,
+    }
+
+
 def run_demo(
     chain: Chain,
     providers: int = 50,
     seed: int | None = None,
-    rng: Randomness | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    workdir: Path | None = None,
 ) -> DemoReport:
-    """Run the whole job on `chain`; `seed` fixes the clinics' data, `rng` the share randomness
-    (the OS CSPRNG by default)."""
     if providers < 3:
         raise ValueError("the demo needs at least 3 providers (the bounty's minimum)")
     phases: list[Phase] = []
-    data = clinic_records(np.random.default_rng(seed), providers)
+    rng = np.random.default_rng(seed)
+    tables = clinic_tables(rng, providers)
+    with tempfile.TemporaryDirectory(prefix="market-demo-") as tmp:
+        work = workdir or Path(tmp)
+        clock = DemoClock()
+        servers: list[Server] = []
+        nodes: list[HeavyNode] = []
+        try:
+            progress("deploying the market and starting three heavy nodes")
+            with _phase(phases, "deploy, start heavy nodes"):
+                market = Sandbox.deploy(chain)
+                stake = market.config.min_heavy_node_stake
+                for i in range(3):
+                    account = market.account(stake)
+                    node = HeavyNode(account, chain, market.deployment,
+                                     Store(work / f"heavy-{i}.db"), config_for(market.escrow),
+                                     clock=clock, peer_timeout=5.0)  # fmt: skip
+                    server = Server(create_app(node))
+                    url = server.start()
+                    servers.append(server)
+                    market.staking.register_heavy_node(account, stake, url, box_public_key(account))
+                    node.start(interval=0.1)
+                    nodes.append(node)
+                committee = sorted((n.address for n in nodes), key=lambda a: int(a, 16))
+                buyer = market.account(BUDGET)
 
-    progress("deploying the market")
-    with _phase(phases, "deploy"):
-        market = Sandbox.deploy(chain)
-        committee = market.heavy_nodes(3)
-        buyer = market.account(BUDGET)
+            progress(f"staking {providers} clinics' datasets")
+            with _phase(phases, "stake datasets"):
+                clinics = [market.dataset() for _ in range(providers)]
+                policies = [
+                    Policy.default().model_copy(update={"require_dp": i % STRICT_SHARE == 1})
+                    for i in range(providers)
+                ]
 
-    progress(f"staking {providers} datasets")
-    with _phase(phases, "stake datasets"):
-        owners: dict[str, LocalAccount] = {}
-        for _ in range(providers):
-            owner, dataset_id = market.dataset()
-            owners[dataset_id.hex()] = owner
+            progress("posting the bounty")
+            with _phase(phases, "post bounty"):
+                deadline = chain.now() + 3_600
+                proposal = parse_proposal(_proposal(committee, deadline, max(3, providers // 2)))
+                spec = work / "proposal.json"
+                spec.write_bytes(proposal.canonical_bytes())
+                params = JobParams(
+                    spec_hash=proposal.content_hash(),
+                    spec_uri=spec.as_uri(),
+                    budget=BUDGET,
+                    fee_bps=FEE_BPS,
+                    deadline=deadline,
+                    min_participants=proposal.privacy.min_participants,
+                    committee=tuple(committee),
+                    quorum=2,
+                )
+                job_id = market.escrow.post_job(buyer, params)
+                view = market.escrow.job(job_id)
 
-    progress("posting the bounty")
-    min_participants = max(3, providers // 2)
-    with _phase(phases, "post bounty"):
-        params = market.params(
-            committee,
-            budget=BUDGET,
-            fee_bps=FEE_BPS,
-            quorum=2,
-            min_participants=min_participants,
-        )
-        job_id = market.escrow.post_job(buyer, params)
+            progress("light nodes: policy, map, share, seal, submit")
+            refused: dict[str, str] = {}
+            used: list[pd.DataFrame] = []
+            with _phase(phases, "light nodes submit"):
+                seen = proposal_for(market.escrow, view)  # what a light node fetches
+                config = seen.round_config(str(job_id))
+                directory = Directory(market.staking)
+                http = requests.Session()
 
-    progress("running the secure reduce")
-    with _phase(phases, "secure reduce"):
-        config = RoundConfig(
-            job_id=str(job_id),
-            reduction=Reduction(ReduceOp.MEAN, FIELD),
-            scheme=scheme_named("shamir", n=3, threshold=2),
-            min_participants=min_participants,
-            eligible=frozenset(owners),
-        )
-        outcomes = simulate_round(config, dict(zip(owners, data, strict=True)), rng or os_rng())
-        outcome = _agreed(outcomes)
+                def provide(clinic: tuple, table: pd.DataFrame, policy: Policy) -> None:
+                    (owner, dataset_id) = clinic
+                    decision = evaluate(policy, seen, buyer.address)
+                    if decision.verdict != "accept":
+                        refused["0x" + dataset_id.hex()] = "; ".join(decision.reasons)
+                        return
+                    records, _ = run_map(seen, table)
+                    light = LightNode(owner, market.escrow, market.staking, http, None, directory)
+                    light.submit(view, config, dataset_id, records)
+                    used.append(table)
 
-    progress("settling on chain")
-    with _phase(phases, "finalize"):
-        pool = BUDGET - BUDGET * FEE_BPS // 10_000
-        payees = {owners[d].address: 1 for d in outcome.participants}
-        payouts = equal_split(pool, payees)
-        tree = PayoutTree.build(payouts)
-        summary = json.dumps(
-            {"job": job_id, "mean": float(outcome.values[0]), "count": outcome.aggregate.count},
-            sort_keys=True,
-        ).encode()
-        result = Result(
-            job_id=job_id,
-            result_hash=keccak(summary),
-            result_uri="data:application/json," + summary.decode(),
-            payout_root=tree.root,
-            payout_total=pool,
-            participants=len(outcome.participants),
-        )
-        buyer_before = market.token.balance_of(buyer.address)
-        fees_before = {n.address: market.token.balance_of(n.address) for n in committee}
-        signers = committee  # every member that reached the result signs; 2 would do
-        market.escrow.finalize(signers[0], result, market.sign(signers, result))
+                # Clinics act independently: several submit at once, as they would.
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    for done in [
+                        pool.submit(provide, *args)
+                        for args in zip(clinics, tables, policies, strict=True)
+                    ]:
+                        done.result()
 
-    progress("claiming payouts")
-    with _phase(phases, "claims"):
-        earnings = {}
-        by_address = {o.address: o for o in owners.values()}
-        for account, amount in tree.entries():
-            holder = by_address[account]
-            before = market.token.balance_of(account)
-            market.escrow.claim(holder, job_id, account, amount, tree.proof(account))
-            earnings[account] = market.token.balance_of(account) - before
+            progress("the committee reduces and settles after the deadline")
+            with _phase(phases, "secure reduce + finalize"):
+                clock.offset = deadline - time.time() + 1
+                state = _wait_settled(market, job_id)
+            if state is not JobState.FINALIZED:
+                raise RuntimeError(f"the job ended {state.name.lower()}")
 
+            progress("clinics claim their payouts")
+            with _phase(phases, "claims"):
+                event = market.escrow.finalized_event(job_id)
+                assert event is not None
+                endpoints = [market.staking.heavy_node(m).endpoint for m in committee]
+                document = ResultDocument.from_bytes(
+                    fetch(event["resultURI"], endpoints), market.escrow.job(job_id).result_hash
+                )
+                tree = document.payouts
+                assert tree is not None
+                earnings: dict[str, int] = {}
+                for owner, _ in clinics:
+                    if owner.address in tree:
+                        amount = tree.amount(owner.address)
+                        market.escrow.claim(owner, job_id, owner.address, amount,
+                                            tree.proof(owner.address))  # fmt: skip
+                        earnings[owner.address] = amount
+        finally:
+            for node in nodes:
+                node.stop()
+            for server in servers:
+                server.stop()
     market.assert_accounting()
-    expected = settlement(BUDGET, FEE_BPS, len(signers), pool, 0, 0)
-    refund = market.token.balance_of(buyer.address) - buyer_before
-    fees = {n.address: market.token.balance_of(n.address) - fees_before[n.address] for n in signers}
-    paid = sum(earnings.values())
-    if refund != expected.refund or paid != pool or tuple(fees.values()) != expected.fee_per_signer:
-        raise AssertionError("settlement differs from the payout rules")
-    clipped = np.concatenate([np.clip(d, FIELD.lo, FIELD.hi) for d in data])
+    fees = {m: market.staking.heavy_node(m).fees_earned for m in committee}
+    fee = BUDGET * FEE_BPS // 10_000
+    refund = BUDGET - fee - tree.total
+    values = np.concatenate([np.clip(t["systolic_bp"].to_numpy(), LO, HI) for t in used])
     return DemoReport(
         providers=providers,
+        participants=len(document.result["participants"]),
+        refused=refused,
         job_id=job_id,
-        state=market.escrow.job_state(job_id),
-        secure_mean=float(outcome.values[0]),
-        plain_mean=float(clipped.mean()),
-        records=int(outcome.aggregate.count or 0),
+        state=state,
+        secure_mean=float(document.result["values"][0]),
+        plain_mean=float(values.mean()),
+        records=int(document.result["count"]),
         budget=BUDGET,
         fee_per_node=fees,
         earnings=earnings,
@@ -193,14 +278,11 @@ def run_demo(
     )
 
 
-def _agreed(outcomes: dict[int, RoundResult | Abort]) -> RoundResult:
-    """The committee's common result; any abort or disagreement stops the demo."""
-    results = [o for o in outcomes.values() if isinstance(o, RoundResult)]
-    aborts = [o for o in outcomes.values() if isinstance(o, Abort)]
-    if aborts or not results:
-        detail = aborts[0].detail if aborts else "no heavy node produced a result"
-        raise RuntimeError(f"the round aborted: {detail}")
-    first = results[0]
-    if any(not np.array_equal(r.aggregate.total, first.aggregate.total) for r in results):
-        raise RuntimeError("heavy nodes reconstructed different aggregates")
-    return first
+def _wait_settled(market: Sandbox, job_id: int, timeout: float = 300.0) -> JobState:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = market.escrow.job_state(job_id)
+        if state is not JobState.POSTED:
+            return state
+        time.sleep(0.1)
+    raise RuntimeError(f"the committee did not settle job {job_id} within {timeout:.0f} s")

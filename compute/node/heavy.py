@@ -84,6 +84,7 @@ class _Job:
     outbox: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     """(peer index, path, body) still to deliver."""
     settled: bool = False
+    endpoints: dict[int, str] = field(default_factory=dict)
     digest: bytes | None = None
     kind: str | None = None
     payload: Any = None
@@ -114,6 +115,9 @@ class HeavyNode:
         self.http = http or requests.Session()
         self._box = box_private_key(account)
         self._jobs: dict[int, _Job] = {}
+        self._seen = 0
+        self._next_discovery = 0.0
+        """Jobs up to this id have been looked at."""
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,7 +134,10 @@ class HeavyNode:
                 raise Rejected(404, f"there is no job {job_id}") from None
             if self.address not in view.committee:
                 raise Rejected(404, f"this heavy node does not serve job {job_id}")
-            config = self.config_for(view)
+            try:
+                config = self.config_for(view)
+            except Exception as exc:  # an unfetchable, invalid or contradictory proposal
+                raise Rejected(409, f"this node cannot serve job {job_id}: {exc}") from None
             index = view.committee.index(self.address) + 1
             rng = AesCtrRandom(self.store.job_key(job_id))
             job = _Job(view, index, config, HeavyNodeRound(config, index, rng))
@@ -300,9 +307,8 @@ class HeavyNode:
     def tick(self) -> None:
         """One pass: discover jobs, close those past their deadline, time out silent peers,
         deliver queued messages, settle finished rounds."""
-        for view in self.escrow.jobs():
-            if self.address in view.committee and view.state is JobState.POSTED:
-                self.job(view.job_id)
+        if time.monotonic() >= self._next_discovery:
+            self._discover()
         now = self.clock()
         for job in list(self._jobs.values()):
             with self._lock:
@@ -318,8 +324,24 @@ class HeavyNode:
             if job.round.outcome is not None and not job.settled:
                 self._settle(job)
 
+    def _discover(self, every: float = 1.0) -> None:
+        """Look at jobs posted since the last look (at most once per `every` seconds)."""
+        self._next_discovery = time.monotonic() + every
+        count = self.escrow.job_count()
+        for job_id in range(self._seen + 1, count + 1):
+            view = self.escrow.job(job_id)
+            if self.address in view.committee and view.state is JobState.POSTED:
+                try:
+                    self.job(view.job_id)
+                except Rejected as exc:
+                    log.warning("heavy node %s: %s", self.address, exc.detail)
+        self._seen = count
+
     def _endpoint(self, job: _Job, peer: int) -> str:
-        return self.staking.heavy_node(job.view.committee[peer - 1]).endpoint.rstrip("/")
+        if peer not in job.endpoints:
+            record = self.staking.heavy_node(job.view.committee[peer - 1])
+            job.endpoints[peer] = record.endpoint.rstrip("/")
+        return job.endpoints[peer]
 
     def _flush(self, job: _Job) -> None:
         with self._lock:

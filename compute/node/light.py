@@ -22,6 +22,7 @@ from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
 from market.escrow import EscrowClient, JobView
 from market.staking import StakingClient
+from market.staking.client import HeavyNodeRecord
 
 
 class SubmissionRefused(Exception):
@@ -39,6 +40,20 @@ class Delivery:
     refused: dict[int, str] = field(default_factory=dict)
 
 
+class Directory:
+    """Heavy nodes' endpoints and keys, read from the chain once per node (a light node serving
+    many datasets, or many light nodes in one process, share one)."""
+
+    def __init__(self, staking: StakingClient) -> None:
+        self.staking = staking
+        self._records: dict[str, HeavyNodeRecord] = {}
+
+    def __getitem__(self, address: str) -> HeavyNodeRecord:
+        if address not in self._records:
+            self._records[address] = self.staking.heavy_node(address)
+        return self._records[address]
+
+
 class LightNode:
     def __init__(
         self,
@@ -47,12 +62,14 @@ class LightNode:
         staking: StakingClient,
         http: Any = None,
         rng: Randomness | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.owner = owner
         self.escrow = escrow
         self.staking = staking
         self.http = http or requests.Session()
         self.rng = rng or os_rng()
+        self.directory = directory or Directory(staking)
 
     def submit(
         self, view: JobView, config: RoundConfig, dataset_id: bytes, records: ArrayLike
@@ -62,7 +79,7 @@ class LightNode:
         delivery = Delivery(view.job_id, dataset)
         shares = LightNodeRound(config, dataset).submit(records, self.rng)
         for message in shares:
-            node = self.staking.heavy_node(view.committee[message.recipient - 1])
+            node = self.directory[view.committee[message.recipient - 1]]
             body = SignedSubmission.create(
                 self.owner,
                 self.escrow.domain,

@@ -144,13 +144,17 @@ def _tokens(amount: int) -> str:
 
 def _print_report(report: Any) -> None:
     out.print(
-        f"[bold]Job {report.job_id}[/]: mean systolic blood pressure over {report.providers} "
-        f"clinics, {report.records:,} records, state [bold]{report.state.name}[/]"
+        f"[bold]Job {report.job_id}[/]: mean systolic blood pressure, {report.participants} of "
+        f"{report.providers} clinics, {report.records:,} records, "
+        f"state [bold]{report.state.name}[/]"
     )
     out.print(
         f"  secure result {report.secure_mean:.6f}   plaintext {report.plain_mean:.6f}   "
         f"difference {report.error:.2e}"
     )
+    if report.refused:
+        reason = next(iter(report.refused.values()))
+        out.print(f"  {len(report.refused)} clinics declined under their policy ({reason})")
     money = Table(title="Who earned what (DATA)", show_lines=False)
     money.add_column("party")
     money.add_column("role")

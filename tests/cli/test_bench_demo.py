@@ -73,7 +73,8 @@ def test_demo_settles_and_pays_everyone():
     report = json.loads(proc.stdout)
     assert report["state"] == "FINALIZED"
     assert abs(report["secure_mean"] - report["plain_mean"]) < 1e-4
-    assert len(report["earnings"]) == 6
+    assert len(report["earnings"]) == report["participants"] == 5
+    assert len(report["refused"]) == 1  # one clinic in ten demands DP and declines
     paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
     assert paid + report["refund"] == report["budget"] == 1_000 * TOKEN
     assert [p["name"] for p in report["phases"]][-1] == "claims"

@@ -20,6 +20,9 @@ PURE = [
     "dp",
     "simulation",
     "errors",
+    "proposal",
+    "policy",
+    "maps",
 ]
 
 FORBIDDEN = {

@@ -1,0 +1,251 @@
+"""The registry of vetted map functions: what a provider runs over its own table.
+
+A proposal never ships code. It names one function of `MAP_FUNCTIONS` and the columns it reads
+(its output fields), and the provider's node runs that function here, over its local table (a
+pandas `DataFrame` the caller loaded), in this order (`run_map`):
+
+1. check that every column the map touches exists (`MapError` naming the missing columns and
+   listing the table's), and that every value column is numeric;
+2. apply the proposal's optional filter (rows whose filter column is missing never match);
+3. drop the rows with a missing value in a value column, and count them;
+4. shape the rest as the records `proposal.reduction().contribution(records)` takes: an
+   `(m, width)` array, through `Reduction.records`, so the conversion to floats stays in
+   `compute.encoding`.
+
+Clipping to the output bounds is not done here: `Reduction.contribution` clips every value
+(`FieldSpec.encode`, `FieldSpec.histogram`), and clipping twice would hide nothing but cost a
+pass. `run_map` only counts the values that contribution will clip (`MapReport.values_clipped`),
+so the provider can see how far its data sits outside the buyer's bounds.
+
+| function | feeds | output fields | a record is |
+|---|---|---|---|
+| `column_values` | sum, mean, variance, histogram, weighted_sum | columns read | their values |
+| `row_count` | count | none | one row (its values are never read) |
+
+Pure: the table is passed in; nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from pandas.api import types as ptypes
+
+from compute.errors import ComputeError
+from compute.reduce import ReduceOp
+
+if TYPE_CHECKING:
+    from compute.proposal import FilterSpec, Proposal
+
+
+class MapError(ComputeError, ValueError):
+    """A provider's table cannot feed a proposal's map: a column is missing or not numeric, or a
+    filter compares a column with a value of another kind. The message names the column and
+    lists what the table has."""
+
+
+MapApply = Callable[[pd.DataFrame, tuple[str, ...]], ArrayLike]
+"""A map's body: the filtered, complete rows and the value columns in, records out."""
+
+
+@dataclass(frozen=True)
+class MapFunction:
+    """One vetted map function."""
+
+    name: str
+    description: str
+    ops: frozenset[ReduceOp]
+    """The reduce operations it can feed."""
+    reads_fields: bool
+    """Whether the proposal's output fields name columns it reads (else it takes no fields)."""
+    apply: MapApply
+    params: frozenset[str] = frozenset()
+    """The names it accepts in `map.params`; any other is refused when a proposal is parsed."""
+
+
+def _column_values(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
+    return frame.loc[:, list(columns)].to_numpy()
+
+
+def _row_count(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
+    return np.zeros((len(frame), 1))
+
+
+MAP_FUNCTIONS: Mapping[str, MapFunction] = {
+    f.name: f
+    for f in (
+        MapFunction(
+            "column_values",
+            "the values of the output fields' numeric columns, one record per row",
+            frozenset(
+                {
+                    ReduceOp.SUM,
+                    ReduceOp.MEAN,
+                    ReduceOp.VARIANCE,
+                    ReduceOp.HISTOGRAM,
+                    ReduceOp.WEIGHTED_SUM,
+                }
+            ),
+            reads_fields=True,
+            apply=_column_values,
+        ),
+        MapFunction(
+            "row_count",
+            "one record per row (after the filter), for counting",
+            frozenset({ReduceOp.COUNT}),
+            reads_fields=False,
+            apply=_row_count,
+        ),
+    )
+}
+"""Every vetted map function, by the name a proposal uses."""
+
+
+@dataclass(frozen=True)
+class MapReport:
+    """What happened to the provider's rows on the way to its contribution."""
+
+    rows_in: int
+    """Rows in the table."""
+    rows_after_filter: int
+    """Rows the filter kept (all of them without a filter)."""
+    rows_dropped_missing: int
+    """Kept rows dropped for a missing value in a value column."""
+    values_clipped: int
+    """Values outside their field's `[lo, hi]`, which the contribution clips to the bounds."""
+
+    @property
+    def rows_used(self) -> int:
+        """Records in the contribution."""
+        return self.rows_after_filter - self.rows_dropped_missing
+
+
+class MapOutput(NamedTuple):
+    """`run_map`'s result: the records (for `Reduction.contribution`) and the report."""
+
+    records: NDArray[np.float64]
+    report: MapReport
+
+
+def value_columns(proposal: Proposal) -> tuple[str, ...]:
+    """The columns whose values become records, in output-field order."""
+    if not MAP_FUNCTIONS[proposal.map.function].reads_fields:
+        return ()
+    return tuple(f.name for f in proposal.map.output.fields)
+
+
+def columns_touched(proposal: Proposal) -> set[str]:
+    """Every column the map reads, the filter's included (for a policy's `max_columns`)."""
+    touched = set(value_columns(proposal))
+    if proposal.map.filter is not None:
+        touched.add(proposal.map.filter.column)
+    return touched
+
+
+def run_map(proposal: Proposal, frame: pd.DataFrame) -> MapOutput:
+    """Run the proposal's map over a provider's table (see the module docstring)."""
+    function = MAP_FUNCTIONS[proposal.map.function]
+    columns = value_columns(proposal)
+    _check_columns(frame, columns, proposal)
+    rows_in = len(frame)
+    if proposal.map.filter is not None:
+        frame = frame.loc[_filter_mask(frame, proposal.map.filter)]
+    rows_after_filter = len(frame)
+    if columns:
+        frame = frame.dropna(subset=list(columns))
+    dropped = rows_after_filter - len(frame)
+    reduction = proposal.reduction()
+    records = reduction.records(function.apply(frame, columns))
+    clipped = 0
+    if columns:
+        spec = reduction.field
+        clipped = int(np.count_nonzero((records < spec.lo) | (records > spec.hi)))
+    return MapOutput(records, MapReport(rows_in, rows_after_filter, dropped, clipped))
+
+
+# --- checks and the filter -----------------------------------------------------------------
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return bool(ptypes.is_numeric_dtype(series) and not ptypes.is_complex_dtype(series))
+
+
+def _available(frame: pd.DataFrame) -> str:
+    names = [str(c) for c in frame.columns]
+    return ", ".join(names) if names else "no columns"
+
+
+def _check_columns(frame: pd.DataFrame, columns: tuple[str, ...], proposal: Proposal) -> None:
+    touched = list(columns)
+    if proposal.map.filter is not None and proposal.map.filter.column not in touched:
+        touched.append(proposal.map.filter.column)
+    missing = [c for c in touched if c not in frame.columns]
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        raise MapError(
+            f"column{'s' if len(missing) > 1 else ''} {names} not in the data "
+            f"(available: {_available(frame)})"
+        )
+    if frame.columns.duplicated().any():
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise MapError(f"the data has duplicate column names: {', '.join(duplicated)}")
+    numeric = [str(c) for c in frame.columns if _is_numeric(frame[c])]
+    for column in columns:
+        if not _is_numeric(frame[column]):
+            raise MapError(
+                f"column {column!r} holds {frame[column].dtype} values, not numbers; map "
+                f"{proposal.map.function!r} needs numeric columns "
+                f"(numeric here: {', '.join(numeric) or 'none'})"
+            )
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    )
+
+
+def _filter_mask(frame: pd.DataFrame, spec: FilterSpec) -> pd.Series:
+    """Rows the filter keeps. A missing filter value never matches (not even `!=`)."""
+    column = frame[spec.column]
+    values = spec.value if isinstance(spec.value, list) else [spec.value]
+    numeric = _is_numeric(column)
+    if not numeric and spec.op in ("<", "<=", ">", ">="):
+        raise MapError(
+            f"filter on column {spec.column!r}: {spec.op!r} needs a numeric column, "
+            f"not {column.dtype}"
+        )
+    if numeric and not all(_is_number(v) for v in values):
+        raise MapError(
+            f"filter on column {spec.column!r}: the column holds numbers ({column.dtype}) but "
+            f"the filter compares it with {spec.value!r}"
+        )
+    if not numeric and not all(isinstance(v, str) for v in values):
+        raise MapError(
+            f"filter on column {spec.column!r}: the column holds {column.dtype} values, not "
+            f"numbers, but the filter compares it with {spec.value!r}"
+        )
+    present = column.notna()
+    if spec.op == "in":
+        matches = column.isin(values)
+    else:
+        matches = _COMPARE[spec.op](column, spec.value)
+    mask: pd.Series = (present & matches.fillna(False).astype(bool)).astype(bool)
+    return mask

@@ -1,0 +1,79 @@
+"""From an on-chain job to the proposal the nodes run: fetch the proposal its `specURI` names,
+check the bytes against its `specHash`, and check that what the proposal says about money,
+time and the committee is what the chain holds (the chain wins; a mismatch means the buyer
+posted a proposal the job does not honour, and nodes refuse it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_utils import keccak
+
+from compute.messages import RoundConfig
+from compute.proposal import Proposal, ProposalError, parse_proposal
+from market.escrow import EscrowClient, JobView
+from market.escrow.documents import DocumentError, fetch
+
+
+class JobSpecError(Exception):
+    """A job whose proposal cannot be fetched, does not match its hash, or contradicts the
+    chain."""
+
+
+def posted_params(escrow: EscrowClient, job_id: int) -> dict[str, Any]:
+    events = escrow.chain.events(
+        escrow.contract, "JobPosted", escrow.deployment.block, jobId=job_id
+    )
+    if not events:
+        raise JobSpecError(f"job {job_id} has no JobPosted event")
+    return dict(events[0]["params"])
+
+
+def proposal_for(escrow: EscrowClient, view: JobView) -> Proposal:
+    params = posted_params(escrow, view.job_id)
+    uri = params["specURI"]
+    try:
+        raw = fetch(uri)
+    except DocumentError as exc:
+        raise JobSpecError(f"job {view.job_id}: cannot fetch its proposal: {exc}") from None
+    if keccak(raw) != view.spec_hash:
+        # The URI may serve non-canonical JSON of the same proposal: compare canonical forms.
+        try:
+            proposal = parse_proposal(raw)
+        except ProposalError as exc:
+            raise JobSpecError(f"job {view.job_id}: its proposal is invalid: {exc}") from None
+        if proposal.content_hash() != view.spec_hash:
+            raise JobSpecError(f"job {view.job_id}: the proposal at {uri} does not match specHash")
+    else:
+        try:
+            proposal = parse_proposal(raw)
+        except ProposalError as exc:
+            raise JobSpecError(f"job {view.job_id}: its proposal is invalid: {exc}") from None
+    mismatches = [
+        name
+        for name, chain_value, spec_value in (
+            ("budget", view.budget, proposal.economics.budget),
+            ("fee_bps", view.fee_bps, proposal.economics.fee_bps),
+            ("max_slash_bps", view.max_slash_bps, proposal.economics.max_slash_bps),
+            ("deadline", view.deadline, proposal.deadline),
+            ("min_participants", view.min_participants, proposal.privacy.min_participants),
+            ("committee", list(view.committee), list(proposal.committee)),
+            ("quorum", view.quorum, proposal.quorum),
+        )
+        if chain_value != spec_value
+    ]
+    if mismatches:
+        raise JobSpecError(
+            f"job {view.job_id}: the proposal and the posted job disagree on "
+            + ", ".join(mismatches)
+        )
+    return proposal
+
+
+def config_for(escrow: EscrowClient) -> Any:
+    """A heavy node's `ConfigFor`: the job's round configuration from its checked proposal."""
+
+    def resolve(view: JobView) -> RoundConfig:
+        return proposal_for(escrow, view).round_config(str(view.job_id))
+
+    return resolve

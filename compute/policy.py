@@ -1,0 +1,195 @@
+"""A provider's privacy policy: declarative rules a light node checks every proposal against.
+
+A `Policy` is data (loaded from a JSON or TOML document with `Policy.model_validate`, or
+`parse_policy` for a one-line error); `evaluate(policy, proposal, buyer)` applies every rule and
+returns a `Decision`. Every rule that fails adds its own sentence to `reasons`, so a provider
+sees all that is wrong at once; the verdict is `accept` only when none fails, and `manual` (the
+node queues the job for `market node approve`) when none fails but the policy asks for manual
+approval.
+
+| rule | refuses when |
+|---|---|
+| `allowed_kinds` | the proposal's kind is not listed |
+| `allowed_functions` | its map function is not listed (names must be vetted functions) |
+| `min_participants` | it would release an aggregate over fewer datasets than this |
+| `allowed_buyers` | a list is given and the buyer (checksummed) is not on it |
+| `require_dp` | DP is required and the proposal has none |
+| `max_epsilon` | the proposal's epsilon is larger, or it has no DP (epsilon unbounded) |
+| `max_columns` | the map touches more columns than this, the filter column included |
+| `min_budget_per_participant` | `budget * (1 - fee) / min_participants` is below this |
+| `max_slash_bps` | the proposal may slash more of a stake than this |
+
+`min_budget_per_participant` uses the proposal's minimum number of participants, i.e. the most a
+participant can be paid under an equal split; more participants each get less.
+
+Pure: no file is read here; the caller loads the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from compute.errors import ComputeError
+from compute.maps import MAP_FUNCTIONS, columns_touched
+from compute.proposal import BPS, Address, Kind, Proposal, checksum_address, describe
+
+Verdict = Literal["accept", "refuse", "manual"]
+
+StrictCount = Annotated[int, Field(strict=True, ge=1)]
+
+
+class PolicyError(ComputeError, ValueError):
+    """A policy document that does not validate; `str(error)` names every offending field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+
+
+class Policy(BaseModel):
+    """A provider's rules for the proposals its datasets take part in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_kinds: frozenset[Kind] = frozenset({"aggregate"})
+    """Proposal kinds accepted."""
+    allowed_functions: frozenset[str] = frozenset(MAP_FUNCTIONS)
+    """Map functions accepted (by default every vetted one)."""
+    min_participants: StrictCount = 3
+    """The proposal's `privacy.min_participants` must be at least this."""
+    allowed_buyers: frozenset[Address] | None = None
+    """Buyer addresses accepted; `None` accepts any buyer."""
+    require_dp: StrictBool = False
+    """Refuse proposals without differential privacy."""
+    max_epsilon: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = None
+    """Largest epsilon accepted; when set, a proposal without DP is refused too."""
+    max_columns: StrictCount | None = None
+    """Most columns the map may touch (value columns and the filter column)."""
+    min_budget_per_participant: Annotated[int, Field(strict=True, ge=0)] | None = None
+    """Least `budget * (1 - fee_bps / 10000) / min_participants`, in token base units."""
+    max_slash_bps: Annotated[int, Field(strict=True, ge=0, le=BPS)] = 0
+    """Refuse proposals whose `economics.max_slash_bps` exceeds this."""
+    manual_approval: StrictBool = False
+    """Hold every proposal that passes the rules for the operator's approval."""
+
+    @field_validator("allowed_functions")
+    @classmethod
+    def _vetted(cls, functions: frozenset[str]) -> frozenset[str]:
+        unknown = sorted(functions - set(MAP_FUNCTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown map function{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(repr(f) for f in unknown)} (vetted: {_listing(set(MAP_FUNCTIONS))})"
+            )
+        return functions
+
+    @classmethod
+    def default(cls) -> Policy:
+        """Aggregates only, every vetted function, at least 3 participants, any buyer, DP not
+        required, no slashing, no manual approval."""
+        return cls()
+
+
+def parse_policy(raw: str | bytes | Mapping[str, Any]) -> Policy:
+    """A `Policy` from JSON or a decoded (JSON or TOML) document; `PolicyError` otherwise."""
+    try:
+        if isinstance(raw, str | bytes):
+            return Policy.model_validate_json(raw)
+        return Policy.model_validate(raw)
+    except ValidationError as error:
+        raise PolicyError(describe(error, Policy)) from None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's verdict on one proposal, with a sentence for every rule that failed (or, for
+    `manual`, why it waits)."""
+
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == "accept"
+
+
+def _listing(names: frozenset[str] | set[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def evaluate(policy: Policy, proposal: Proposal, buyer: str) -> Decision:
+    """Check `proposal`, posted by `buyer`, against every rule of `policy`."""
+    reasons: list[str] = []
+    if proposal.kind not in policy.allowed_kinds:
+        reasons.append(
+            f"kind {proposal.kind!r} is not allowed (allowed: {_listing(policy.allowed_kinds)})"
+        )
+    function = proposal.map.function
+    if function not in policy.allowed_functions:
+        reasons.append(
+            f"map function {function!r} is not allowed "
+            f"(allowed: {_listing(policy.allowed_functions)})"
+        )
+    wanted = proposal.privacy.min_participants
+    if wanted < policy.min_participants:
+        reasons.append(
+            f"the proposal releases results over as few as {wanted} participant"
+            f"{'s' if wanted != 1 else ''}; this policy requires at least "
+            f"{policy.min_participants}"
+        )
+    if policy.allowed_buyers is not None:
+        try:
+            address = checksum_address(buyer)
+        except ValueError as error:
+            reasons.append(f"the buyer is not a valid address: {error}")
+        else:
+            if address not in policy.allowed_buyers:
+                reasons.append(
+                    f"buyer {address} is not allowed (allowed: {_listing(policy.allowed_buyers)})"
+                )
+    dp = proposal.privacy.dp
+    if policy.require_dp and dp is None:
+        reasons.append("the proposal has no differential privacy; this policy requires it")
+    if policy.max_epsilon is not None:
+        if dp is None:
+            reasons.append(
+                "without differential privacy epsilon is unbounded; this policy allows at most "
+                f"epsilon {policy.max_epsilon:g}"
+            )
+        elif dp.epsilon > policy.max_epsilon:
+            reasons.append(
+                f"epsilon {dp.epsilon:g} exceeds this policy's maximum of {policy.max_epsilon:g}"
+            )
+    if policy.max_columns is not None:
+        touched = columns_touched(proposal)
+        if len(touched) > policy.max_columns:
+            reasons.append(
+                f"the map touches {len(touched)} columns ({_listing(touched)}); this policy "
+                f"allows at most {policy.max_columns}"
+            )
+    if policy.min_budget_per_participant is not None:
+        economics = proposal.economics
+        after_fee = economics.budget * (BPS - economics.fee_bps)
+        # budget * (1 - fee) / min_participants >= floor, in exact integers.
+        if after_fee < policy.min_budget_per_participant * wanted * BPS:
+            share = after_fee // (BPS * wanted)
+            reasons.append(
+                f"the budget pays at most {share} base units per participant "
+                f"({economics.budget} less a {economics.fee_bps} bps fee, over {wanted}); this "
+                f"policy asks for at least {policy.min_budget_per_participant}"
+            )
+    slash = proposal.economics.max_slash_bps
+    if slash > policy.max_slash_bps:
+        reasons.append(
+            f"the proposal may slash up to {slash} bps of a stake; this policy allows at most "
+            f"{policy.max_slash_bps} bps"
+        )
+    if reasons:
+        return Decision("refuse", reasons)
+    if policy.manual_approval:
+        return Decision("manual", ["this policy holds every acceptable proposal for approval"])
+    return Decision("accept", [])

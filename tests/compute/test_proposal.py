@@ -1,0 +1,771 @@
+"""The computation proposal: strict parsing, canonical JSON and hash, the round it configures."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from eth_utils import keccak, to_checksum_address
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compute import dp
+from compute.errors import ReductionError
+from compute.maps import run_map
+from compute.messages import Result
+from compute.proposal import (
+    Proposal,
+    ProposalError,
+    checksum_address,
+    keccak256,
+    parse_proposal,
+)
+from compute.reduce import ReduceOp
+from compute.sharing import AdditiveScheme, ShamirScheme
+from compute.simulation import simulate_round
+
+COMMITTEE = [
+    "0x" + "c3" * 20,
+    "0x" + "a1" * 20,
+    "0x" + "b2" * 20,
+]
+
+
+def example(**changes: Any) -> dict[str, Any]:
+    """A valid proposal as a JSON-like dict: the mean of two fields over adults."""
+    raw: dict[str, Any] = {
+        "version": 1,
+        "kind": "aggregate",
+        "title": "Mean systolic pressure and heart rate, adults",
+        "map": {
+            "function": "column_values",
+            "params": {},
+            "output": {
+                "fields": [
+                    {"name": "systolic", "lo": 0, "hi": 250, "scale": 2**10},
+                    {"name": "pulse", "lo": 0, "hi": 250, "scale": 2**10},
+                ]
+            },
+            "filter": {"column": "age", "op": ">=", "value": 18},
+        },
+        "reduce": {"op": "mean", "scheme": "shamir", "threat_model": "malicious-detect"},
+        "privacy": {"min_participants": 3, "dp": None},
+        "economics": {
+            "budget": 10**21,
+            "fee_bps": 500,
+            "payout_rule": "equal",
+            "max_slash_bps": 0,
+        },
+        "deadline": 1_767_225_600,
+        "committee": list(COMMITTEE),
+        "quorum": 2,
+    }
+    raw.update(changes)
+    return raw
+
+
+def edit(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `raw` with the value at dotted `path` (list indices as numbers) set;
+    `value` DELETE removes the key."""
+    out = copy.deepcopy(raw)
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node: Any = out
+    for part in parents:
+        node = node[part]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+DELETE = object()
+
+
+def test_the_example_parses_and_normalizes() -> None:
+    proposal = parse_proposal(example())
+    assert proposal.committee == sorted(
+        (to_checksum_address(a) for a in COMMITTEE), key=lambda a: int(a, 16)
+    )
+    assert proposal.reduce.threshold is None and proposal.threshold == 2
+    assert proposal.map.output.fields[0].lo == 0.0 and isinstance(
+        proposal.map.output.fields[0].lo, float
+    )
+    assert proposal.reduce.max_values == 10**6 and proposal.economics.max_slash_bps == 0
+
+
+def test_canonical_bytes_are_sorted_compact_json_and_round_trip() -> None:
+    proposal = parse_proposal(example())
+    canonical = proposal.canonical_bytes()
+    decoded = json.loads(canonical)
+    assert canonical == json.dumps(decoded, sort_keys=True, separators=(",", ":")).encode()
+    assert b" " not in canonical.replace(b"Mean systolic pressure and heart rate, adults", b"")
+    assert parse_proposal(canonical) == proposal
+    assert parse_proposal(canonical.decode()) == proposal
+    assert parse_proposal(decoded) == proposal
+    assert parse_proposal(canonical).canonical_bytes() == canonical
+
+
+def test_canonical_bytes_are_ascii() -> None:
+    proposal = parse_proposal(example(title="Blutdruck, Ärztinnen — 血压"))
+    canonical = proposal.canonical_bytes()
+    assert canonical.isascii() and b"\\u00c4rztinnen" in canonical
+    assert parse_proposal(canonical).title == "Blutdruck, Ärztinnen — 血压"
+    assert parse_proposal(canonical) == proposal
+
+
+def test_content_hash_is_keccak_of_the_canonical_bytes() -> None:
+    proposal = parse_proposal(example())
+    assert proposal.content_hash() == keccak(proposal.canonical_bytes())
+    assert len(proposal.content_hash()) == 32
+    assert keccak256(b"") == keccak(b"")
+
+
+def _shuffled(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, dict):
+        items = list(value.items())
+        rng.shuffle(items)
+        return {k: _shuffled(v, rng) for k, v in items}
+    if isinstance(value, list):
+        return [_shuffled(v, rng) for v in value]
+    return value
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    indent=st.one_of(st.none(), st.integers(0, 8)),
+    separators=st.sampled_from([(",", ":"), (", ", ": "), (" ,  ", " :\t")]),
+    committee_order=st.permutations(COMMITTEE),
+)
+def test_canonical_form_ignores_key_order_whitespace_and_committee_order(
+    seed: int, indent: int | None, separators: tuple[str, str], committee_order: list[str]
+) -> None:
+    reference = parse_proposal(example())
+    raw = _shuffled(example(committee=list(committee_order)), random.Random(seed))
+    text = json.dumps(raw, indent=indent, separators=separators)
+    parsed = parse_proposal(text.encode())
+    assert parsed.canonical_bytes() == reference.canonical_bytes()
+    assert parsed.content_hash() == reference.content_hash()
+
+
+# Every leaf of the example, changed to another valid value.
+CHANGES: list[tuple[str, Any]] = [
+    ("kind", "ensemble"),  # with the edits below to stay valid
+    ("title", "Mean systolic pressure and heart rate, adults."),
+    ("map.output.fields.0.name", "diastolic"),
+    ("map.output.fields.0.lo", -1),
+    ("map.output.fields.0.hi", 249.5),
+    ("map.output.fields.0.scale", 2**11),
+    ("map.filter", None),
+    ("map.filter.column", "years"),
+    ("map.filter.op", ">"),
+    ("map.filter.value", 21),
+    ("map.filter.value", 18.0),
+    ("reduce.op", "variance"),
+    ("reduce.scheme", "additive"),
+    ("reduce.threshold", 2),
+    ("reduce.threat_model", "semi-honest"),
+    ("reduce.max_values", 10**5),
+    ("privacy.min_participants", 4),
+    ("privacy.dp", {"epsilon": 1.0}),
+    ("economics.budget", 10**21 + 1),
+    ("economics.fee_bps", 0),
+    ("economics.max_slash_bps", 100),
+    ("deadline", 1_767_225_601),
+    ("committee.0", "0x" + "d4" * 20),
+    ("quorum", 3),
+]
+
+
+def _valid_change(path: str, value: Any) -> dict[str, Any]:
+    raw = edit(example(), path, value)
+    if path == "kind":
+        raw = edit(raw, "reduce.op", "weighted_sum")
+        raw = edit(raw, "economics.payout_rule", "ensemble_weight")
+    if path in ("map.output.fields.0.lo", "map.output.fields.0.hi", "map.output.fields.0.scale"):
+        raw = edit(raw, path.replace(".0.", ".1."), value)
+    if path == "reduce.scheme":
+        raw = edit(raw, "reduce.threat_model", "semi-honest")
+    if path == "reduce.op":
+        raw = edit(raw, "map.output.fields.0.hi", 100)
+        raw = edit(raw, "map.output.fields.1.hi", 100)
+    return raw
+
+
+@pytest.mark.parametrize(("path", "value"), CHANGES, ids=[f"{p}={v}" for p, v in CHANGES])
+def test_any_change_changes_the_hash(path: str, value: Any) -> None:
+    reference = parse_proposal(example()).content_hash()
+    assert parse_proposal(_valid_change(path, value)).content_hash() != reference
+
+
+def test_an_explicit_default_hashes_like_an_omitted_one() -> None:
+    # Defaults are part of the canonical form, so writing them out changes nothing...
+    explicit = edit(example(), "reduce.max_values", 10**6)
+    assert parse_proposal(explicit).content_hash() == parse_proposal(example()).content_hash()
+    # ...but the threshold stays as written: None (majority) is not rewritten to 2.
+    two = edit(example(), "reduce.threshold", 2)
+    assert parse_proposal(two).content_hash() != parse_proposal(example()).content_hash()
+    assert parse_proposal(two).scheme() == parse_proposal(example()).scheme()
+
+
+# --- malformed proposals -------------------------------------------------------------------
+
+Mutation = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def at(path: str, value: Any) -> Mutation:
+    return lambda raw: edit(raw, path, value)
+
+
+def chain(*mutations: Mutation) -> Mutation:
+    return lambda raw: functools.reduce(lambda acc, m: m(acc), mutations, raw)
+
+
+def _histogram_without_bins(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = edit(raw, "reduce.op", "histogram")
+    return edit(raw, "map.output.fields", raw["map"]["output"]["fields"][:1])
+
+
+MALFORMED: list[tuple[str, Mutation, str, str]] = [
+    # (id, mutation, path named, text in the message)
+    ("unknown field", at("colour", "blue"), "colour", "unknown field (expected: version"),
+    (
+        "unknown nested field",
+        at("map.output.fields.1.units", "bpm"),
+        "map.output.fields[1].units",
+        "unknown field (expected: name, lo, hi, scale)",
+    ),
+    ("float budget", at("economics.budget", 1.5), "economics.budget", "integer"),
+    ("whole float budget", at("economics.budget", 1e21), "economics.budget", "integer"),
+    ("string budget", at("economics.budget", "1000"), "economics.budget", "integer"),
+    ("zero budget", at("economics.budget", 0), "economics.budget", "greater than 0"),
+    ("budget over uint128", at("economics.budget", 2**128), "economics.budget", "less than"),
+    ("boolean fee", at("economics.fee_bps", True), "economics.fee_bps", "integer"),
+    ("fee too high", at("economics.fee_bps", 5001), "economics.fee_bps", "5000"),
+    ("slash too high", at("economics.max_slash_bps", 10_001), "economics.max_slash_bps", ""),
+    ("bad address", at("committee.1", "0x1234"), "committee[1]", "not an address"),
+    (
+        "bad checksum",
+        at("committee.1", "0xA1a1A1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1A1"),
+        "committee[1]",
+        "invalid EIP-55 checksum",
+    ),
+    ("address not a string", at("committee.1", 12), "committee[1]", "string"),
+    (
+        "duplicate members",
+        at("committee.2", "0x" + "C3" * 20),
+        "committee",
+        "unique",
+    ),
+    ("zero address", at("committee.0", "0x" + "00" * 20), "committee", "zero address"),
+    ("empty committee", at("committee", []), "committee", "at least 1"),
+    (
+        "17 members",
+        at("committee", ["0x" + f"{i + 1:040x}" for i in range(17)]),
+        "committee",
+        "at most 16",
+    ),
+    ("quorum not a majority", at("quorum", 1), "quorum", "not a strict majority"),
+    ("quorum above committee", at("quorum", 4), "quorum", "use 2 to 3"),
+    ("epsilon 0", at("privacy.dp", {"epsilon": 0}), "privacy.dp.epsilon", "greater than 0"),
+    ("epsilon negative", at("privacy.dp", {"epsilon": -1.0}), "privacy.dp.epsilon", ""),
+    ("delta 1", at("privacy.dp", {"epsilon": 1.0, "delta": 1}), "privacy.dp.delta", ""),
+    ("dp without epsilon", at("privacy.dp", {}), "privacy.dp.epsilon", "missing"),
+    ("min participants 0", at("privacy.min_participants", 0), "privacy.min_participants", ""),
+    (
+        "unknown function",
+        at("map.function", "exec_python"),
+        "map.function",
+        "unknown map function 'exec_python' (vetted: column_values, row_count)",
+    ),
+    (
+        "unknown scheme",
+        at("reduce.scheme", "paillier"),
+        "reduce.scheme",
+        "unknown scheme 'paillier' (use additive or shamir)",
+    ),
+    ("unknown op", at("reduce.op", "median"), "reduce.op", "unknown op 'median' (use sum,"),
+    (
+        "unknown threat model",
+        at("reduce.threat_model", "malicious"),
+        "reduce.threat_model",
+        "unknown threat model 'malicious'",
+    ),
+    ("missing threat model", at("reduce.threat_model", DELETE), "reduce.threat_model", "missing"),
+    ("unknown kind", at("kind", "training"), "kind", "unknown kind 'training'"),
+    ("version 2", at("version", 2), "version", "unknown version 2 (use 1)"),
+    ("missing title", at("title", DELETE), "title", "missing"),
+    ("blank title", at("title", "   "), "title", "non-blank"),
+    ("title on two lines", at("title", "a\nb"), "title", "one line"),
+    ("float deadline", at("deadline", 1.7e9), "deadline", "integer"),
+    (
+        "histogram without bins",
+        _histogram_without_bins,
+        "reduce.bins",
+        "a histogram needs bins",
+    ),
+    (
+        "histogram over two fields",
+        chain(at("reduce.op", "histogram"), at("reduce.bins", 10)),
+        "map.output.fields",
+        "exactly one field",
+    ),
+    ("bins for a mean", at("reduce.bins", 10), "reduce.bins", "only to op 'histogram'"),
+    ("bins 0", at("reduce.bins", 0), "reduce.bins", "greater than or equal to 1"),
+    (
+        "count with fields",
+        chain(at("reduce.op", "count"), at("map.function", "row_count")),
+        "map.output.fields",
+        "takes no output fields",
+    ),
+    (
+        "mean without fields",
+        at("map.output.fields", []),
+        "map.output.fields",
+        "needs at least one field",
+    ),
+    (
+        "function cannot feed op",
+        at("map.function", "row_count"),
+        "map.function",
+        "row_count cannot feed op 'mean' (it feeds: count)",
+    ),
+    (
+        "fields with different bounds",
+        at("map.output.fields.1.hi", 200),
+        "map.output.fields[1]",
+        "share lo, hi and scale",
+    ),
+    ("scale not a power of two", at("map.output.fields.0.scale", 1000), "fields[0].scale", "two"),
+    ("lo above hi", at("map.output.fields.0.lo", 300), "map.output.fields[0].hi", "greater"),
+    ("infinite bound", at("map.output.fields.0.hi", float("inf")), "fields[0].hi", "finite"),
+    (
+        "duplicate field names",
+        at("map.output.fields.1.name", "systolic"),
+        "map.output.fields",
+        "unique",
+    ),
+    (
+        "overflowing bounds",
+        chain(at("map.output.fields.0.hi", 1e16), at("map.output.fields.1.hi", 1e16)),
+        "map.output.fields[0].scale",
+        "2^62",
+    ),
+    (
+        "no headroom for a variance",
+        chain(
+            at("reduce.op", "variance"),
+            at("map.output.fields.0.hi", 2000),
+            at("map.output.fields.1.hi", 2000),
+        ),
+        "map.output.fields",
+        "would wrap silently",
+    ),
+    (
+        "aggregate paid by influence",
+        at("economics.payout_rule", "influence"),
+        "economics.payout_rule",
+        "kind 'aggregate' pays out 'equal', not 'influence'",
+    ),
+    (
+        "ensemble without weighted sum",
+        chain(at("kind", "ensemble"), at("economics.payout_rule", "ensemble_weight")),
+        "reduce.op",
+        "weighted_sum",
+    ),
+    (
+        "additive with a threshold",
+        chain(
+            at("reduce.scheme", "additive"),
+            at("reduce.threat_model", "semi-honest"),
+            at("reduce.threshold", 2),
+        ),
+        "reduce.threshold",
+        "3-of-3",
+    ),  # fmt: skip
+    (
+        "additive claiming detection",
+        at("reduce.scheme", "additive"),
+        "reduce.threat_model",
+        "needs scheme 'shamir'",
+    ),
+    (
+        "3-of-3 shamir claiming detection",
+        at("reduce.threshold", 3),
+        "reduce.threat_model",
+        "n >= t + 1",
+    ),
+    ("threshold 1", at("reduce.threshold", 1), "reduce.threshold", "one heavy node"),
+    ("threshold above n", at("reduce.threshold", 4), "reduce.threshold", "exceeds"),
+    (
+        "one-member shamir committee",
+        chain(
+            at("committee", COMMITTEE[:1]),
+            at("quorum", 1),
+            at("reduce.threat_model", "semi-honest"),
+        ),
+        "reduce.threshold",
+        "1 (the default, a majority) would let one heavy node read every input",
+    ),  # fmt: skip
+    ("unknown map param", at("map.params", {"columns": "a"}), "map.params.columns", "no param"),
+    ("infinite param", at("map.params", {"x": float("inf")}), "map.params", "finite"),
+    ("nested param", at("map.params", {"x": [1]}), "map.params", "JSON scalar"),
+    ("unknown filter op", at("map.filter.op", "~="), "map.filter.op", "unknown op '~='"),
+    ("'in' without a list", at("map.filter.op", "in"), "map.filter.value", "list"),
+    ("'<' with a string", at("map.filter.value", "18"), "map.filter.value", "number"),
+    (
+        "mixed 'in' list",
+        chain(at("map.filter.op", "in"), at("map.filter.value", [1, "a"])),
+        "map.filter.value",
+        "not a mix",
+    ),  # fmt: skip
+    (
+        "filter with null",
+        chain(at("map.filter.op", "=="), at("map.filter.value", None)),
+        "map.filter.value",
+        "string, number or boolean",
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path", "text"), [case[1:] for case in MALFORMED], ids=[c[0] for c in MALFORMED]
+)
+def test_every_malformed_field_is_refused_with_its_path(
+    mutation: Mutation, path: str, text: str
+) -> None:
+    raw = mutation(example())
+    with pytest.raises(ProposalError) as caught:
+        parse_proposal(raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert any(p.endswith(path) for p, _ in caught.value.problems), message
+    assert text in message, message
+    # The same through JSON text, where pydantic's JSON mode does the parsing.
+    if all(np.isfinite(v) for v in _numbers(raw)):
+        with pytest.raises(ProposalError) as again:
+            parse_proposal(json.dumps(raw))
+        assert any(p.endswith(path) for p, _ in again.value.problems), str(again.value)
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return [value] if isinstance(value, float) else []
+
+
+def test_the_example_message_from_the_brief() -> None:
+    with pytest.raises(ProposalError, match=r"^reduce\.scheme: unknown scheme 'paillier' "):
+        parse_proposal(edit(example(), "reduce.scheme", "paillier"))
+
+
+def test_several_problems_are_reported_together_on_one_line() -> None:
+    raw = chain(
+        at("economics.budget", 2.5),
+        at("committee.0", "nope"),
+        at("map.function", "eval"),
+        at("surprise", 1),
+    )(example())
+    with pytest.raises(ProposalError) as caught:
+        parse_proposal(raw)
+    paths = [p for p, _ in caught.value.problems]
+    assert sorted(paths) == ["committee[0]", "economics.budget", "map.function", "surprise"]
+    assert str(caught.value).count("; ") == 3 and "\n" not in str(caught.value)
+
+
+def test_cross_field_problems_are_reported_together() -> None:
+    raw = chain(at("quorum", 1), at("economics.payout_rule", "influence"), at("reduce.bins", 4))(
+        example()
+    )
+    with pytest.raises(ProposalError) as caught:
+        parse_proposal(raw)
+    assert {p for p, _ in caught.value.problems} == {
+        "quorum",
+        "economics.payout_rule",
+        "reduce.bins",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "must be an object"), ("", "not valid JSON")],
+)
+def test_documents_that_are_not_objects(raw: bytes | str, text: str) -> None:
+    with pytest.raises(ProposalError, match=text) as caught:
+        parse_proposal(raw)
+    assert caught.value.problems[0][0] == "proposal"
+
+
+def test_proposal_error_is_a_value_error() -> None:
+    assert issubclass(ProposalError, ValueError)
+
+
+@given(st.binary(min_size=20, max_size=20), st.sampled_from(["lower", "upper", "checksum"]))
+def test_addresses_are_checksummed_like_eth_utils(raw: bytes, case: str) -> None:
+    expected = to_checksum_address(raw)
+    given_form = {"lower": expected.lower(), "upper": "0x" + expected[2:].upper()}.get(
+        case, expected
+    )
+    assert checksum_address(given_form) == expected
+
+
+def test_mixed_case_with_a_wrong_checksum_is_refused() -> None:
+    good = to_checksum_address("0x" + "ab" * 20)
+    flipped = good[:2] + good[2:].swapcase()
+    with pytest.raises(ValueError, match="checksum"):
+        checksum_address(flipped)
+
+
+# --- what a proposal configures ------------------------------------------------------------
+
+
+def test_reduction_scheme_and_terms() -> None:
+    proposal = parse_proposal(example())
+    reduction = proposal.reduction()
+    assert reduction.op is ReduceOp.MEAN and reduction.width == 2
+    assert (reduction.field.lo, reduction.field.hi, reduction.field.scale) == (0.0, 250.0, 1024)
+    assert proposal.scheme() == ShamirScheme(3, 2)
+    assert proposal.privacy_terms() is None
+    additive = parse_proposal(
+        chain(at("reduce.scheme", "additive"), at("reduce.threat_model", "semi-honest"))(example())
+    )
+    assert additive.scheme() == AdditiveScheme(3) and additive.threshold == 3
+    with_dp = parse_proposal(edit(example(), "privacy.dp", {"epsilon": 0.5, "delta": 1e-6}))
+    assert with_dp.privacy_terms() == dp.PrivacyTerms(0.5, 1e-6)
+
+
+@pytest.mark.parametrize(("n", "t"), [(2, 2), (3, 2), (4, 3), (5, 3), (16, 9)])
+def test_shamir_threshold_defaults_to_a_strict_majority(n: int, t: int) -> None:
+    committee = ["0x" + f"{i + 1:040x}" for i in range(n)]
+    proposal = parse_proposal(
+        example(committee=committee, quorum=n // 2 + 1)
+        | {"reduce": {"op": "mean", "scheme": "shamir", "threat_model": "semi-honest"}}
+    )
+    assert proposal.scheme() == ShamirScheme(n, t)
+
+
+def test_count_and_histogram_reductions() -> None:
+    count = parse_proposal(
+        chain(
+            at("reduce.op", "count"),
+            at("map.function", "row_count"),
+            at("map.output.fields", []),
+        )(example())
+    )
+    assert count.reduction().op is ReduceOp.COUNT and count.reduction().width == 1
+    histogram = parse_proposal(
+        chain(_histogram_without_bins, at("reduce.bins", 25))(example())
+    ).reduction()
+    assert histogram.op is ReduceOp.HISTOGRAM and histogram.bins == 25 and histogram.width == 1
+
+
+FRAME_A = pd.DataFrame(
+    {
+        "systolic": [120.0, 135.5, 300.0, np.nan, 110.0, 95.0],
+        "pulse": [70, 80, 90, 65, -5, 60],
+        "age": [34, 17, 50, 40, 71, 18],
+    }
+)
+FRAME_B = pd.DataFrame(
+    {
+        "age": [25, 62, 45, 12],
+        "pulse": [72.0, 88.0, 64.0, 100.0],
+        "systolic": [118.0, 142.0, 128.0, 105.0],
+        "site": ["x", "y", "x", "z"],
+    }
+)
+
+
+def _plain(proposal: Proposal, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The clipped rows the round should aggregate, computed with pandas alone."""
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["age"] >= 18].dropna(subset=["systolic", "pulse"])
+    return rows[["systolic", "pulse"]].clip(0, 250)
+
+
+@pytest.mark.parametrize("scheme", ["shamir", "additive"])
+def test_round_config_end_to_end(scheme: str) -> None:
+    raw = chain(
+        at("reduce.scheme", scheme),
+        at("reduce.threat_model", "malicious-detect" if scheme == "shamir" else "semi-honest"),
+        at("privacy.min_participants", 2),
+    )(example())
+    proposal = parse_proposal(raw)
+    config = proposal.round_config("job-7", frozenset({"a", "b"}))
+    assert config.job_id == "job-7" and config.eligible == frozenset({"a", "b"})
+    assert config.min_participants == 2 and config.privacy is None
+    datasets = {"a": run_map(proposal, FRAME_A).records, "b": run_map(proposal, FRAME_B).records}
+    outcomes = simulate_round(config, datasets, np.random.default_rng(0))
+    assert len(outcomes) == 3
+    expected = _plain(proposal, [FRAME_A, FRAME_B]).mean().to_numpy()
+    for outcome in outcomes.values():
+        assert isinstance(outcome, Result)
+        assert outcome.participants == ("a", "b")
+        assert outcome.aggregate.count == len(_plain(proposal, [FRAME_A, FRAME_B]))
+        # Each value is rounded to the nearest 1/scale: the mean is within half a step.
+        assert np.abs(outcome.values - expected).max() <= 0.5 / 1024
+
+
+def test_round_config_below_the_minimum_aborts() -> None:
+    proposal = parse_proposal(example())  # min_participants 3, two datasets
+    config = proposal.round_config("job")
+    datasets = {"a": run_map(proposal, FRAME_A).records, "b": run_map(proposal, FRAME_B).records}
+    outcomes = simulate_round(config, datasets, np.random.default_rng(1))
+    assert all(not isinstance(o, Result) for o in outcomes.values())
+
+
+def test_round_config_with_dp_calibrates_noise() -> None:
+    raw = chain(
+        at("privacy.dp", {"epsilon": 4.0}),
+        at("privacy.min_participants", 2),
+        at("map.output.fields.0.hi", 1.0),
+        at("map.output.fields.1.hi", 1.0),
+        at("map.filter", None),
+    )(example())
+    proposal = parse_proposal(raw)
+    config = proposal.round_config("job")
+    assert config.privacy is not None and config.privacy.terms == dp.PrivacyTerms(4.0)
+    rng = np.random.default_rng(2)
+    datasets = {
+        f"d{i}": pd.DataFrame(rng.uniform(0, 1, size=(300, 2)), columns=["systolic", "pulse"])
+        for i in range(3)
+    }
+    records = {k: run_map(proposal, frame).records for k, frame in datasets.items()}
+    outcomes = simulate_round(
+        config, records, rng, noise=functools.partial(dp.sample_noise, config.privacy)
+    )
+    result = outcomes[1]
+    assert isinstance(result, Result) and result.privacy is not None
+    assert result.privacy.epsilon == pytest.approx(4.0, rel=1e-6)
+    exact = pd.concat(datasets.values()).mean().to_numpy()
+    assert np.abs(result.values - exact).max() < 0.1  # a few counts of noise over 900 records
+
+
+def test_ensemble_round_needs_its_public_weights() -> None:
+    raw = chain(
+        at("kind", "ensemble"),
+        at("reduce.op", "weighted_sum"),
+        at("economics.payout_rule", "ensemble_weight"),
+        at("map.output.fields.0.hi", 1.0),
+        at("map.output.fields.1.hi", 1.0),
+        at("map.filter", None),
+        at("privacy.min_participants", 2),
+    )(example())
+    proposal = parse_proposal(raw)
+    with pytest.raises(ReductionError):
+        proposal.round_config("job")
+    config = proposal.round_config("job", weights={"a": 0.25, "b": 0.75})
+    probabilities = {
+        "a": pd.DataFrame({"systolic": [0.2], "pulse": [0.8]}),
+        "b": pd.DataFrame({"systolic": [0.6], "pulse": [0.4]}),
+    }
+    records = {k: run_map(proposal, f).records for k, f in probabilities.items()}
+    result = simulate_round(config, records, np.random.default_rng(3))[1]
+    assert isinstance(result, Result)
+    assert result.values == pytest.approx(
+        [0.25 * 0.2 + 0.75 * 0.6, 0.25 * 0.8 + 0.75 * 0.4], abs=1e-3
+    )
+
+
+# --- generated proposals -------------------------------------------------------------------
+
+addresses = st.binary(min_size=20, max_size=20).filter(any).map(lambda b: "0x" + b.hex())
+
+
+@st.composite
+def proposals(draw: st.DrawFn) -> dict[str, Any]:
+    """Valid proposal documents across ops, schemes, filters and committees."""
+    op = draw(st.sampled_from(["sum", "count", "mean", "histogram"]))
+    committee = draw(st.lists(addresses, min_size=2, max_size=16, unique_by=str.lower))
+    n = len(committee)
+    scheme = draw(st.sampled_from(["additive", "shamir"]))
+    scale = 2 ** draw(st.integers(0, 12))
+    lo = draw(st.floats(-1000, 999, allow_nan=False).map(lambda x: round(x, 3)))
+    hi = lo + draw(st.floats(0.5, 1000, allow_nan=False))
+    width = 0 if op == "count" else (1 if op == "histogram" else draw(st.integers(1, 4)))
+    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=width, max_size=width,
+                          unique=True))  # fmt: skip
+    filter_ = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "column": st.text(min_size=1, max_size=8),
+                    "op": st.just("<="),
+                    "value": st.integers(-(2**53), 2**53),
+                }
+            ),
+            st.fixed_dictionaries(
+                {
+                    "column": st.text(min_size=1, max_size=8),
+                    "op": st.just("in"),
+                    "value": st.lists(st.text(max_size=5), min_size=1, max_size=4),
+                }
+            ),
+        )
+    )
+    dp_spec = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"epsilon": st.floats(0.01, 10), "delta": st.sampled_from([0.0, 1e-6])}
+            ),
+        )
+    )
+    return {
+        "version": 1,
+        "kind": "aggregate",
+        "title": draw(st.text(st.characters(min_codepoint=32), min_size=1, max_size=40).filter(
+            str.strip)),
+        "map": {
+            "function": "row_count" if op == "count" else "column_values",
+            "output": {"fields": [{"name": k, "lo": lo, "hi": hi, "scale": scale} for k in names]},
+            "filter": filter_,
+        },
+        "reduce": {
+            "op": op,
+            "scheme": scheme,
+            "threat_model": "semi-honest",
+            "bins": draw(st.integers(1, 100)) if op == "histogram" else None,
+        },
+        "privacy": {"min_participants": draw(st.integers(1, 50)), "dp": dp_spec},
+        "economics": {
+            "budget": draw(st.integers(1, 2**128 - 1)),
+            "fee_bps": draw(st.integers(0, 5000)),
+            "payout_rule": "equal",
+            "max_slash_bps": draw(st.integers(0, 10_000)),
+        },
+        "deadline": draw(st.integers(1, 2**64 - 1)),
+        "committee": committee,
+        "quorum": draw(st.integers(n // 2 + 1, n)),
+    }  # fmt: skip
+
+
+@settings(max_examples=150)
+@given(proposals())
+def test_generated_proposals_round_trip_through_canonical_json(raw: dict[str, Any]) -> None:
+    proposal = parse_proposal(raw)
+    canonical = proposal.canonical_bytes()
+    again = parse_proposal(canonical)
+    assert again == proposal
+    assert again.canonical_bytes() == canonical
+    assert again.content_hash() == keccak(canonical)
+    assert parse_proposal(json.loads(canonical)) == proposal
+    assert proposal.reduction().length >= 1
+
+
+@settings(max_examples=100)
+@given(proposals(), st.data())
+def test_generated_proposals_hash_every_budget_change(raw: dict[str, Any], data: Any) -> None:
+    other = data.draw(st.integers(1, 2**128 - 1).filter(lambda b: b != raw["economics"]["budget"]))
+    changed = edit(raw, "economics.budget", other)
+    assert parse_proposal(changed).content_hash() != parse_proposal(raw).content_hash()
