@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from eth_utils import keccak
 
+from compute.proposal import ProposalError, parse_proposal
 from market.chain import errors as E
 from market.chain.token import TokenClient
 from market.cli.common import (
@@ -30,7 +30,8 @@ from market.cli.common import (
 )
 from market.datasets import LocalDataset, register_dataset, registered_datasets
 from market.escrow import EscrowClient, JobParams, JobState, JobView
-from market.escrow.documents import DocumentError, ResultDocument, canonical_json, fetch
+from market.escrow.documents import DocumentError, ResultDocument, fetch
+from market.home import Home
 from market.keys import box_public_key
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
@@ -105,70 +106,155 @@ def _pick_committee(staking: StakingClient, size: int) -> list[str]:
     return [n.address for n in active[:size]]
 
 
+def _load_template(spec: Path) -> dict[str, Any]:
+    try:
+        template = json.loads(spec.read_bytes())
+    except ValueError as exc:
+        raise UserError(f"{spec} is not JSON ({exc}); a proposal is a JSON document") from None
+    if not isinstance(template, dict):
+        raise UserError(f"{spec} must hold a JSON object (a proposal)")
+    return template
+
+
+def _set(template: dict[str, Any], path: str, value: Any) -> None:
+    """Set `a.b` in the template when `value` is given (a command-line option wins)."""
+    if value is None:
+        return
+    *parents, last = path.split(".")
+    node = template
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"the proposal's {part!r} must be an object")
+    node[last] = value
+
+
+@bounty_group.command("template")
+@click.option("--column", "columns", multiple=True, default=("value",), show_default=True)
+@click.option(
+    "--op",
+    type=click.Choice(["sum", "count", "mean", "variance", "histogram"]),
+    default="mean",
+    show_default=True,
+)
+@click.option("--lo", type=float, default=0.0, show_default=True, help="Lowest value kept.")
+@click.option("--hi", type=float, default=1000.0, show_default=True, help="Highest value kept.")
+@click.option("--bins", type=int, default=None, help="Histogram bins.")
+@click.option("--scheme", type=click.Choice(["shamir", "additive"]), default="shamir")
+@click.option("--min-participants", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--title", default="A statistic over providers' data", show_default=True)
+def bounty_template(
+    columns: tuple[str, ...],
+    op: str,
+    lo: float,
+    hi: float,
+    bins: int | None,
+    scheme: str,
+    min_participants: int,
+    title: str,
+) -> None:
+    """Print a proposal to edit and post (`bounty post` fills in budget, deadline, committee)."""
+    fields = [] if op == "count" else [{"name": c, "lo": lo, "hi": hi} for c in columns]
+    template = {
+        "version": 1,
+        "kind": "aggregate",
+        "title": title,
+        "map": {
+            "function": "row_count" if op == "count" else "column_values",
+            "params": {},
+            "output": {"fields": fields},
+            "filter": None,
+        },
+        "reduce": {
+            "op": op,
+            "scheme": scheme,
+            "threshold": None,
+            "threat_model": "malicious-detect" if scheme == "shamir" else "semi-honest",
+            "bins": bins,
+        },  # fmt: skip
+        "privacy": {"min_participants": min_participants, "dp": None},
+        "economics": {"fee_bps": 1_000, "payout_rule": "equal", "max_slash_bps": 0},
+    }
+    click.echo(json.dumps(template, indent=2))
+
+
 @bounty_group.command("post")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--budget", required=True, help="DATA escrowed for the job, e.g. 500.")
-@click.option("--deadline", required=True, help="When submissions close: 2h, 3d, or a time.")
-@click.option("--fee-bps", default=1_000, show_default=True, type=click.IntRange(0, 10_000))
-@click.option("--min-participants", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--budget", default=None, help="DATA escrowed for the job, e.g. 500.")
+@click.option("--deadline", default=None, help="When submissions close: 2h, 3d, or a time.")
+@click.option("--fee-bps", default=None, type=click.IntRange(0, 5_000), help="Default 1000.")
+@click.option("--min-participants", default=None, type=click.IntRange(1))
 @click.option("--committee", default=None, help="Comma-separated heavy-node addresses.")
 @click.option("--committee-size", default=3, show_default=True, type=click.IntRange(1, 16))
 @click.option("--quorum", default=None, type=click.IntRange(1), help="Default: a majority.")
-@click.option("--max-slash-bps", default=0, show_default=True, type=click.IntRange(0, 10_000))
+@click.option("--max-slash-bps", default=None, type=click.IntRange(0, 10_000))
 @click.option("--no-permit", is_flag=True, help="Approve in a separate transaction.")
 @network_options
 @account_options
 @json_option
 def bounty_post(
     spec: Path,
-    budget: str,
-    deadline: str,
-    fee_bps: int,
-    min_participants: int,
+    budget: str | None,
+    deadline: str | None,
+    fee_bps: int | None,
+    min_participants: int | None,
     committee: str | None,
     committee_size: int,
     quorum: int | None,
-    max_slash_bps: int,
+    max_slash_bps: int | None,
     no_permit: bool,
     network: Net,
     signer: Signer,
     as_json: bool,
 ) -> None:
-    """Escrow a budget for the computation proposal in SPEC (a JSON file)."""
-    try:
-        proposal = json.loads(spec.read_bytes())
-    except ValueError as exc:
-        raise UserError(f"{spec} is not JSON ({exc}); a proposal is a JSON document") from None
-    spec_bytes = canonical_json(proposal)
-    amount = parse_tokens(budget, "budget")
-    if amount == 0:
-        raise UserError("the budget must be more than 0")
+    """Escrow a budget for the computation proposal in SPEC (a JSON file, e.g. from
+    `market bounty template`). Options fill in or override the proposal's fields; the final
+    proposal is validated, stored by its content address, and its hash posted as specHash."""
+    template = _load_template(spec)
+    if budget is not None:
+        _set(template, "economics.budget", parse_tokens(budget, "budget"))
+    _set(template, "economics.fee_bps", fee_bps)
+    _set(template, "economics.max_slash_bps", max_slash_bps)
+    _set(template, "privacy.min_participants", min_participants)
+    economics = template.get("economics")
+    if isinstance(economics, dict):
+        economics.setdefault("fee_bps", 1_000)
+        economics.setdefault("max_slash_bps", 0)
     with network() as net:
         escrow, staking, token = _clients(net)
-        buyer = signer.address
-        _require_funds(token, buyer, amount, "the budget")
-        members = (
-            [m.strip() for m in committee.split(",") if m.strip()]
-            if committee
-            else _pick_committee(staking, committee_size)
-        )
+        if deadline is not None:
+            template["deadline"] = parse_deadline(deadline, net.chain.now())
+        if committee:
+            template["committee"] = [m.strip() for m in committee.split(",") if m.strip()]
+        elif "committee" not in template:
+            template["committee"] = _pick_committee(staking, committee_size)
+        _set(template, "quorum", quorum)
+        template.setdefault("quorum", len(template["committee"]) // 2 + 1)
+        try:
+            proposal = parse_proposal(template)
+        except ProposalError as exc:
+            raise UserError(f"the proposal is not valid: {exc}") from None
+        amount = proposal.economics.budget
+        _require_funds(token, signer.address, amount, "the budget")
+        stored = Home.default().dir("proposals") / f"0x{proposal.content_hash().hex()}.json"
+        stored.write_bytes(proposal.canonical_bytes())
         params = JobParams(
-            spec_hash=keccak(spec_bytes),
-            spec_uri=spec.resolve().as_uri(),
+            spec_hash=proposal.content_hash(),
+            spec_uri=stored.as_uri(),
             budget=amount,
-            fee_bps=fee_bps,
-            deadline=parse_deadline(deadline, net.chain.now()),
-            min_participants=min_participants,
-            committee=tuple(members),
-            quorum=quorum or len(members) // 2 + 1,
-            max_slash_bps=max_slash_bps,
+            fee_bps=proposal.economics.fee_bps,
+            deadline=proposal.deadline,
+            min_participants=proposal.privacy.min_participants,
+            committee=tuple(proposal.committee),
+            quorum=proposal.quorum,
+            max_slash_bps=proposal.economics.max_slash_bps,
         )
         account = signer.unlock()
         with step("escrowing the budget and posting the job"):
             job_id = escrow.post_job(account, params, use_permit=not no_permit)
         view = escrow.job(job_id)
     if as_json:
-        emit_json(_job_json(view))
+        emit_json({**_job_json(view), "spec_uri": params.spec_uri})
     else:
         out.print(
             f"posted job {job_id}: {format_tokens(amount)} escrowed, submissions close "

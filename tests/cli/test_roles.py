@@ -80,10 +80,10 @@ def test_three_roles_from_wallets_to_claims(cli: Cli, tmp_path: Path):
 
     # The buyer posts a bounty: approve and escrow in one transaction (permit).
     spec = tmp_path / "spec.json"
-    spec.write_text('{"kind": "aggregate", "column": "bp", "op": "mean"}')
+    spec.write_text(cli.ok("bounty", "template", "--column", "bp", "--lo", "0", "--hi", "250"))
     job = cli.json(
         "bounty", "post", str(spec), "--budget", "500", "--deadline", "2h",
-        "--account", "buyer", net=True,
+        "--min-participants", "1", "--account", "buyer", net=True,
     )  # fmt: skip
     job_id = job["job"]
     assert job["state"] == "POSTED" and job["budget"] == 500 * TOKEN
@@ -123,8 +123,8 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     cli.ok("wallet", "new", "buyer")
     cli.ok("faucet", "--account", "buyer", "--amount", "100", net=True)
     spec = tmp_path / "spec.json"
-    spec.write_text("{}")
-    someone = "0x" + "11" * 20
+    spec.write_text(cli.ok("bounty", "template"))
+    someone = ",".join("0x" + f"{i:02x}" * 20 for i in (0x11, 0x22, 0x33))
     post = ("bounty", "post", str(spec), "--deadline", "1h", "--committee", someone)
 
     line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True,
@@ -138,6 +138,9 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     assert "no job 99" in line
     line = cli.fails(1, *post, "--budget", "ten", "--account", "buyer", net=True)
     assert "not a token amount" in line
+    spec.write_text(spec.read_text().replace('"op": "mean"', '"op": "median"'))
+    line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True)
+    assert "reduce.op" in line
     line = cli.fails(4, "bounty", "list", "--rpc-url", "http://127.0.0.1:9")
     assert "unreachable" in line
 
