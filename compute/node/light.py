@@ -9,6 +9,9 @@ tolerates missing holders); a refusal (4xx) is reported with the node's reason.
 from __future__ import annotations
 
 import secrets
+import sqlite3
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +19,14 @@ import requests
 from eth_account.signers.local import LocalAccount
 from numpy.typing import ArrayLike
 
+from compute.maps import run_map
 from compute.messages import RoundConfig
+from compute.node.jobs import JobSpecError, proposal_for
 from compute.node.wire import SignedSubmission
+from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
-from market.escrow import EscrowClient, JobView
+from market.escrow import EscrowClient, JobState, JobView
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
 
@@ -111,3 +117,120 @@ def _reason(response: Any) -> str:
         return str(response.json().get("detail", response.text))
     except ValueError:
         return response.text[:200]
+
+
+# ------------------------------------------------------------------------------ the service
+class LightState:
+    """What a light node decided for each (job, dataset), in SQLite: accepted and submitted,
+    refused (with the policy's reasons), or waiting for the operator's manual approval."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS decisions (job INTEGER, dataset TEXT, status TEXT, "
+            "reason TEXT, PRIMARY KEY (job, dataset))"
+        )
+        self._lock = threading.Lock()
+
+    def get(self, job: int, dataset: str) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, reason FROM decisions WHERE job = ? AND dataset = ?", (job, dataset)
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set(self, job: int, dataset: str, status: str, reason: str = "") -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
+                (job, dataset, status, reason),
+            )
+
+    def all(self, status: str | None = None) -> list[tuple[int, str, str, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job, dataset, status, reason FROM decisions"
+                + (" WHERE status = ?" if status else "")
+                + " ORDER BY job, dataset",
+                (status,) if status else (),
+            ).fetchall()
+        return [(int(j), d, s, r) for j, d, s, r in rows]
+
+
+@dataclass
+class LocalData:
+    """A dataset this light node serves: its on-chain id and how to read its table."""
+
+    dataset_id: bytes
+    load: Any
+    """`() -> pandas.DataFrame`, read when a job needs it (the data stays here)."""
+
+
+class LightService:
+    """Watches the chain for jobs, applies the policy, runs the map and submits."""
+
+    def __init__(
+        self,
+        node: LightNode,
+        datasets: list[LocalData],
+        policy: Any,
+        state: LightState,
+        clock: Any = None,
+    ) -> None:
+        self.node = node
+        self.datasets = datasets
+        self.policy = policy
+        self.state = state
+        self.clock = clock or time.time
+        self._seen = 0
+
+    def poll(self) -> list[tuple[int, str, str, str]]:
+        """One pass over jobs not yet decided; returns the decisions taken in this pass."""
+        escrow = self.node.escrow
+        taken = []
+        for job_id in range(1, escrow.job_count() + 1):
+            view = escrow.job(job_id)
+            if view.state is not JobState.POSTED or self.clock() > view.deadline:
+                continue
+            pending = [
+                d
+                for d in self.datasets
+                if (self.state.get(job_id, "0x" + d.dataset_id.hex()) or ("", ""))[0]
+                in ("", "approved")
+            ]
+            if not pending:
+                continue
+            try:
+                proposal = proposal_for(escrow, view)
+            except JobSpecError as exc:
+                for d in pending:
+                    self._decide(taken, job_id, d, "refused", str(exc))
+                continue
+            decision = evaluate(self.policy, proposal, view.buyer)
+            config = proposal.round_config(str(job_id))
+            for d in pending:
+                dataset = "0x" + d.dataset_id.hex()
+                previous = self.state.get(job_id, dataset)
+                approved = previous is not None and previous[0] == "approved"
+                if decision.verdict == "refuse":
+                    self._decide(taken, job_id, d, "refused", "; ".join(decision.reasons))
+                    continue
+                if decision.verdict == "manual" and not approved:
+                    self._decide(taken, job_id, d, "awaiting approval", "manual approval")
+                    continue
+                records, report = run_map(proposal, d.load())
+                try:
+                    delivery = self.node.submit(view, config, d.dataset_id, records)
+                except SubmissionRefused as exc:
+                    self._decide(taken, job_id, d, "refused by committee", str(exc))
+                    continue
+                self._decide(
+                    taken, job_id, d, "submitted",
+                    f"{report.rows_used} rows to heavy nodes {delivery.accepted}",
+                )  # fmt: skip
+        return taken
+
+    def _decide(self, taken: list, job_id: int, d: LocalData, status: str, reason: str) -> None:
+        dataset = "0x" + d.dataset_id.hex()
+        self.state.set(job_id, dataset, status, reason)
+        taken.append((job_id, dataset, status, reason))

@@ -13,6 +13,7 @@ from rich.table import Table
 from market.chain import Chain
 from market.cli.common import MarketGroup, emit_json, err, out
 from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
+from market.cli.node import node_group
 from market.cli.roles import bounty_group, claim, dataset_group, heavy_group
 from market.cli.wallet import wallet_group
 
@@ -54,6 +55,7 @@ for command in (
     dataset_group,
     heavy_group,
     claim,
+    node_group,
 ):
     main.add_command(command)
 

@@ -1,0 +1,184 @@
+"""`market node heavy | light | approvals | approve`: run the nodes as long-lived processes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from compute.node.heavy import HeavyNode
+from compute.node.jobs import config_for
+from compute.node.light import LightNode, LightService, LightState, LocalData
+from compute.node.service import Server, create_app
+from compute.node.store import Store
+from compute.policy import Policy, PolicyError, parse_policy
+from market.cli.common import (
+    Signer,
+    UserError,
+    account_options,
+    emit_json,
+    err,
+    json_option,
+    network_options,
+    out,
+    table,
+)
+from market.datasets import read_table, registered_datasets
+from market.escrow import EscrowClient
+from market.home import Home
+from market.staking import StakingClient
+
+Net = Callable[[], Any]
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+@click.group("node")
+def node_group() -> None:
+    """Run a heavy node (HTTP service) or a light node (provider), and approve jobs."""
+
+
+@node_group.command("heavy")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Default: the port of the registered endpoint.",
+)
+@click.option("--peer-timeout", default=30.0, show_default=True, help="Seconds to wait for peers.")
+@network_options
+@account_options
+def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Signer) -> None:
+    """Serve as the registered heavy node --account until interrupted (Ctrl-C)."""
+    with network() as net:
+        account = signer.unlock()
+        staking = StakingClient(net.chain, net.deployment)
+        record = staking.heavy_node(account.address)
+        if not record.registered:
+            raise UserError(
+                f"{account.address} is not a registered heavy node: "
+                "`market heavy register --endpoint URL --stake AMOUNT` first"
+            )
+        if port is None:
+            port = int(record.endpoint.rstrip("/").rsplit(":", 1)[-1])
+        escrow = EscrowClient(net.chain, net.deployment)
+        store = Store(Home.default().dir("heavy") / f"{signer.alias}.db")
+        node = HeavyNode(account, net.chain, net.deployment, store, config_for(escrow),
+                         peer_timeout=peer_timeout)  # fmt: skip
+        server = Server(create_app(node), port=port)
+        url = server.start()
+        node.start()
+        err.print(f"heavy node {account.address} serving at {url} (registered {record.endpoint})")
+        try:
+            _wait_for_signal()
+        finally:
+            node.stop()
+            server.stop()
+            store.close()
+
+
+def _light_state(alias: str) -> LightState:
+    return LightState(str(Home.default().dir("light") / f"{alias}.db"))
+
+
+@node_group.command("light")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The provider's privacy policy (JSON); default: aggregates only, at least 3 "
+    "participants, no slashing.",
+)
+@click.option("--once", is_flag=True, help="One pass over open jobs, then exit.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
+@network_options
+@account_options
+@json_option
+def node_light(
+    policy_file: Path | None,
+    once: bool,
+    interval: float,
+    network: Net,
+    signer: Signer,
+    as_json: bool,
+) -> None:
+    """Serve the account's staked datasets: for each open job, apply the policy, run the map
+    locally and submit sealed shares to the committee."""
+    try:
+        policy = parse_policy(policy_file.read_bytes()) if policy_file else Policy.default()
+    except PolicyError as exc:
+        raise UserError(f"{policy_file}: {exc}") from None
+    with network() as net:
+        account = signer.unlock()
+        escrow = EscrowClient(net.chain, net.deployment)
+        staking = StakingClient(net.chain, net.deployment)
+        mine = {r.dataset_id for r in staking.datasets_of(account.address)}
+        datasets = [
+            LocalData(d.dataset_id, lambda d=d: read_table(d.path))
+            for d in registered_datasets()
+            if d.dataset_id in mine
+        ]
+        if not datasets:
+            raise UserError(
+                f"{account.address} has no staked dataset registered on this machine: "
+                "`market dataset register PATH` then `market dataset stake`"
+            )
+        service = LightService(
+            LightNode(account, escrow, staking), datasets, policy, _light_state(signer.alias)
+        )
+        stop = threading.Event()
+        if not once:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+        decisions = []
+        while True:
+            taken = service.poll()
+            decisions.extend(taken)
+            if not as_json:
+                for job, dataset, status, reason in taken:
+                    out.print(f"job {job}, dataset {dataset[:10]}…: {status} ({reason})")
+            if once or stop.wait(interval):
+                break
+    if as_json:
+        emit_json([{"job": j, "dataset": d, "status": s, "reason": r} for j, d, s, r in decisions])
+
+
+@node_group.command("approvals")
+@click.option("--account", "alias", envvar="MARKET_ACCOUNT", required=True)
+@json_option
+def node_approvals(alias: str, as_json: bool) -> None:
+    """Jobs waiting for the operator's approval (policy with manual_approval)."""
+    rows = _light_state(alias).all("awaiting approval")
+    if as_json:
+        emit_json([{"job": j, "dataset": d} for j, d, _, _ in rows])
+    elif not rows:
+        out.print("nothing awaits approval")
+    else:
+        out.print(table("Awaiting approval", ["job", "dataset"], [[j, d] for j, d, _, _ in rows]))
+
+
+@node_group.command("approve")
+@click.argument("job_id", type=int)
+@click.option("--account", "alias", envvar="MARKET_ACCOUNT", required=True)
+@json_option
+def node_approve(job_id: int, alias: str, as_json: bool) -> None:
+    """Approve JOB_ID: the light node submits for it on its next pass."""
+    state = _light_state(alias)
+    waiting = [(j, d) for j, d, _, _ in state.all("awaiting approval") if j == job_id]
+    if not waiting:
+        raise UserError(f"job {job_id} is not awaiting approval (`market node approvals`)")
+    for job, dataset in waiting:
+        state.set(job, dataset, "approved", "approved by the operator")
+    if as_json:
+        emit_json([{"job": j, "dataset": d, "status": "approved"} for j, d in waiting])
+    else:
+        out.print(f"approved job {job_id} for {len(waiting)} dataset(s)")
