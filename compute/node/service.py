@@ -10,12 +10,16 @@ import threading
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from typing import Annotated
+
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from compute.node.heavy import HeavyNode, Rejected
+
+JobId = Annotated[int, Path(ge=1, lt=2**63, description="The job's on-chain id")]
 
 MAX_BODY = 8 * 1024 * 1024
 """Largest request body: a share of a 100,000-value vector sealed and base64-encoded is ~1 MB."""
@@ -95,23 +99,23 @@ def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
         return {"node": node.address, "ok": True}
 
     @app.post("/jobs/{job_id}/submissions", response_model=Stored)
-    def submit(job_id: int, body: SubmissionBody) -> Any:
+    def submit(job_id: JobId, body: SubmissionBody) -> Any:
         return node.accept_submission(job_id, body.model_dump())
 
     @app.post("/jobs/{job_id}/peer", response_model=Stored)
-    def peer(job_id: int, body: PeerBody) -> Any:
+    def peer(job_id: JobId, body: PeerBody) -> Any:
         return node.accept_peer(job_id, body.model_dump())
 
     @app.post("/jobs/{job_id}/signatures", response_model=Stored)
-    def signature(job_id: int, body: SignatureBody) -> Any:
+    def signature(job_id: JobId, body: SignatureBody) -> Any:
         return node.accept_signature(job_id, body.model_dump())
 
     @app.get("/jobs/{job_id}")
-    def status(job_id: int) -> dict[str, Any]:
+    def status(job_id: JobId) -> dict[str, Any]:
         return node.status(job_id)
 
     @app.get("/jobs/{job_id}/result", response_class=Response)
-    def result(job_id: int) -> Response:
+    def result(job_id: JobId) -> Response:
         return Response(node.result_document(job_id), media_type="application/json")
 
     return app
