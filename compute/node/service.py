@@ -7,11 +7,9 @@ refused request. Bodies larger than `max_body` bytes are refused before they are
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from typing import Annotated
-
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field

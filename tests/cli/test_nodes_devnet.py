@@ -39,9 +39,20 @@ def test_a_job_settles_with_every_node_its_own_process(devnet_cli: Cli, tmp_path
                    "--endpoint", f"http://127.0.0.1:{port}", net=True)  # fmt: skip
             processes.append(
                 subprocess.Popen(
-                    [MARKET, "node", "heavy", "--account", f"node{i}", "--peer-timeout", "5",
-                     *cli.network],  # fmt: skip
-                    env=cli.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                    [
+                        MARKET,
+                        "node",
+                        "heavy",
+                        "--account",
+                        f"node{i}",
+                        "--peer-timeout",
+                        "5",
+                        *cli.network,
+                    ],  # fmt: skip
+                    env=cli.env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
                 )
             )
         values = {"p0": [120, 130, 140], "p1": [110, 150], "p2": [125, 135, 145, 155]}
