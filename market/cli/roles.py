@@ -28,7 +28,7 @@ from market.cli.common import (
     step,
     table,
 )
-from market.datasets import LocalDataset, register_dataset, registered_datasets
+from market.datasets import LocalDataset, read_table, register_dataset, registered_datasets
 from market.escrow import EscrowClient, JobParams, JobState, JobView
 from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.home import Home
@@ -176,6 +176,53 @@ def bounty_template(
         "economics": {"fee_bps": 1_000, "payout_rule": "equal", "max_slash_bps": 0},
     }
     click.echo(json.dumps(template, indent=2))
+
+
+@bounty_group.command("try")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--mock",
+    "mocks",
+    multiple=True,
+    required=True,
+    help="A dataset (id or name) whose mock rows to run on; repeat for several.",
+)
+@json_option
+def bounty_try(spec: Path, mocks: tuple[str, ...], as_json: bool) -> None:
+    """Run SPEC's map and reduce on datasets' mock data, here and in the clear, before
+    spending a budget (Mock/Real: the same code runs on the real data at the providers)."""
+    import numpy as np
+
+    from compute.maps import MapError, run_map
+
+    template = _load_template(spec)
+    template.setdefault("economics", {}).setdefault("budget", 1)
+    template.setdefault("deadline", 1)
+    template.setdefault("committee", ["0x" + f"{i:040x}" for i in (1, 2, 3)])
+    template.setdefault("quorum", len(template["committee"]) // 2 + 1)
+    try:
+        proposal = parse_proposal(template)
+    except ProposalError as exc:
+        raise UserError(f"the proposal is not valid: {exc}") from None
+    reduction = proposal.reduction()
+    total = np.zeros(reduction.length, dtype=np.int64)
+    rows = []
+    for name in mocks:
+        local = _local(name)
+        try:
+            records, report = run_map(proposal, read_table(local.mock_path))
+        except MapError as exc:
+            raise UserError(f"{local.name}: {exc}") from None
+        total += reduction.contribution(records)
+        rows.append({"dataset": local.name, "rows_used": report.rows_used,
+                     "values_clipped": report.values_clipped})  # fmt: skip
+    values = [float(v) for v in reduction.finish(total)]
+    if as_json:
+        emit_json({"op": str(reduction.op), "values": values, "datasets": rows})
+        return
+    listing = [[r["dataset"], r["rows_used"], r["values_clipped"]] for r in rows]
+    out.print(table("Mock run", ["dataset", "rows used", "values clipped"], listing))
+    out.print(f"{reduction.op} over the mock data: {', '.join(f'{v:.6g}' for v in values)}")
 
 
 @bounty_group.command("post")

@@ -147,3 +147,18 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     # Nothing was sent: no job, the buyer's tokens untouched.
     assert cli.json("bounty", "list", net=True) == []
     assert cli.json("balance", "buyer", net=True)["tokens"] == 100 * TOKEN
+
+
+def test_a_buyer_tries_a_proposal_on_mock_data(embedded_cli: Cli, tmp_path: Path):
+    data = tmp_path / "clinic.csv"
+    data.write_text("age,bp\n34,120\n51,135\n47,128\n62,141\n")
+    embedded_cli.ok("dataset", "register", str(data), "--name", "clinic", "--mock-rows", "50")
+    spec = tmp_path / "spec.json"
+    spec.write_text(embedded_cli.ok("bounty", "template", "--column", "bp", "--lo", "0",
+                                    "--hi", "250"))  # fmt: skip
+    tried = embedded_cli.json("bounty", "try", str(spec), "--mock", "clinic")
+    assert tried["op"] == "mean" and tried["datasets"][0]["rows_used"] == 50
+    assert 120 <= tried["values"][0] <= 141  # mock rows stay within the real column's range
+    spec.write_text(spec.read_text().replace('"bp"', '"pressure"'))
+    line = embedded_cli.fails(1, "bounty", "try", str(spec), "--mock", "clinic")
+    assert "pressure" in line
