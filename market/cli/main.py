@@ -122,17 +122,28 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
 @main.command()
 @click.option("--providers", default=50, show_default=True, type=click.IntRange(3))
 @click.option("--seed", type=int, default=None, help="Fix the providers' data.")
+@click.option(
+    "--devnet",
+    is_flag=True,
+    help="On an Anvil devnet with every node a separate process (waits for a real deadline).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def demo(providers: int, seed: int | None, as_json: bool) -> None:
-    """One statistics bounty end to end on the embedded chain: post, secure reduce, settle,
-    claim."""
-    from market.demo import run_demo
+def demo(providers: int, seed: int | None, devnet: bool, as_json: bool) -> None:
+    """One statistics bounty end to end: deploy, heavy nodes, clinics' light nodes, secure
+    reduce, settlement, claims (on the embedded chain unless --devnet)."""
+    from dataclasses import asdict
 
-    with Chain.embedded() as chain, err.status("starting") as status:
-        report = run_demo(chain, providers, seed, progress=lambda s: status.update(s))
+    with err.status("starting") as status:
+        if devnet:
+            from market.demo_devnet import run_devnet_demo
+
+            report = run_devnet_demo(providers, seed, progress=lambda s: status.update(s))
+        else:
+            from market.demo import run_demo
+
+            with Chain.embedded() as chain:
+                report = run_demo(chain, providers, seed, progress=lambda s: status.update(s))
     if as_json:
-        from dataclasses import asdict
-
         emit_json({**asdict(report), "state": report.state.name})
         return
     _print_report(report)

@@ -85,3 +85,15 @@ def test_demo_table_names_every_party():
     assert proc.returncode == 0, proc.stderr
     assert "heavy node fee" in proc.stdout and "provider payout" in proc.stdout
     assert "FINALIZED" in proc.stdout
+
+
+@pytest.mark.anvil
+def test_devnet_demo_runs_every_node_as_a_process():
+    proc = run("demo", "--devnet", "--providers", "4", "--seed", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["state"] == "FINALIZED"
+    assert abs(report["secure_mean"] - report["plain_mean"]) < 1e-4
+    assert report["participants"] + len(report["refused"]) == 4
+    paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
+    assert paid + report["refund"] == report["budget"]
