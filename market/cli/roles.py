@@ -360,6 +360,31 @@ def bounty_show(job_id: int, network: Net, as_json: bool) -> None:
     out.print(table(f"Job {job_id}", ["field", "value"], [[k, v] for k, v in data.items()]))
 
 
+@bounty_group.command("wait")
+@click.argument("job_id", type=int)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait at most.")
+@network_options
+@json_option
+def bounty_wait(job_id: int, timeout: float, network: Net, as_json: bool) -> None:
+    """Wait until JOB_ID is settled (finalized, aborted or expired); exit 1 on timeout."""
+    import time
+
+    with network() as net:
+        escrow, _, _ = _clients(net)
+        view = _job(escrow, job_id)
+        end = time.monotonic() + timeout
+        with step(f"waiting for job {job_id} to settle"):
+            while view.state is JobState.POSTED and time.monotonic() < end:
+                time.sleep(1)
+                view = escrow.job(job_id)
+    if view.state is JobState.POSTED:
+        raise UserError(f"job {job_id} is still open after {timeout:.0f} s")
+    if as_json:
+        emit_json(_job_json(view))
+    else:
+        out.print(f"job {job_id}: {view.state.name.lower()}")
+
+
 @bounty_group.command("cancel")
 @click.argument("job_id", type=int)
 @network_options

@@ -44,4 +44,5 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path):
         )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "posted job 1" in proc.stdout
-    assert "nothing to claim" in proc.stdout
+    assert "job 1: finalized" in proc.stdout
+    assert proc.stdout.count("claimed ") == 3
