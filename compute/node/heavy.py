@@ -29,6 +29,7 @@ import requests
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from compute.dp import sample_noise
 from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
 from compute.messages import (
     CloseSubmissions,
@@ -140,7 +141,17 @@ class HeavyNode:
                 raise Rejected(409, f"this node cannot serve job {job_id}: {exc}") from None
             index = view.committee.index(self.address) + 1
             rng = AesCtrRandom(self.store.job_key(job_id))
-            job = _Job(view, index, config, HeavyNodeRound(config, index, rng))
+            sampler = None
+            if config.privacy is not None:
+                plan = config.privacy
+
+                def sampler() -> np.ndarray:
+                    raw = self.store.noise(
+                        job_id, lambda: sample_noise(plan).astype("<i8").tobytes()
+                    )
+                    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+
+            job = _Job(view, index, config, HeavyNodeRound(config, index, rng, sampler))
             self._jobs[job_id] = job
             self._replay(job)
             return job

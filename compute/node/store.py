@@ -12,7 +12,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job INTEGER PRIMARY KEY,
     key BLOB NOT NULL,
     document BLOB,
+    noise BLOB,
     status TEXT NOT NULL DEFAULT 'collecting'
 );
 """
@@ -94,6 +95,16 @@ class Store:
                     "UPDATE jobs SET status = ?, document = ? WHERE job = ?",
                     (status, document, job),
                 )
+
+    def noise(self, job: int, draw: Callable[[], bytes]) -> bytes:
+        """The node's DP noise for `job`: drawn once (`draw`), then the same after a restart."""
+        self.job_key(job)
+        with self._lock:
+            (noise,) = self._db.execute("SELECT noise FROM jobs WHERE job = ?", (job,)).fetchone()
+            if noise is None:
+                noise = draw()
+                self._db.execute("UPDATE jobs SET noise = ? WHERE job = ?", (noise, job))
+        return bytes(noise)
 
     def status(self, job: int) -> tuple[str, bytes | None] | None:
         with self._lock:

@@ -130,3 +130,41 @@ def test_a_job_nobody_settles_expires_and_refunds(committee: Committee):
     for account in committee.accounts:
         record = market.staking.heavy_node(account.address)
         assert record.stake == market.config.min_heavy_node_stake - penalty
+
+
+def test_differential_privacy_noise_from_every_member_and_epsilon_reported(tmp_path):
+    from dataclasses import replace
+
+    from compute.dp import PrivacyTerms, plan_noise
+    from tests.node.harness import mean_config
+
+    def dp_config(view):
+        config = mean_config(view)
+        return replace(config, privacy=plan_noise(config.reduction, PrivacyTerms(2.0)))
+
+    with Chain.embedded() as chain:
+        c = Committee(Sandbox.deploy(chain), tmp_path, config_for=dp_config)
+        c.start(3)
+        try:
+            market = c.market
+            buyer = market.account(10_000 * 10**18)
+            providers = [market.dataset() for _ in range(4)]
+            data = clinic_data(np.random.default_rng(4), 4)
+            job_id = market.post(buyer, c.accounts, min_participants=3)
+            view = market.escrow.job(job_id)
+            config = c.config_for(view)
+            for (owner, dataset_id), values in zip(providers, data, strict=True):
+                c.light(owner).submit(view, config, dataset_id, values)
+            c.restart(c.accounts[0])  # its noise is kept: the replay sends the same shares
+            c.clock.advance(view.deadline - c.clock() + 1)
+            assert c.wait_for(job_id) is JobState.FINALIZED
+            endpoint = market.staking.heavy_node(c.accounts[0].address).endpoint
+            document = ResultDocument.from_bytes(
+                requests.get(f"{endpoint}/jobs/{job_id}/result", timeout=10).content
+            )
+        finally:
+            c.stop()
+    assert document.result["privacy"]["epsilon"] > 0
+    plain = np.concatenate([np.clip(d, FIELD.lo, FIELD.hi) for d in data]).mean()
+    assert document.result["values"][0] != plain  # noised ...
+    assert abs(document.result["values"][0] - plain) < 20  # ... but still a mean of the data
