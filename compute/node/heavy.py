@@ -186,6 +186,8 @@ class HeavyNode:
                 nonce=int(body["nonce"]),
                 sealed=base64.b64decode(body["sealed"], validate=True),
                 signature=bytes.fromhex(str(body["signature"]).removeprefix("0x")),
+                participation_bps=int(body["participation_bps"]),
+                participation=bytes.fromhex(str(body["participation"]).removeprefix("0x")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise Rejected(422, f"malformed submission: {exc}") from None
@@ -208,6 +210,12 @@ class HeavyNode:
             raise Rejected(403, "the dataset is not staked on chain")
         if record.owner != signer:
             raise Rejected(401, "the submission is not signed by the dataset's owner")
+        try:
+            consenting = sub.participation_signer(self.escrow.domain)
+        except wire.WireError as exc:
+            raise Rejected(401, str(exc)) from None
+        if consenting != signer:
+            raise Rejected(401, "the participation is not signed by the dataset's owner")
         if record.unstake_requested_at and record.unstake_requested_at <= job.view.posted_at:
             raise Rejected(403, "the dataset was unbonding when the job was posted")
         try:

@@ -78,9 +78,15 @@ class LightNode:
         self.directory = directory or Directory(staking)
 
     def submit(
-        self, view: JobView, config: RoundConfig, dataset_id: bytes, records: ArrayLike
+        self,
+        view: JobView,
+        config: RoundConfig,
+        dataset_id: bytes,
+        records: ArrayLike,
+        max_slash_bps: int = 0,
     ) -> Delivery:
-        """Share `records` (the map output) and post one sealed share to each committee member."""
+        """Share `records` (the map output) and post one sealed share to each committee member,
+        with the owner's signed consent to slashes of up to `max_slash_bps` of its stake."""
         dataset = "0x" + dataset_id.hex()
         delivery = Delivery(view.job_id, dataset)
         shares = LightNodeRound(config, dataset).submit(records, self.rng)
@@ -95,6 +101,7 @@ class LightNode:
                 secrets.randbits(64),
                 message.share,
                 node.encryption_key,
+                min(max_slash_bps, view.max_slash_bps),
             ).to_json()
             url = f"{node.endpoint.rstrip('/')}/jobs/{view.job_id}/submissions"
             try:
@@ -220,7 +227,9 @@ class LightService:
                     continue
                 records, report = run_map(proposal, d.load())
                 try:
-                    delivery = self.node.submit(view, config, d.dataset_id, records)
+                    delivery = self.node.submit(
+                        view, config, d.dataset_id, records, self.policy.max_slash_bps
+                    )
                 except SubmissionRefused as exc:
                     self._decide(taken, job_id, d, "refused by committee", str(exc))
                     continue

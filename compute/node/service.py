@@ -33,6 +33,11 @@ class SubmissionBody(BaseModel):
     nonce: int = Field(ge=0, lt=2**256)
     sealed: str = Field(min_length=1, description="base64 SealedBox to the node's X25519 key")
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    participation_bps: int = Field(ge=0, le=10_000)
+    participation: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{130}$",
+        description="the owner's EIP-712 Participation signature (consent to slashing)",
+    )
 
 
 class PeerBody(BaseModel):

@@ -26,7 +26,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from numpy.typing import NDArray
 
 from compute.messages import Agreement, Partial
-from market.escrow.eip712 import Domain
+from market.escrow.eip712 import Domain, participation_digest, recover, sign_digest
 
 SUBMISSION_TYPES = {
     "Submission": [
@@ -106,6 +106,11 @@ class SignedSubmission:
     nonce: int
     sealed: bytes
     signature: bytes
+    participation_bps: int
+    """The largest slash, in basis points of its stake, the owner accepts in this job."""
+    participation: bytes
+    """The owner's EIP-712 `Participation(jobId, datasetId, maxSlashBps)` signature, which the
+    committee passes to `finalize` if it slashes the dataset."""
 
     @classmethod
     def create(
@@ -118,11 +123,21 @@ class SignedSubmission:
         nonce: int,
         share: NDArray[np.uint64],
         public_key: bytes,
+        max_slash_bps: int = 0,
     ) -> SignedSubmission:
         sealed = seal(share, public_key)
         message = submission_message(domain, job_id, dataset_id, recipient, nonce, sealed)
         signature = bytes(owner.sign_message(message).signature)
-        return cls(job_id, dataset_id, recipient, nonce, sealed, signature)
+        consent = participation_digest(domain, job_id, dataset_id, max_slash_bps)
+        return cls(job_id, dataset_id, recipient, nonce, sealed, signature, max_slash_bps,
+                   sign_digest(owner, consent))  # fmt: skip
+
+    def participation_signer(self, domain: Domain) -> str:
+        digest = participation_digest(domain, self.job_id, self.dataset_id, self.participation_bps)
+        try:
+            return to_checksum_address(recover(digest, self.participation))
+        except Exception:
+            raise WireError("the participation signature is malformed") from None
 
     def signer(self, domain: Domain) -> str:
         message = submission_message(
@@ -141,6 +156,8 @@ class SignedSubmission:
             "nonce": self.nonce,
             "sealed": base64.b64encode(self.sealed).decode(),
             "signature": "0x" + self.signature.hex(),
+            "participation_bps": self.participation_bps,
+            "participation": "0x" + self.participation.hex(),
         }
 
 

@@ -12,7 +12,7 @@ from compute.round import LightNodeRound
 from market.chain import Chain
 from market.escrow import Result
 from market.escrow.documents import ResultDocument
-from market.escrow.eip712 import result_digest, sign_digest
+from market.escrow.eip712 import participation_digest, result_digest, sign_digest
 from market.sandbox import Sandbox
 from tests.node.harness import Committee
 
@@ -66,8 +66,17 @@ def test_every_bad_submission_is_a_4xx_and_nothing_is_stored(setup):
     owner, dataset_id = market.dataset()
     good = _body(c, view, owner, dataset_id)
 
+    stranger = Account.create()
+    forged_consent = sign_digest(
+        stranger, participation_digest(market.escrow.domain, view.job_id, dataset_id, 0)
+    )
     cases = {
         "missing signature": ({k: v for k, v in good.items() if k != "signature"}, 422),
+        "missing participation": ({k: v for k, v in good.items() if k != "participation"}, 422),
+        "participation by someone else": (
+            {**good, "participation": "0x" + forged_consent.hex()},
+            401,
+        ),  # fmt: skip
         "signed by someone else": (_body(c, view, Account.create(), dataset_id), 401),
         "unstaked dataset": (_body(c, view, owner, bytes(32)), 403),
         "malformed share": (_body(c, view, owner, dataset_id, share=np.zeros(7, np.uint64)), 400),
