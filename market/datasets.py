@@ -102,12 +102,7 @@ def read_table(path: Path) -> Any:
 
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            try:
-                return pd.read_parquet(path)
-            except ImportError:
-                raise DatasetError(
-                    "reading Parquet needs pyarrow, which is not installed; convert to CSV"
-                ) from None
+            return pd.read_parquet(path)
         return pd.read_csv(path)
     except DatasetError:
         raise

@@ -162,3 +162,19 @@ def test_a_buyer_tries_a_proposal_on_mock_data(embedded_cli: Cli, tmp_path: Path
     spec.write_text(spec.read_text().replace('"bp"', '"pressure"'))
     line = embedded_cli.fails(1, "bounty", "try", str(spec), "--mock", "clinic")
     assert "pressure" in line
+
+
+def test_parquet_datasets_register_like_csv(embedded_cli: Cli, tmp_path: Path):
+    import pandas as pd
+
+    path = tmp_path / "clinic.parquet"
+    pd.DataFrame({"bp": [120.0, 135.0, 128.0], "site": ["n", "s", "n"]}).to_parquet(path)
+    registered = embedded_cli.json("dataset", "register", str(path), "--name", "pq")
+    assert registered["rows"] == 3
+    assert [(c["name"], c["kind"]) for c in registered["schema"]] == [
+        ("bp", "float"),
+        ("site", "category"),
+    ]
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    assert "cannot read" in embedded_cli.fails(1, "dataset", "register", str(broken))
