@@ -163,14 +163,20 @@ def devnet_status(home: Home) -> DevnetStatus:
     return DevnetStatus(True, info["url"], int(info["pid"]), info.get("kind"), block, deployment)
 
 
-def devnet_up(home: Home, port: int = DEVNET_PORT, timeout: float = 30.0) -> DevnetStatus:
-    """Start Anvil on 127.0.0.1:`port` in the background, deploy the market, record both."""
-    status = devnet_status(home)
-    if status.running:
-        return status
-    devnet_down(home)  # a stale record of a devnet that died
-    log = home.devnet / "anvil.log"
-    command = [
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _devnet_command(kind: str, port: int) -> list[str]:
+    if kind == "hardhat":
+        hardhat = ROOT / "node_modules" / ".bin" / "hardhat"
+        if not hardhat.exists():
+            raise DevnetError(
+                "Hardhat not found: run `make install` in the project (npm hardhat@2)"
+            )
+        config = ROOT / "tools" / "hardhat.config.cjs"
+        return [str(hardhat), "node", "--config", str(config),
+                "--hostname", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    return [
         str(find_anvil()),
         "--host", "127.0.0.1",
         "--port", str(port),
@@ -178,9 +184,22 @@ def devnet_up(home: Home, port: int = DEVNET_PORT, timeout: float = 30.0) -> Dev
         "--hardfork", "cancun",
         "--gas-limit", "60000000",
     ]  # fmt: skip
+
+
+def devnet_up(
+    home: Home, port: int = DEVNET_PORT, timeout: float = 60.0, kind: str = "anvil"
+) -> DevnetStatus:
+    """Start Anvil (or Hardhat 2) on 127.0.0.1:`port` in the background, deploy the market,
+    record both."""
+    status = devnet_status(home)
+    if status.running:
+        return status
+    devnet_down(home)  # a stale record of a devnet that died
+    log = home.devnet / f"{kind}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            command,
+            _devnet_command(kind, port),
+            cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -189,7 +208,7 @@ def devnet_up(home: Home, port: int = DEVNET_PORT, timeout: float = 30.0) -> Dev
     url = f"http://127.0.0.1:{port}"
     chain = _wait_for_rpc(url, process, log, timeout)
     try:
-        write_json(home.devnet / "devnet.json", {"url": url, "pid": process.pid, "kind": "anvil"})
+        write_json(home.devnet / "devnet.json", {"url": url, "pid": process.pid, "kind": kind})
         with chain:
             deploy_local(Network("devnet", chain, home, home.devnet / "devnet.json"))
     except BaseException:

@@ -36,6 +36,7 @@ def _status_json(status: Any) -> dict[str, Any]:
         "running": status.running,
         "url": status.url,
         "pid": status.pid,
+        "kind": status.kind,
         "block": status.block,
         "marketplace": status.deployment.marketplace if status.deployment else None,
         "token": status.deployment.token if status.deployment else None,
@@ -49,6 +50,7 @@ def _print_status(status: Any) -> None:
     rows = [
         ["url", status.url],
         ["pid", status.pid],
+        ["kind", status.kind],
         ["block", status.block],
         ["marketplace", status.deployment.marketplace if status.deployment else "-"],
         ["token", status.deployment.token if status.deployment else "-"],
@@ -58,11 +60,13 @@ def _print_status(status: Any) -> None:
 
 @devnet_group.command("up")
 @click.option("--port", default=DEVNET_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--hardhat", is_flag=True, help="Hardhat 2's node instead of Anvil.")
 @json_option
-def devnet_up_cmd(port: int, as_json: bool) -> None:
-    """Start Anvil in the background and deploy the market (once)."""
-    with step("starting Anvil and deploying the market"):
-        status = devnet_up(Home.default(), port)
+def devnet_up_cmd(port: int, hardhat: bool, as_json: bool) -> None:
+    """Start Anvil (or Hardhat) in the background and deploy the market (once)."""
+    kind = "hardhat" if hardhat else "anvil"
+    with step(f"starting {kind} and deploying the market"):
+        status = devnet_up(Home.default(), port, kind=kind)
     if as_json:
         emit_json(_status_json(status))
     else:

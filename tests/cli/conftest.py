@@ -80,6 +80,23 @@ def devnet_cli(tmp_path: Path) -> Iterator[Cli]:
         cli.run("devnet", "down")
 
 
-@pytest.fixture(params=["embedded", pytest.param("devnet", marks=pytest.mark.anvil)])
+@pytest.fixture
+def hardhat_cli(tmp_path: Path) -> Iterator[Cli]:
+    cli = Cli(tmp_path / "home", ["--network", "devnet"])
+    cli.ok("devnet", "up", "--hardhat", "--port", str(free_port()))
+    try:
+        yield cli
+    finally:
+        cli.run("devnet", "down")
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("devnet", marks=pytest.mark.anvil),
+        pytest.param("hardhat", marks=pytest.mark.anvil),
+    ]
+)
 def cli(request: pytest.FixtureRequest) -> Cli:
+    """The CLI on the embedded chain, on an Anvil devnet, and on a Hardhat 2 devnet."""
     return request.getfixturevalue(f"{request.param}_cli")
