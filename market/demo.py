@@ -258,8 +258,23 @@ def run_demo(
                 server.stop()
     market.assert_accounting()
     fees = {m: market.staking.heavy_node(m).fees_earned for m in committee}
-    fee = BUDGET * FEE_BPS // 10_000
-    refund = BUDGET - fee - tree.total
+    return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
+
+
+def report(
+    providers: int,
+    refused: dict[str, str],
+    job_id: int,
+    state: JobState,
+    document: ResultDocument,
+    used: list[pd.DataFrame],
+    fees: dict[str, int],
+    earnings: dict[str, int],
+    phases: list[Phase],
+) -> DemoReport:
+    """The demo's report, with the plaintext mean of the tables that took part beside the
+    secure result."""
+    assert document.payouts is not None
     values = np.concatenate([np.clip(t["systolic_bp"].to_numpy(), LO, HI) for t in used])
     return DemoReport(
         providers=providers,
@@ -273,7 +288,7 @@ def run_demo(
         budget=BUDGET,
         fee_per_node=fees,
         earnings=earnings,
-        refund=refund,
+        refund=BUDGET - BUDGET * FEE_BPS // 10_000 - document.payouts.total,
         phases=phases,
     )
 

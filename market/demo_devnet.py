@@ -30,14 +30,13 @@ from market.datasets import register_dataset
 from market.demo import (
     BUDGET,
     FEE_BPS,
-    HI,
-    LO,
     STRICT_SHARE,
     DemoReport,
     Phase,
     _phase,
     _proposal,
     clinic_tables,
+    report,
 )
 from market.escrow import EscrowClient, JobParams, JobState
 from market.escrow.documents import ResultDocument, fetch
@@ -193,22 +192,7 @@ def run_devnet_demo(
                     process.kill()
             devnet_down(home)
     used = [t for i, t in enumerate(tables) if i % STRICT_SHARE != 1]
-    values = np.concatenate([np.clip(t["systolic_bp"].to_numpy(), LO, HI) for t in used])
-    return DemoReport(
-        providers=providers,
-        participants=len(document.result["participants"]),
-        refused=refused,
-        job_id=job_id,
-        state=state,
-        secure_mean=float(document.result["values"][0]),
-        plain_mean=float(values.mean()),
-        records=int(document.result["count"]),
-        budget=BUDGET,
-        fee_per_node=fees,
-        earnings=earnings,
-        refund=BUDGET - BUDGET * FEE_BPS // 10_000 - tree.total,
-        phases=phases,
-    )
+    return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
 
 
 def _wait_settled_rpc(escrow: EscrowClient, job_id: int, timeout: float = 300.0) -> JobState:
