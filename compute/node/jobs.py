@@ -21,12 +21,10 @@ class JobSpecError(Exception):
 
 
 def posted_params(escrow: EscrowClient, job_id: int) -> dict[str, Any]:
-    events = escrow.chain.events(
-        escrow.contract, "JobPosted", escrow.deployment.block, jobId=job_id
-    )
-    if not events:
+    event = escrow.posted_event(job_id)
+    if event is None:
         raise JobSpecError(f"job {job_id} has no JobPosted event")
-    return dict(events[0]["params"])
+    return dict(event["params"])
 
 
 def proposal_for(escrow: EscrowClient, view: JobView) -> Proposal:

@@ -67,6 +67,8 @@ class EmbeddedBackend:
     is_devnet = True
     dry_run_gas = 20_000_000
     """Gas limit sent with every transaction instead of a (slow, binary-search) estimate."""
+    log_window = 16
+    """Blocks per log query (eth-tester's log filter slows down sharply with wider ranges)."""
 
     def __init__(self, gas_limit: int = 60_000_000, state: Path | None = None) -> None:
         """A fresh chain; with `state`, the chain saved in that file (if any), saved back there

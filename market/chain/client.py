@@ -138,13 +138,62 @@ class Chain:
             raise translate(exc) from None
 
     def events(
-        self, contract: Contract, name: str, from_block: int = 0, **filters: Any
+        self,
+        contract: Contract,
+        name: str,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        **filters: Any,
     ) -> list[dict[str, Any]]:
-        """Every `name` event of `contract` since `from_block` whose indexed arguments equal
-        `filters`, oldest first, as dicts of their arguments plus `blockNumber`."""
+        """Every `name` event of `contract` in blocks `from_block..to_block` whose indexed
+        arguments equal `filters`, oldest first, as dicts of their arguments plus
+        `blockNumber`."""
+        last = self.web3.eth.block_number if to_block == "latest" else int(to_block)
+        found: list[dict[str, Any]] = []
+        for start, stop in self._log_ranges(from_block, last):
+            found.extend(self._logs(contract, name, start, stop, filters))
+        return found
+
+    def find_event(
+        self,
+        contract: Contract,
+        name: str,
+        from_block: int = 0,
+        oldest: bool = False,
+        **filters: Any,
+    ) -> dict[str, Any] | None:
+        """The newest (or, with `oldest`, the oldest) `name` event since `from_block` matching
+        `filters`, searching from that end and stopping at the first window that has one."""
+        ranges = self._log_ranges(from_block, self.web3.eth.block_number)
+        for start, stop in ranges if oldest else reversed(ranges):
+            logs = self._logs(contract, name, start, stop, filters)
+            if logs:
+                return logs[0] if oldest else logs[-1]
+        return None
+
+    def first_block_at(self, timestamp: int) -> int:
+        """The first block whose timestamp is at least `timestamp` (binary search)."""
+        low, high = 0, self.web3.eth.block_number
+        while low < high:
+            middle = (low + high) // 2
+            if int(self.web3.eth.get_block(middle)["timestamp"]) < timestamp:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def _log_ranges(self, first: int, last: int) -> list[tuple[int, int]]:
+        # eth-tester filters logs in time superlinear in the range (256 blocks: seconds), so
+        # the embedded chain is asked in small windows; real nodes take the range at once.
+        step = getattr(self.backend, "log_window", None) or max(1, last - first + 1)
+        return [(b, min(b + step - 1, last)) for b in range(first, last + 1, step)]
+
+    def _logs(
+        self, contract: Contract, name: str, start: int, stop: int, filters: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         try:
             logs = contract.events[name]().get_logs(
-                from_block=from_block, argument_filters=filters or None
+                from_block=start, to_block=stop, argument_filters=filters or None
             )
         except Exception as exc:
             raise translate(exc) from None

@@ -117,10 +117,14 @@ class EscrowClient:
 
     def finalized_event(self, job_id: int) -> dict[str, Any] | None:
         """The `JobFinalized` event of `job_id` (with its result URI), if it was finalized."""
-        events = self.chain.events(
+        return self.chain.find_event(
             self.contract, "JobFinalized", self.deployment.block, jobId=job_id
         )
-        return events[0] if events else None
+
+    def posted_event(self, job_id: int) -> dict[str, Any] | None:
+        """The `JobPosted` event of `job_id` (with its full parameters and spec URI)."""
+        start = max(self.deployment.block, self.chain.first_block_at(self.job(job_id).posted_at))
+        return self.chain.find_event(self.contract, "JobPosted", start, oldest=True, jobId=job_id)
 
     def fees_paid(self, node: str) -> list[dict[str, Any]]:
         """Every `FeePaid` event to `node`."""
