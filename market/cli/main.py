@@ -118,6 +118,42 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
     click.echo(format_reduce_table(result, providers))
 
 
+@bench.command("valuation")
+@click.option("--ks", default="256,1024", show_default=True, help="Projection sizes k.")
+@click.option("--examples", default=10_000, show_default=True, type=click.IntRange(10))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
+    """Encrypted (CKKS) versus plaintext influence scoring, and its fidelity."""
+    from market.valuation.tip.fidelity import format_valuation_table, run_valuation_bench
+
+    with err.status("training the buyer and scoring providers under CKKS"):
+        result = run_valuation_bench(_int_list(ks), examples, seed)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_valuation_table(result))
+
+
+@main.group()
+def valuation() -> None:
+    """Data valuation (TIP): encrypted gradient influence."""
+
+
+@valuation.command("figure")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@click.option("--k", default=1024, show_default=True, type=click.IntRange(1))
+@click.option("--examples", default=10_000, show_default=True, type=click.IntRange(10))
+@click.option("--seed", default=0, show_default=True)
+def valuation_figure_cmd(path: str, k: int, examples: int, seed: int) -> None:
+    """Write a PNG of per-example influence across providers (the TIP market figure)."""
+    from market.valuation.tip.fidelity import valuation_figure
+
+    with err.status("scoring the market's examples under CKKS"):
+        valuation_figure(path, examples=examples, seed=seed, k=k)
+    click.echo(f"wrote {path}")
+
+
 # ---------------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--providers", default=50, show_default=True, type=click.IntRange(3))

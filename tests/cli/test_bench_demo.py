@@ -97,3 +97,18 @@ def test_devnet_demo_runs_every_node_as_a_process():
     assert report["participants"] + len(report["refused"]) == 4
     paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
     assert paid + report["refund"] == report["budget"]
+
+
+def test_bench_valuation_json_shape(tmp_path):
+    proc = run("bench", "valuation", "--ks", "32", "--examples", "600", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    row = result["32"]
+    for key in ("encrypted_s", "plain_s", "bytes_per_provider", "pearson", "spearman"):
+        assert key in row
+    assert row["pearson"] >= 0.999 and row["spearman"] >= 0.999
+    assert "retrain_spearman" in result
+    figure = tmp_path / "influence.png"
+    proc = run("valuation", "figure", str(figure), "--k", "32", "--examples", "600")
+    assert proc.returncode == 0, proc.stderr
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -24,10 +24,13 @@ diagonal method (Halevi-Shoup) in baby-step/giant-step form: with `k_pad = A * B
 
 where `D'_{a,b}[j] = G[(j - a*B) mod S, (j + b) mod k_pad]` is a plaintext diagonal of the block
 (pre-rotated in NumPy). The `B - 1` baby-step rotations of `Enc(q)` are computed once per query
-and shared by every block; each block costs `k_pad` plaintext encodings and multiplications, one
-rescale per giant step and `A - 1` giant-step rotations (Horner's rule: every rotation is by
-exactly 1 or exactly B slots, so only two Galois keys are needed). `compare_packings` measures it
-against TenSEAL's built-in `CKKSVector.matmul` and against one ciphertext per example.
+and shared by every block; each block costs `k_pad` plaintext encodings and multiplications,
+`A - 1` giant-step rotations (Horner's rule, so every rotation is by exactly 1 or B slots) and
+one rescale. A provider with fewer examples than slots folds the k coordinates into `r` chunks
+(`_Layout`), so its work stays proportional to n. The Galois keys published are only those of
+the rotations this packing uses (1, B and the powers of two from B to k_pad / 2).
+`compare_packings` measures it against TenSEAL's built-in `CKKSVector.matmul` and against one
+ciphertext per example.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -211,7 +214,7 @@ class HEBackend(Protocol):
 
 
 # ------------------------------------------------------------------------------- framing
-def _pack(header: dict[str, Any], blobs: list[bytes] = ()) -> bytes:  # type: ignore[assignment]
+def _pack(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> bytes:
     head = dict(header, sizes=[len(b) for b in blobs])
     text = json.dumps(head, sort_keys=True, separators=(",", ":")).encode()
     return _MAGIC + struct.pack(">I", len(text)) + text + b"".join(blobs)
@@ -374,16 +377,54 @@ class TenSealCKKS:
         return {"backend": self.name, "ckks": self.params.to_json()}
 
 
-class _Packing:
-    """Shape of the replicated-query packing for one k under one set of parameters."""
+class _Layout:
+    """Where examples and coordinates sit in the slots, for one k under one set of parameters.
+
+    The query is replicated with period `k_pad` over the `S` slots. A provider with n examples
+    picks a fold `r` (a power of two, at most `k_pad / B`): each ciphertext then scores
+    `m = S / r` examples with `k' = k_pad / r` diagonals, and slot `j` (segment `j // k_pad`,
+    offset `w = j % k_pad`, chunk `c = w // k'`, `t = w % k'`) works on example
+    `e = (j // k_pad) * k' + t`, summing coordinates `(w + i) % k_pad` for `i < k'`. The `r`
+    chunks of an example are then added by rotations of `k' * 2^u` slots, which leaves its score
+    in slot `(e // k') * k_pad + e % k'`. `r = 1` is the plain diagonal method with one example
+    per slot; a larger `r` keeps the work proportional to n when n is below the slot count.
+    """
 
     def __init__(self, params: CKKSParams, k: int) -> None:
         self.k = k
         self.k_pad = padded_width(k)
         self.slots = params.slots
         self.baby = min(baby_steps(self.k_pad), self.k_pad)
-        self.giant = self.k_pad // self.baby
-        self.steps = sorted({1, self.baby})
+        self.max_fold = self.k_pad // self.baby
+        steps = {1, self.baby}
+        step = self.baby
+        while step <= self.k_pad // 2:
+            steps.add(step)
+            step *= 2
+        self.steps = sorted(s for s in steps if s < self.slots)
+
+    def fold_for(self, n: int) -> int:
+        """The fold with the least work for n examples (encodings plus ~3 per rotation)."""
+        best, best_cost = 1, math.inf
+        r = 1
+        while r <= self.max_fold:
+            blocks = -(-n * r // self.slots)
+            diagonals = self.k_pad // r
+            rotations = diagonals // self.baby - 1 + int(math.log2(r))
+            cost = blocks * (diagonals + 3 * rotations)
+            if cost < best_cost:
+                best, best_cost = r, cost
+            r *= 2
+        return best
+
+    def per_block(self, fold: int) -> int:
+        return self.slots // fold
+
+    def score_slots(self, fold: int) -> NDArray[np.int64]:
+        """Slot of each example's score in a result ciphertext, in example order."""
+        kp = self.k_pad // fold
+        e = np.arange(self.per_block(fold))
+        return (e // kp) * self.k_pad + e % kp
 
 
 class TenSealBuyer:
@@ -395,7 +436,7 @@ class TenSealBuyer:
 
         self.params = params
         self.k = k
-        self._pack = _Packing(params, k)
+        self._layout = _Layout(params, k)
         self._ctx = ts.context(
             ts.SCHEME_TYPE.CKKS,
             params.poly_modulus_degree,
@@ -407,9 +448,14 @@ class TenSealBuyer:
         self._encoder = sealapi.CKKSEncoder(self._seal)
         self._decryptor = sealapi.Decryptor(self._seal, self._secret)
         keygen = sealapi.KeyGenerator(self._seal, self._secret)
-        elts = [_galois_elt(s, params.poly_modulus_degree) for s in self._pack.steps]
-        self._galois = _seal_bytes(keygen.create_galois_keys(elts))  # seeded: half the bytes
+        elts = [_galois_elt(s, params.poly_modulus_degree) for s in self._layout.steps]
+        # Only the rotations the packing uses, serialized seeded (half the bytes).
+        self._galois = _seal_bytes(keygen.create_galois_keys(elts)) if elts else b""
         self._norm: float | None = None
+
+    @property
+    def has_secret_key(self) -> bool:
+        return True
 
     def public_context(self) -> bytes:
         ctx_bytes = self._ctx.serialize(
@@ -423,20 +469,22 @@ class TenSealBuyer:
             "backend": "tenseal-ckks",
             "k": self.k,
             "params": self.params.to_json(),
-            "galois_steps": self._pack.steps,
+            "galois_steps": self._layout.steps,
         }
         return _pack(header, [ctx_bytes, self._galois])
 
     def encrypt_query(self, q: FloatArray) -> bytes:
+        """Encrypt q / |q| replicated over every slot; |q| stays here and scales the scores back
+        after decryption (so the scores keep their precision whatever the size of q)."""
         import tenseal as ts
 
         arr = _check_query(q, self.k)
         norm = float(np.linalg.norm(arr))
         self._norm = norm
         unit = arr / norm if norm > 0 else arr
-        padded = np.zeros(self._pack.k_pad)
+        padded = np.zeros(self._layout.k_pad)
         padded[: self.k] = unit
-        replicated = np.tile(padded, self._pack.slots // self._pack.k_pad)
+        replicated = np.tile(padded, self._layout.slots // self._layout.k_pad)
         vec = ts.ckks_vector(self._ctx, replicated.tolist())
         header = {"kind": "query", "backend": "tenseal-ckks", "k": self.k}
         return _pack(header, [vec.serialize()])
@@ -447,21 +495,27 @@ class TenSealBuyer:
         if self._norm is None:
             raise InvalidParamsError("encrypt a query before decrypting its scores")
         header, blobs = _unpack(payload, "scores", "tenseal-ckks")
-        n = int(header["n"])
-        if len(blobs) != -(-n // self._pack.slots):
+        n, fold = int(header["n"]), int(header["fold"])
+        if fold < 1 or fold > self._layout.max_fold or fold & (fold - 1):
+            raise MalformedPayloadError(f"fold {fold} is not a packing of this context")
+        per_block = self._layout.per_block(fold)
+        if len(blobs) != -(-n // per_block):
             raise MalformedPayloadError(f"{len(blobs)} ciphertexts cannot carry {n} scores")
+        where = self._layout.score_slots(fold)
         out = []
         for blob in blobs:
             ct = _seal_load(sealapi.Ciphertext(), self._seal, blob)
             plain = sealapi.Plaintext()
             self._decryptor.decrypt(ct, plain)
-            out.append(np.asarray(self._encoder.decode_double(plain), dtype=np.float64))
+            out.append(np.asarray(self._encoder.decode_double(plain), dtype=np.float64)[where])
         scores = np.concatenate(out)[:n] if out else np.zeros(0)
         return scores * self._norm
 
 
 class TenSealPublic:
-    """A provider's CKKS context: parameters and two Galois keys, no secret key."""
+    """A provider's CKKS context: parameters and the packing's Galois keys, no secret key."""
+
+    has_secret_key = False
 
     def __init__(self, params: CKKSParams, k: int, ctx_bytes: bytes, galois: bytes) -> None:
         import tenseal as ts
@@ -469,22 +523,27 @@ class TenSealPublic:
 
         self.params = params
         self.k = _check_k(k, params)
-        self._pack = _Packing(params, k)
+        self._layout = _Layout(params, k)
         try:
             self._ctx = ts.context_from(ctx_bytes)
         except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError
             raise MalformedPayloadError(f"TenSEAL could not load the context: {exc}") from exc
-        if self._ctx.is_private():
+        if self._ctx.is_private() or self._ctx.has_secret_key():
             raise MalformedPayloadError(
                 "the published context holds a secret key: refuse it (it would expose the "
                 "buyer's key) and ask the buyer to publish a public context"
             )
-        self.has_secret_key = False
         self._seal = self._ctx.seal_context().data
-        self._galois = _seal_load(sealapi.GaloisKeys(), self._seal, galois)
+        self._galois = sealapi.GaloisKeys()
+        if galois:
+            _seal_load(self._galois, self._seal, galois)
         self._evaluator = sealapi.Evaluator(self._seal)
         self._encoder = sealapi.CKKSEncoder(self._seal)
-        self._last_timing: dict[str, float] = {}
+
+    @property
+    def tenseal_context(self) -> Any:
+        """The underlying TenSEAL context (public: `is_private()` is False)."""
+        return self._ctx
 
     def load_query(self, encrypted_query: bytes) -> Any:
         """The query's SEAL ciphertext, checked against the parameters."""
@@ -497,7 +556,7 @@ class TenSealPublic:
             vec = ts.ckks_vector_from(self._ctx, blobs[0])
         except Exception as exc:
             raise MalformedPayloadError(f"TenSEAL could not load the query: {exc}") from exc
-        if vec.size() != self._pack.slots:
+        if vec.size() != self._layout.slots:
             raise MalformedPayloadError("the query is not replicated over every slot")
         (ct,) = vec.data.ciphertext()
         levels = len(self.params.coeff_mod_bit_sizes) - 1
@@ -507,26 +566,30 @@ class TenSealPublic:
 
     def score(self, encrypted_query: bytes, gradients: FloatArray) -> bytes:
         g = _check_gradients(gradients, self.k)
-        norms = np.linalg.norm(g, axis=1) if len(g) else np.zeros(0)
         limit = 2.0 ** (self.params.headroom_bits - 1)
-        if len(norms) and norms.max() >= limit:
+        if len(g) and np.linalg.norm(g, axis=1).max() >= limit:
             raise GradientRangeError(
-                f"a gradient has norm {norms.max():.3g}, above the {limit:.3g} the CKKS headroom "
-                "allows; lower the learning-rate scale of the model or raise the base prime"
+                f"a gradient has norm {np.linalg.norm(g, axis=1).max():.3g}, above the "
+                f"{limit:.3g} the CKKS headroom allows; scale the model's loss down"
             )
         ct = self.load_query(encrypted_query)
-        blobs = [_seal_bytes(c) for c in self.score_ciphertexts(ct, g)]
-        return _pack({"kind": "scores", "backend": "tenseal-ckks", "n": len(g)}, blobs)
+        fold = self._layout.fold_for(len(g))
+        blobs = [_seal_bytes(c) for c in self.score_ciphertexts(ct, g, fold)]
+        header = {"kind": "scores", "backend": "tenseal-ckks", "n": len(g), "fold": fold}
+        return _pack(header, blobs)
 
-    def score_ciphertexts(self, query_ct: Any, gradients: FloatArray) -> list[Any]:
+    def score_ciphertexts(self, query_ct: Any, gradients: FloatArray, fold: int) -> list[Any]:
         """Baby-step/giant-step diagonal product of the replicated query with each block of
-        `slots` examples; one rescaled ciphertext per block."""
+        `slots / fold` examples (see `_Layout`); one rescaled ciphertext per block."""
         import tenseal.sealapi as sealapi
 
-        ev, enc, gk = self._evaluator, self._encoder, self._galois
-        pk = self._pack
-        s, kp, b_steps = pk.slots, pk.k_pad, pk.baby
-        started = time.perf_counter()
+        ev, enc, gk, lay = self._evaluator, self._encoder, self._galois, self._layout
+        s, kp, b_steps = lay.slots, lay.k_pad, lay.baby
+        diag_count = kp // fold  # k'
+        giant = diag_count // b_steps
+        per_block = lay.per_block(fold)
+        if len(gradients) == 0:
+            return []
         baby = [query_ct]
         for _ in range(1, b_steps):
             rotated = sealapi.Ciphertext()
@@ -535,17 +598,19 @@ class TenSealPublic:
         parms = query_ct.parms_id()
         scale = 2.0**self.params.global_scale_bits
         j = np.arange(s)
-        cols = (j[None, :] + np.arange(b_steps)[:, None]) % kp  # (B, S)
         out = []
-        for start in range(0, len(gradients), s):
-            block = np.zeros((s, kp))
-            rows_here = gradients[start : start + s]
+        for start in range(0, len(gradients), per_block):
+            block = np.zeros((per_block, kp))
+            rows_here = gradients[start : start + per_block]
             block[: len(rows_here), : self.k] = rows_here
             flat = block.ravel()
             acc = None
-            for a in reversed(range(pk.giant)):
-                rows = (j - a * b_steps) % s
-                diagonals = np.take(flat, rows[None, :] * kp + cols)  # (B, S)
+            for a in reversed(range(giant)):
+                src = (j - a * b_steps) % s  # pre-rotation of the plaintext diagonals
+                w = src % kp
+                example = (src // kp) * diag_count + w % diag_count
+                coord = (w[None, :] + a * b_steps + np.arange(b_steps)[:, None]) % kp
+                diagonals = np.take(flat, example[None, :] * kp + coord)  # (B, S)
                 inner = None
                 for b, values in enumerate(diagonals.tolist()):
                     plain = sealapi.Plaintext()
@@ -561,9 +626,14 @@ class TenSealPublic:
                 else:
                     ev.rotate_vector_inplace(acc, b_steps, gk)
                     ev.add_inplace(acc, inner)
+            step = diag_count
+            while step < kp:  # add the fold's chunks: score of e ends in its chunk-0 slot
+                rotated = sealapi.Ciphertext()
+                ev.rotate_vector(acc, step, gk, rotated)
+                ev.add_inplace(acc, rotated)
+                step *= 2
             ev.rescale_to_next_inplace(acc)
             out.append(acc)
-        self._last_timing = {"score_s": time.perf_counter() - started}
         return out
 
     def decrypt_scores(self, payload: bytes) -> FloatArray:
