@@ -32,7 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import opendp.prelude as dp
+import opendp.combinators as dp_c
+import opendp.domains as dp_domains
+import opendp.measurements as dp_m
+import opendp.metrics as dp_metrics
+import opendp.mod as dp_mod
 from numpy.typing import NDArray
 
 from compute.errors import PrivacyError
@@ -117,17 +121,23 @@ class NoisePlan:
 
 
 def _space(mechanism: Mechanism) -> tuple[Any, Any]:
-    dp.enable_features("contrib")
-    metric = dp.l1_distance(T="f64") if mechanism == "laplace" else dp.l2_distance(T="f64")
-    return dp.vector_domain(dp.atom_domain(T="i64")), metric
+    # The modules, not `opendp.prelude`: the prelude also imports scikit-learn when it is
+    # installed, a second of start-up for every command.
+    dp_mod.enable_features("contrib")
+    metric = (
+        dp_metrics.l1_distance(T="f64")
+        if mechanism == "laplace"
+        else dp_metrics.l2_distance(T="f64")
+    )
+    return dp_domains.vector_domain(dp_domains.atom_domain(T="i64")), metric
 
 
 def _measurement(mechanism: Mechanism, scale: float, delta: float) -> Any:
     domain, metric = _space(mechanism)
     if mechanism == "laplace":
-        return dp.m.make_laplace(domain, metric, scale=scale)
-    gaussian = dp.m.make_gaussian(domain, metric, scale=scale)
-    return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(gaussian), delta=delta)
+        return dp_m.make_laplace(domain, metric, scale=scale)
+    gaussian = dp_m.make_gaussian(domain, metric, scale=scale)
+    return dp_c.make_fix_delta(dp_c.make_zCDP_to_approxDP(gaussian), delta=delta)
 
 
 def _bounds(
@@ -151,7 +161,7 @@ def _calibrate(group: Group, terms: PrivacyTerms, share: int) -> GroupNoise:
     mechanism = terms.mechanism
     sensitivity = float(group.l1) if mechanism == "laplace" else group.l2
     d_out: Any = epsilon if mechanism == "laplace" else (epsilon, delta)
-    scale = dp.binary_search_param(
+    scale = dp_mod.binary_search_param(
         lambda s: _measurement(mechanism, s, delta),
         d_in=sensitivity,
         d_out=d_out,

@@ -10,12 +10,6 @@ from typing import Any
 
 import click
 
-from compute.node.heavy import HeavyNode
-from compute.node.jobs import config_for
-from compute.node.light import LightNode, LightService, LightState, LocalData
-from compute.node.service import Server, create_app
-from compute.node.store import Store
-from compute.policy import Policy, PolicyError, parse_policy
 from market.cli.common import (
     Signer,
     UserError,
@@ -59,6 +53,11 @@ def node_group() -> None:
 @account_options
 def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Signer) -> None:
     """Serve as the registered heavy node --account until interrupted (Ctrl-C)."""
+    from compute.node.heavy import HeavyNode
+    from compute.node.jobs import config_for
+    from compute.node.service import Server, create_app
+    from compute.node.store import Store
+
     with network() as net:
         account = signer.unlock()
         staking = StakingClient(net.chain, net.deployment)
@@ -86,7 +85,9 @@ def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Sign
             store.close()
 
 
-def _light_state(alias: str) -> LightState:
+def _light_state(alias: str) -> Any:
+    from compute.node.light import LightState
+
     return LightState(str(Home.default().dir("light") / f"{alias}.db"))
 
 
@@ -113,6 +114,9 @@ def node_light(
 ) -> None:
     """Serve the account's staked datasets: for each open job, apply the policy, run the map
     locally and submit sealed shares to the committee."""
+    from compute.node.light import LightNode, LightService, LocalData
+    from compute.policy import Policy, PolicyError, parse_policy
+
     try:
         policy = parse_policy(policy_file.read_bytes()) if policy_file else Policy.default()
     except PolicyError as exc:
