@@ -38,7 +38,7 @@ check-contracts: $(NPM_STAMP)
 
 ## The whole suite: embedded chain, Anvil, ape, property tests.
 test: install check-contracts
-	$(PY) tools/run_pytest.py --durations=15 $(PYTEST_ARGS)
+	$(PY) tools/run_pytest.py -n 2 --durations=15 $(PYTEST_ARGS)
 
 ## Everything but the Anvil and slow tests.
 test-fast: install

@@ -90,6 +90,12 @@ def hardhat_cli(tmp_path: Path) -> Iterator[Cli]:
         cli.run("devnet", "down")
 
 
+@pytest.fixture(params=["embedded", pytest.param("devnet", marks=pytest.mark.anvil)])
+def cli(request: pytest.FixtureRequest) -> Cli:
+    """The CLI on the embedded chain and on an Anvil devnet."""
+    return request.getfixturevalue(f"{request.param}_cli")
+
+
 @pytest.fixture(
     params=[
         "embedded",
@@ -97,6 +103,6 @@ def hardhat_cli(tmp_path: Path) -> Iterator[Cli]:
         pytest.param("hardhat", marks=pytest.mark.anvil),
     ]
 )
-def cli(request: pytest.FixtureRequest) -> Cli:
+def any_cli(request: pytest.FixtureRequest) -> Cli:
     """The CLI on the embedded chain, on an Anvil devnet, and on a Hardhat 2 devnet."""
     return request.getfixturevalue(f"{request.param}_cli")

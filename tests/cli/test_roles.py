@@ -44,7 +44,8 @@ def settle_as_committee(cli: Cli, job_id: int, payouts: dict[str, int], tmp: Pat
         escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
 
 
-def test_three_roles_from_wallets_to_claims(cli: Cli, tmp_path: Path):
+def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
+    cli = any_cli
     # Wallets for everyone, funded from the devnet faucet.
     for alias in ("buyer", "provider", "node0", "node1", "node2"):
         created = cli.json("wallet", "new", alias)
