@@ -265,13 +265,6 @@ def format_time(unix: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
 
 
-def parse_bytes32(text: str, what: str) -> bytes:
-    raw = text.removeprefix("0x")
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", raw):
-        raise UserError(f"{what} must be 32 bytes as 64 hex digits, got {text!r}")
-    return bytes.fromhex(raw)
-
-
 # ---------------------------------------------------------------------------- output
 def emit_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
@@ -313,7 +306,6 @@ __all__ = [
     "json_option",
     "network_options",
     "out",
-    "parse_bytes32",
     "parse_deadline",
     "parse_tokens",
     "step",
