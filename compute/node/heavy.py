@@ -48,7 +48,7 @@ from market.chain import Chain, ContractRevert, Deployment
 from market.chain import errors as E
 from market.escrow import EscrowClient, JobState, JobView, Result
 from market.escrow.documents import ResultDocument
-from market.escrow.eip712 import abort_digest, result_digest, sign_digest
+from market.escrow.eip712 import abort_digest, recover, result_digest, sign_digest
 from market.keys import box_private_key
 from market.staking import StakingClient
 from market.valuation.merkle import PayoutTree
@@ -278,10 +278,8 @@ class HeavyNode:
             signer = to_checksum_address(body["signer"])
         except (KeyError, TypeError, ValueError) as exc:
             raise Rejected(422, f"malformed signature message: {exc}") from None
-        from eth_account import Account
-
         try:
-            recovered = Account._recover_hash(digest, signature=signature)
+            recovered = recover(digest, signature)
         except Exception:
             raise Rejected(401, "malformed signature") from None
         if recovered != signer or signer not in job.view.committee:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from numpy.typing import NDArray
 
 from compute.messages import Agreement, Partial
+from market.escrow.documents import canonical_json
 from market.escrow.eip712 import Domain, participation_digest, recover, sign_digest
 
 SUBMISSION_TYPES = {
@@ -58,10 +58,6 @@ def decode_vector(text: str, length: int | None = None) -> NDArray[np.uint64]:
     if length is not None and vector.shape != (length,):
         raise WireError(f"a vector has {vector.size} values, {length} expected")
     return vector
-
-
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 # ----------------------------------------------------------------------------- submissions
@@ -212,14 +208,16 @@ def peer_message(payload: dict[str, Any], length: int) -> Agreement | Partial:
 
 
 def sign_payload(account: LocalAccount, payload: dict[str, Any]) -> str:
-    return "0x" + bytes(account.sign_message(encode_defunct(canonical(payload))).signature).hex()
+    return (
+        "0x" + bytes(account.sign_message(encode_defunct(canonical_json(payload))).signature).hex()
+    )
 
 
 def payload_signer(payload: dict[str, Any], signature: str) -> str:
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
         return to_checksum_address(
-            Account.recover_message(encode_defunct(canonical(payload)), signature=raw)
+            Account.recover_message(encode_defunct(canonical_json(payload)), signature=raw)
         )
     except Exception:
         raise WireError("the peer message's signature is malformed") from None

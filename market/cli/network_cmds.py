@@ -96,6 +96,14 @@ def devnet_status_cmd(as_json: bool) -> None:
         _print_status(status)
 
 
+def _address_of(target: str) -> str:
+    """An address given as such, or the address of the alias `target`."""
+    address = target if target.startswith("0x") else wallet().address(target)
+    if not (address.startswith("0x") and len(address) == 42):
+        raise UserError(f"{target!r} is neither an address nor an alias")
+    return address
+
+
 @click.command("faucet")
 @click.option("--to", "to", default=None, help="Address or alias to fund (default: --account).")
 @click.option("--account", "alias", envvar="MARKET_ACCOUNT", default=None, help="Alias to fund.")
@@ -115,9 +123,7 @@ def faucet(
     target = to or alias
     if target is None:
         raise UserError("say whom to fund: --account ALIAS or --to ADDRESS")
-    address = target if target.startswith("0x") else wallet().address(target)
-    if not (address.startswith("0x") and len(address) == 42):
-        raise UserError(f"{target!r} is neither an address nor an alias")
+    address = _address_of(target)
     tokens = parse_tokens(amount)
     with network() as net:
         if not net.chain.backend.is_devnet:
@@ -180,7 +186,7 @@ def balance(who: str | None, alias: str | None, network: Callable[[], Any], as_j
     target = who or alias
     if target is None:
         raise UserError("say whose balance: an ALIAS, an ADDRESS, or --account")
-    address = target if target.startswith("0x") else wallet().address(target)
+    address = _address_of(target)
     with network() as net:
         tokens = TokenClient(net.chain, net.deployment.token).balance_of(address)
         wei = net.chain.balance(address)

@@ -35,6 +35,7 @@ from market.home import Home
 from market.keys import box_public_key
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
+from market.staking.rules import unlock_at
 from market.valuation.merkle import PayoutTree
 
 Net = Callable[[], Any]
@@ -56,6 +57,14 @@ def _require_funds(token: TokenClient, address: str, amount: int, what: str) -> 
             f"{what} of {format_tokens(amount)} is more than the {format_tokens(held)} that "
             f"{address} holds; get more DATA (`market faucet` on a devnet) or ask for less"
         )
+
+
+def _received(token: TokenClient, address: str, withdraw: Callable[[], object]) -> int:
+    """Run a withdrawal and return how many tokens it paid `address`."""
+    before = token.balance_of(address)
+    with step("withdrawing"):
+        withdraw()
+    return token.balance_of(address) - before
 
 
 def _job_json(view: JobView) -> dict[str, Any]:
@@ -634,7 +643,7 @@ def dataset_unstake(dataset: str, network: Net, signer: Signer, as_json: bool) -
         with step("requesting the unstake"):
             staking.request_dataset_unstake(account, local.dataset_id)
         record = staking.dataset(local.dataset_id)
-        unlock = record.unstake_requested_at + net.deployment.config.unbonding_period
+        unlock = unlock_at(record.unstake_requested_at, net.deployment.config.unbonding_period)
     if as_json:
         emit_json({"dataset": "0x" + local.dataset_id.hex(), "unlock_at": unlock})
     else:
@@ -652,10 +661,9 @@ def dataset_withdraw(dataset: str, network: Net, signer: Signer, as_json: bool) 
     with network() as net:
         _, staking, token = _clients(net)
         account = signer.unlock()
-        before = token.balance_of(account.address)
-        with step("withdrawing"):
-            staking.withdraw_dataset(account, local.dataset_id)
-        got = token.balance_of(account.address) - before
+        got = _received(
+            token, account.address, lambda: staking.withdraw_dataset(account, local.dataset_id)
+        )
     if as_json:
         emit_json({"dataset": "0x" + local.dataset_id.hex(), "withdrawn": got})
     else:
@@ -799,7 +807,7 @@ def heavy_unstake(network: Net, signer: Signer, as_json: bool) -> None:
         with step("requesting the unstake"):
             staking.request_heavy_node_unstake(account)
         record = staking.heavy_node(account.address)
-        unlock = record.unstake_requested_at + net.deployment.config.unbonding_period
+        unlock = unlock_at(record.unstake_requested_at, net.deployment.config.unbonding_period)
     if as_json:
         emit_json({"node": account.address, "unlock_at": unlock})
     else:
@@ -815,10 +823,7 @@ def heavy_withdraw(network: Net, signer: Signer, as_json: bool) -> None:
     with network() as net:
         _, staking, token = _clients(net)
         account = signer.unlock()
-        before = token.balance_of(account.address)
-        with step("withdrawing"):
-            staking.withdraw_heavy_node(account)
-        got = token.balance_of(account.address) - before
+        got = _received(token, account.address, lambda: staking.withdraw_heavy_node(account))
     if as_json:
         emit_json({"node": account.address, "withdrawn": got})
     else:

@@ -42,6 +42,7 @@ from market.valuation.tip.he import HEBackend, TenSealCKKS
 from market.valuation.tip.influence import (
     MLP,
     Projection,
+    Query,
     TrainConfig,
     build_query,
     influence_scores,
@@ -133,6 +134,20 @@ def provider_gradients(
 
 
 # ------------------------------------------------------------------------------- bench
+def buyer_query(setup: BenchSetup, seed: int, k: int) -> tuple[Projection, Query]:
+    """The seeded projection to `k` dimensions and the buyer's query for `setup`'s market."""
+    projection = Projection(seed, k, setup.model.n_params)
+    query = build_query(
+        setup.model,
+        setup.theta,
+        setup.market.train,
+        setup.market.eval,
+        projection,
+        damping=setup.config.weight_decay,
+    )
+    return projection, query
+
+
 def run_valuation_bench(
     ks: Sequence[int] = (256, 1024),
     examples: int = 10_000,
@@ -147,15 +162,7 @@ def run_valuation_bench(
     result: dict[str, Any] = {}
     provider_scores: dict[int, list[float]] = {}
     for k in ks:
-        projection = Projection(seed, k, setup.model.n_params)
-        query = build_query(
-            setup.model,
-            setup.theta,
-            setup.market.train,
-            setup.market.eval,
-            projection,
-            damping=setup.config.weight_decay,
-        )
+        projection, query = buyer_query(setup, seed, k)
         grads, gradients_s = provider_gradients(setup, projection)
         plain_s = np.inf
         for _ in range(5):
@@ -257,15 +264,7 @@ def valuation_figure(
 
     backend = backend or TenSealCKKS()
     setup = bench_market(examples, seed)
-    projection = Projection(seed, k, setup.model.n_params)
-    query = build_query(
-        setup.model,
-        setup.theta,
-        setup.market.train,
-        setup.market.eval,
-        projection,
-        damping=setup.config.weight_decay,
-    )
+    projection, query = buyer_query(setup, seed, k)
     grads, _ = provider_gradients(setup, projection)
     buyer = backend.create_buyer(k)
     public_context = buyer.public_context()
