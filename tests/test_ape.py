@@ -251,11 +251,18 @@ def test_ape_run_deploy_on_the_local_test_network(ape_project: Path) -> None:
 
 @needs_ape
 @pytest.mark.anvil
-def test_ape_run_deploy_on_foundry_anvil(ape_project: Path) -> None:
-    result = _ape(ape_project, "run", "deploy", "--network", "ethereum:local:foundry")
-    deployment = _deployment_from(result.stdout)
-    assert deployment.chain_id == 31337
-    assert deployment.token != deployment.marketplace
+def test_ape_run_deploy_on_foundry_anvil(
+    ape_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ape-foundry connects to the Anvil that APE_FOUNDRY_HOST names. Left to start its own, it
+    # gives Anvil a fixed 20 s to answer, which a loaded 2-core CI machine once exceeded.
+    with Chain.anvil(startup_timeout=120) as chain:
+        monkeypatch.setenv("APE_FOUNDRY_HOST", chain.backend.url)
+        result = _ape(ape_project, "run", "deploy", "--network", "ethereum:local:foundry")
+        deployment = _deployment_from(result.stdout)
+        assert deployment.chain_id == 31337
+        assert deployment.token != deployment.marketplace
+        assert chain.web3.eth.get_code(deployment.marketplace)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- python path

@@ -247,7 +247,7 @@ class AnvilBackend(RpcBackend):
         port: int = 0,
         chain_id: int = 31337,
         hardfork: str = "cancun",
-        startup_timeout: float = 20.0,
+        startup_timeout: float = 60.0,
         binary: Path | None = None,
     ) -> None:
         command = [
