@@ -135,7 +135,10 @@ class MapOutput(NamedTuple):
 
 
 def value_columns(proposal: Proposal) -> tuple[str, ...]:
-    """The columns whose values become records, in output-field order."""
+    """The columns whose values become records, in output-field order; for a valuation job the
+    features and the label (rows missing one are not scored, nor counted)."""
+    if proposal.valuation is not None:
+        return (*proposal.valuation.features, proposal.valuation.label)
     if not MAP_FUNCTIONS[proposal.map.function].reads_fields:
         return ()
     return tuple(f.name for f in proposal.map.output.fields)
@@ -149,17 +152,24 @@ def columns_touched(proposal: Proposal) -> set[str]:
     return touched
 
 
-def run_map(proposal: Proposal, frame: pd.DataFrame) -> MapOutput:
-    """Run the proposal's map over a provider's table (see the module docstring)."""
-    function = MAP_FUNCTIONS[proposal.map.function]
+def select_rows(proposal: Proposal, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Steps 1-3 of `run_map`: the rows the map uses, and how many the filter kept."""
     columns = value_columns(proposal)
     _check_columns(frame, columns, proposal)
-    rows_in = len(frame)
     if proposal.map.filter is not None:
         frame = frame.loc[_filter_mask(frame, proposal.map.filter)]
     rows_after_filter = len(frame)
     if columns:
         frame = frame.dropna(subset=list(columns))
+    return frame, rows_after_filter
+
+
+def run_map(proposal: Proposal, frame: pd.DataFrame) -> MapOutput:
+    """Run the proposal's map over a provider's table (see the module docstring)."""
+    function = MAP_FUNCTIONS[proposal.map.function]
+    columns = value_columns(proposal)
+    rows_in = len(frame)
+    frame, rows_after_filter = select_rows(proposal, frame)
     dropped = rows_after_filter - len(frame)
     reduction = proposal.reduction()
     records = reduction.records(function.apply(frame, columns))

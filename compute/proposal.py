@@ -45,6 +45,9 @@ Rules that span fields (each refusal names the field to change):
 - `histogram` needs `bins` and exactly one output field; `bins` is refused for other ops.
 - Payout rules follow the kind: `aggregate` pays `equal`, `ensemble` pays `ensemble_weight`
   and reduces with `weighted_sum` (the only kind that does), `valuation` pays `influence`.
+- `valuation` terms (`ValuationSpec`) are required for kind `valuation` and refused for every
+  other kind; a valuation job's secure reduce is `count` over `row_count`, so the committee
+  learns how many rows were scored in all, and the scores travel CKKS-encrypted beside it.
 - Sharing: `additive` is n-of-n over the whole committee (at least 2 members; `threshold` may
   only be omitted or equal n). `shamir` is t-of-n with `t = threshold`, by default a strict
   majority `n // 2 + 1`; `t >= 2` (with `t = 1` each share is the secret itself). Heavy node `i`
@@ -368,6 +371,83 @@ class EconomicsSpec(_Strict):
     """Most of a provider's stake the job may slash, in basis points."""
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_DECRYPT_WINDOW = 2**32 - 1
+
+
+class BlobRef(_Strict):
+    """A published blob (the model, the public CKKS context, `Enc(q)`): where to fetch it and
+    the SHA-256 its bytes must have (a provider refuses other bytes)."""
+
+    uri: Annotated[str, Field(min_length=1, max_length=4096)]
+    sha256: str
+    """Lowercase hex SHA-256 of the blob."""
+    size: Annotated[int, Field(ge=1, le=2**31)]
+    """Its length in bytes (a provider refuses to download more)."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _SHA256.fullmatch(value):
+            raise ValueError("must be 64 lowercase hex digits (a SHA-256)")
+        return value
+
+
+class ValuationSpec(_Strict):
+    """What a `valuation` (TIP) job asks of each provider, and how its scores become money.
+
+    Each provider scores its rows (those the map's filter keeps, with no missing feature or
+    label) against the buyer's encrypted query and sends the encrypted scores with its share of
+    the row count; after the deadline the buyer decrypts the participants' scores and reports
+    each dataset's total to the committee, which settles by `market.valuation.tip.settle`."""
+
+    tip: dict[str, Any]
+    """The TIP terms (`market.valuation.tip.job.TipTerms` JSON): model, projection, curvature,
+    damping, HE backend and parameters, threat model, sign convention."""
+    features: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]],
+        Field(min_length=1, max_length=4096),
+    ]
+    """The feature columns, in the model's input order."""
+    label: Annotated[str, Field(min_length=1, max_length=128)]
+    """The column holding class labels 0 .. classes - 1."""
+    model: BlobRef
+    """The model release: parameters and the preprocessing (`tip.release.ModelRelease`)."""
+    context: BlobRef
+    """The buyer's public CKKS context (no secret key)."""
+    query: BlobRef
+    """`Enc(q)`."""
+    decrypt_window: Annotated[int, Field(ge=1, le=MAX_DECRYPT_WINDOW)]
+    """Seconds after the deadline in which the buyer must report the decrypted scores; without a
+    report (or with two different ones) the pool is split equally among the participants."""
+    max_examples: Annotated[int, Field(ge=1, le=2**24)] = 100_000
+    """Most rows one provider may score."""
+    harm_threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    """Scores below `-harm_threshold` are harmful (slashed within the caps)."""
+    full_slash_at: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    """Harm at which the whole cap is slashed, relative to the best positive score."""
+    slashed_to: Literal["payouts", "burn"] = "payouts"
+    """Where slashed stake goes: to the positive contributors, or burned (never the buyer)."""
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, features: list[str]) -> list[str]:
+        repeated = sorted({f for f in features if features.count(f) > 1})
+        if repeated:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(repeated)}")
+        return features
+
+    @model_validator(mode="after")
+    def _label_apart(self) -> ValuationSpec:
+        problem = (
+            [(("label",), f"{self.label!r} is also a feature; the label must be its own column")]
+            if self.label in self.features
+            else []
+        )
+        _cross(problem, "ValuationSpec", self.label)
+        return self
+
+
 _PAYOUT_FOR_KIND = {"aggregate": "equal", "ensemble": "ensemble_weight", "valuation": "influence"}
 
 
@@ -390,6 +470,8 @@ class Proposal(_Strict):
     """The heavy nodes, unique, sorted ascending on validation; node `i` is `committee[i-1]`."""
     quorum: Annotated[int, Field(ge=1)]
     """Signatures needed to finalize or abort: a strict majority of the committee."""
+    valuation: ValuationSpec | None = None
+    """The TIP terms of a `valuation` job (required for it, refused for other kinds)."""
 
     @field_validator("committee")
     @classmethod
@@ -475,6 +557,23 @@ class Proposal(_Strict):
                     ("reduce", "op"),
                     "kind 'ensemble' reduces with 'weighted_sum', and only it does "
                     f"(kind {self.kind!r}, op {op!r})",
+                )
+            )
+        if (self.kind == "valuation") != (self.valuation is not None):
+            out.append(
+                (
+                    ("valuation",),
+                    "kind 'valuation' needs its valuation terms"
+                    if self.valuation is None
+                    else f"valuation terms apply only to kind 'valuation', not {self.kind!r}",
+                )
+            )
+        if self.kind == "valuation" and op != "count":
+            out.append(
+                (
+                    ("reduce", "op"),
+                    "a valuation job's secure reduce counts the rows scored: use map "
+                    f"'row_count' and op 'count', not {op!r}",
                 )
             )
         out += self._sharing_problems(n)

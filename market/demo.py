@@ -29,7 +29,7 @@ import requests
 
 from compute.maps import run_map
 from compute.node.heavy import HeavyNode
-from compute.node.jobs import config_for, proposal_for
+from compute.node.jobs import JobSpecs, proposal_for
 from compute.node.light import Directory, LightNode
 from compute.node.service import Server, create_app
 from compute.node.store import Store
@@ -160,8 +160,10 @@ def run_demo(
                 stake = market.config.min_heavy_node_stake
                 for i in range(3):
                     account = market.account(stake)
+                    specs = JobSpecs(market.escrow)
                     node = HeavyNode(account, chain, market.deployment,
-                                     Store(work / f"heavy-{i}.db"), config_for(market.escrow),
+                                     Store(work / f"heavy-{i}.db"), specs,
+                                     valuation_for=specs.valuation,
                                      clock=clock, peer_timeout=5.0)  # fmt: skip
                     server = Server(create_app(node))
                     url = server.start()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import requests
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from compute.dp import sample_noise
 from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
@@ -41,23 +41,30 @@ from compute.messages import (
 from compute.messages import Result as RoundResult
 from compute.node import wire
 from compute.node.store import Duplicate, Store
+from compute.proposal import ValuationSpec
 from compute.randomness import AesCtrRandom
 from compute.reduce import Abort
 from compute.round import HeavyNodeRound
 from market.chain import Chain, ContractRevert, Deployment
 from market.chain import errors as E
-from market.escrow import EscrowClient, JobState, JobView, Result
+from market.escrow import EscrowClient, JobState, JobView, Result, Slash, SlashConsent
 from market.escrow.documents import ResultDocument
 from market.escrow.eip712 import abort_digest, recover, result_digest, sign_digest
 from market.keys import box_private_key
 from market.staking import StakingClient
 from market.valuation.merkle import PayoutTree
 from market.valuation.payouts import split_by_weights
+from market.valuation.tip.errors import TipError
+from market.valuation.tip.job import TipTerms
+from market.valuation.tip.release import ScoreReport, scores_count
+from market.valuation.tip.settle import settle_valuation
 
 log = logging.getLogger("market.heavy")
 
 ConfigFor = Callable[[JobView], RoundConfig]
 """How a node learns a job's round configuration (from its proposal)."""
+ValuationFor = Callable[[JobView], ValuationSpec | None]
+"""How a node learns a valuation job's TIP terms (None for other kinds)."""
 
 
 def result_uri(job_id: int) -> str:
@@ -89,6 +96,12 @@ class _Job:
     digest: bytes | None = None
     kind: str | None = None
     payload: Any = None
+    consents: tuple[SlashConsent, ...] = ()
+    valuation: ValuationSpec | None = None
+    backend: str = ""
+    """A valuation job's HE backend (its TIP terms, checked when the job is first seen)."""
+    deciding: bool = False
+    """A valuation job's report window is over: no further report is taken."""
 
 
 class HeavyNode:
@@ -103,6 +116,7 @@ class HeavyNode:
         clock: Callable[[], float] = time.time,
         peer_timeout: float = 15.0,
         http: Any = None,
+        valuation_for: ValuationFor | None = None,
     ) -> None:
         self.account = account
         self.address = account.address
@@ -111,6 +125,7 @@ class HeavyNode:
         self.staking = StakingClient(chain, deployment)
         self.store = store
         self.config_for = config_for
+        self.valuation_for = valuation_for
         self.clock = clock
         self.peer_timeout = peer_timeout
         self.http = http or requests.Session()
@@ -137,6 +152,8 @@ class HeavyNode:
                 raise Rejected(404, f"this heavy node does not serve job {job_id}")
             try:
                 config = self.config_for(view)
+                valuation = self.valuation_for(view) if self.valuation_for else None
+                backend = TipTerms.from_json(valuation.tip).backend if valuation else ""
             except Exception as exc:  # an unfetchable, invalid or contradictory proposal
                 raise Rejected(409, f"this node cannot serve job {job_id}: {exc}") from None
             index = view.committee.index(self.address) + 1
@@ -152,6 +169,7 @@ class HeavyNode:
                     return np.frombuffer(raw, dtype="<i8").astype(np.int64)
 
             job = _Job(view, index, config, HeavyNodeRound(config, index, rng, sampler))
+            job.valuation, job.backend = valuation, backend
             self._jobs[job_id] = job
             self._replay(job)
             return job
@@ -188,9 +206,11 @@ class HeavyNode:
                 signature=bytes.fromhex(str(body["signature"]).removeprefix("0x")),
                 participation_bps=int(body["participation_bps"]),
                 participation=bytes.fromhex(str(body["participation"]).removeprefix("0x")),
+                payload=base64.b64decode(body.get("payload") or "", validate=True),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise Rejected(422, f"malformed submission: {exc}") from None
+        self._check_payload(job, sub.payload)
         if sub.job_id != job_id:
             raise Rejected(400, f"the submission is for job {sub.job_id}, not job {job_id}")
         if len(sub.dataset_id) != 32:
@@ -243,6 +263,27 @@ class HeavyNode:
                 raise
         return {"job": job_id, "dataset": dataset, "stored": True}
 
+    def _check_payload(self, job: _Job, payload: bytes) -> None:
+        """A valuation job's submission carries encrypted scores; no other job's does."""
+        if job.valuation is None:
+            if payload:
+                raise Rejected(400, f"job {job.view.job_id} takes no payload; send the share alone")
+            return
+        if not payload:
+            raise Rejected(
+                400, f"job {job.view.job_id} is a valuation job: send the encrypted scores too"
+            )
+        try:
+            rows = scores_count(payload, job.backend)
+        except TipError as exc:
+            raise Rejected(400, f"payload refused: {exc}") from None
+        if not 1 <= rows <= job.valuation.max_examples:
+            raise Rejected(
+                400,
+                f"the payload scores {rows} rows; job {job.view.job_id} takes 1 to "
+                f"{job.valuation.max_examples} per provider",
+            )
+
     def accept_peer(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
         job = self.job(job_id)
         payload, signature = body.get("payload"), body.get("signature")
@@ -286,6 +327,107 @@ class HeavyNode:
             raise Rejected(401, "the signature is not a committee member's")
         self.store.add_signature(job_id, digest, signer, signature)
         return {"job": job_id, "stored": True}
+
+    # ------------------------------------------------------------------------- valuation
+    def _participants(self, job: _Job) -> tuple[str, ...]:
+        if job.valuation is None:
+            raise Rejected(404, f"job {job.view.job_id} is not a valuation job")
+        outcome = job.round.outcome
+        if not isinstance(outcome, RoundResult):
+            raise Rejected(
+                409,
+                f"job {job.view.job_id} has no agreed participants"
+                + (" (it is aborting)" if outcome is not None else " yet: wait for its round"),
+            )
+        return outcome.participants
+
+    def report_window(self, job: _Job) -> tuple[int, float]:
+        """When the buyer's report is due, and when this node decides without it."""
+        assert job.valuation is not None
+        due = job.view.deadline + job.valuation.decrypt_window
+        return due, due + self.peer_timeout
+
+    def valuation_status(self, job_id: int) -> dict[str, Any]:
+        """What the buyer needs to decrypt: the participants and when its report is due."""
+        job = self.job(job_id)
+        participants = self._participants(job)
+        due, _ = self.report_window(job)
+        return {
+            "job": job_id,
+            "participants": list(participants),
+            "rows": job.round.outcome.aggregate.count,  # type: ignore[union-attr]
+            "report_due": due,
+            "reports": len(self.store.score_reports(job_id)),
+            "decided": job.digest is not None,
+        }
+
+    def scores_payload(self, job_id: int, dataset: str) -> bytes:
+        """A participant's encrypted scores (only the buyer's key opens them)."""
+        job = self.job(job_id)
+        if dataset not in self._participants(job):
+            raise Rejected(404, f"{dataset} is not a participant of job {job_id}")
+        body = self.store.submission_body(job_id, dataset)
+        assert body is not None and body.get("payload")
+        return base64.b64decode(body["payload"])
+
+    def accept_scores(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """The buyer's signed score report, directly or forwarded by a committee peer."""
+        job = self.job(job_id)
+        participants = self._participants(job)
+        report_json, signature = body.get("report"), body.get("signature")
+        if not isinstance(signature, str):
+            raise Rejected(422, "a score report is {report, signature}")
+        try:
+            report = ScoreReport.from_json(report_json)
+            signer = wire.payload_signer(report_json, signature)  # the JSON as signed
+        except (TipError, wire.WireError) as exc:
+            raise Rejected(422, f"malformed score report: {exc}") from None
+        if report.job_id != job_id:
+            raise Rejected(400, f"the report is for job {report.job_id}, not job {job_id}")
+        if signer != job.view.buyer:
+            raise Rejected(401, "the report is not signed by the job's buyer")
+        try:
+            report.check_covers(participants)
+        except TipError as exc:
+            raise Rejected(400, str(exc)) from None
+        due, _ = self.report_window(job)
+        record = {"report": report_json, "signature": signature}
+        forwarder = self._forwarder(job, record, body)
+        if forwarder is None and self.clock() > due:
+            raise Rejected(409, f"reports for job {job_id} were due by {due} (unix seconds)")
+        digest = keccak(report.canonical())
+        with self._lock:
+            if job.deciding:  # what it holds now is what it decides on
+                if self.store.has_score_report(job_id, digest):
+                    return {"job": job_id, "duplicate": True}
+                raise Rejected(409, f"the committee has already decided job {job_id}")
+            try:
+                self.store.add_score_report(job_id, digest, record)
+            except Duplicate:
+                return {"job": job_id, "duplicate": True}
+            forward = {
+                **record,
+                "peer": job.index,
+                "peer_signature": wire.sign_payload(self.account, record),
+            }
+            for peer in job.config.committee:
+                if peer != job.index and peer != forwarder:
+                    job.outbox.append((peer, f"/jobs/{job_id}/scores", forward))
+        return {"job": job_id, "stored": True}
+
+    def _forwarder(self, job: _Job, record: dict[str, Any], body: dict[str, Any]) -> int | None:
+        """The committee member that forwarded this report (its copy is taken until this node
+        decides, so that a report the buyer sent in time reaches every member), or None."""
+        if body.get("peer") is None:
+            return None
+        try:
+            peer = int(body["peer"])
+            signer = wire.payload_signer(record, str(body["peer_signature"]))
+        except (KeyError, TypeError, ValueError, wire.WireError):
+            raise Rejected(422, "a forwarded report carries its peer and peer_signature") from None
+        if not 1 <= peer <= len(job.view.committee) or job.view.committee[peer - 1] != signer:
+            raise Rejected(401, "the forwarded report is not signed by that committee member")
+        return peer
 
     def result_document(self, job_id: int) -> bytes:
         status = self.store.status(job_id)
@@ -381,6 +523,13 @@ class HeavyNode:
         job_id = job.view.job_id
         if job.digest is None:
             outcome = job.round.outcome
+            if isinstance(outcome, RoundResult) and job.valuation is not None:
+                if self.clock() <= self.report_window(job)[1]:
+                    if self.store.status(job_id) in (None, ("collecting", None)):
+                        self.store.set_status(job_id, "awaiting scores")
+                    return
+                with self._lock:
+                    job.deciding = True
             if isinstance(outcome, RoundResult):
                 document, result = self._result(job, outcome)
                 self.store.set_status(job_id, "result", document.to_bytes())
@@ -414,7 +563,7 @@ class HeavyNode:
         sigs = [sig for _, sig in ordered]
         try:
             if job.kind == "result":
-                self.escrow.finalize(self.account, job.payload, sigs)
+                self.escrow.finalize(self.account, job.payload, sigs, job.consents)
             else:
                 self.escrow.abort(self.account, job_id, job.payload, sigs)
         except (E.MarketplaceJobNotPosted, E.MarketplaceSettlementClosed):
@@ -427,12 +576,22 @@ class HeavyNode:
 
     def _result(self, job: _Job, outcome: RoundResult) -> tuple[ResultDocument, Result]:
         view = job.view
+        records = {
+            d: self.staking.dataset(bytes.fromhex(d.removeprefix("0x")))
+            for d in outcome.participants
+        }
         owners: dict[str, int] = {}
-        for dataset in outcome.participants:
-            owner = self.staking.dataset(bytes.fromhex(dataset.removeprefix("0x"))).owner
-            owners[owner] = owners.get(owner, 0) + 1
+        for record in records.values():
+            owners[record.owner] = owners.get(record.owner, 0) + 1
         pool = view.budget - view.budget * view.fee_bps // 10_000
         payouts = split_pool(pool, owners)
+        slashes: tuple[Slash, ...] = ()
+        slashed_to_payouts = 0
+        valuation: dict[str, Any] | None = None
+        if job.valuation is not None:
+            valuation = self._valuation_summary(job, outcome, records)
+            if valuation["report"] is not None:
+                payouts, slashes, slashed_to_payouts = self._by_influence(job, records, valuation)
         tree = PayoutTree.build(payouts) if payouts else None
         summary = {
             "op": str(job.config.reduction.op),
@@ -445,16 +604,71 @@ class HeavyNode:
                 else None
             ),
         }
+        if valuation is not None:
+            summary["valuation"] = valuation
         document = ResultDocument(view.job_id, summary, tree)
         result = Result(
             job_id=view.job_id,
             result_hash=document.hash,
             result_uri=result_uri(view.job_id),
             payout_root=tree.root if tree else bytes(32),
-            payout_total=tree.total if tree else 0,
+            payout_total=(tree.total if tree else 0) - slashed_to_payouts,
             participants=len(outcome.participants),
+            slashed_to_payouts=slashed_to_payouts,
+            slashes=slashes,
         )
         return document, result
+
+    def _valuation_summary(
+        self, job: _Job, outcome: RoundResult, records: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Which report the committee settles on: the buyer's, when it sent exactly one;
+        otherwise (none in time, or two different ones) the pool is split equally."""
+        reports = self.store.score_reports(job.view.job_id)
+        if len(reports) == 1:
+            return {"report": reports[0], "rule": "influence"}
+        reason = (
+            "the buyer reported no scores in time"
+            if not reports
+            else f"the buyer signed {len(reports)} different score reports"
+        )
+        return {"report": None, "rule": "equal", "reason": reason, "conflicting": reports}
+
+    def _by_influence(
+        self, job: _Job, records: dict[str, Any], valuation: dict[str, Any]
+    ) -> tuple[dict[str, int], tuple[Slash, ...], int]:
+        """Payouts for positive influence, slashes for harm within each signed cap."""
+        assert job.valuation is not None
+        view, spec = job.view, job.valuation
+        report = ScoreReport.from_json(valuation["report"]["report"])
+        bodies = self.store.submission_bodies(view.job_id)
+        settled = settle_valuation(
+            report.scores,
+            {d: r.owner for d, r in records.items()},
+            budget=view.budget,
+            fee_bps=view.fee_bps,
+            n_signers=view.quorum,
+            stakes={d: r.stake for d, r in records.items()},
+            caps_bps={d: int(bodies[d]["participation_bps"]) for d in records},
+            job_max_slash_bps=view.max_slash_bps,
+            slashed_to_payouts=spec.slashed_to == "payouts",
+            harm_threshold=spec.harm_threshold,
+            full_slash_at=spec.full_slash_at,
+        )
+        slashed = {d: a for d, a in settled.slashes.items() if a > 0}
+        slashes = tuple(Slash(bytes.fromhex(d.removeprefix("0x")), a) for d, a in slashed.items())
+        ordered = sorted(slashes, key=lambda s: s.dataset_id)
+        job.consents = tuple(
+            SlashConsent(
+                int(bodies["0x" + s.dataset_id.hex()]["participation_bps"]),
+                bytes.fromhex(bodies["0x" + s.dataset_id.hex()]["participation"][2:]),
+            )
+            for s in ordered
+        )
+        valuation["payouts_by_dataset"] = {d: str(a) for d, a in settled.payouts_by_dataset.items()}
+        valuation["slashes"] = {d: str(a) for d, a in slashed.items()}
+        valuation["severity_bps"] = dict(settled.severity_bps)
+        return settled.payouts, tuple(ordered), settled.settlement.slashed_to_payouts
 
 
 def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import Any
 from eth_utils import keccak
 
 from compute.messages import RoundConfig
-from compute.proposal import Proposal, ProposalError, parse_proposal
+from compute.proposal import Proposal, ProposalError, ValuationSpec, parse_proposal
 from market.escrow import EscrowClient, JobView
 from market.escrow.documents import DocumentError, fetch
 
@@ -65,13 +65,32 @@ def proposal_for(escrow: EscrowClient, view: JobView) -> Proposal:
             f"job {view.job_id}: the proposal and the posted job disagree on "
             + ", ".join(mismatches)
         )
+    if proposal.valuation is not None:
+        grace = escrow.deployment.config.settlement_grace
+        if proposal.valuation.decrypt_window > grace // 2:
+            raise JobSpecError(
+                f"job {view.job_id}: its decrypt_window ({proposal.valuation.decrypt_window} s) "
+                f"must leave the committee half of the {grace} s settlement grace to settle"
+            )
     return proposal
 
 
-def config_for(escrow: EscrowClient) -> Any:
-    """A heavy node's `ConfigFor`: the job's round configuration from its checked proposal."""
+class JobSpecs:
+    """A heavy node's reading of jobs' proposals, each fetched and checked once. Called with a
+    job, it is the node's `ConfigFor` (the round configuration); `valuation` gives a valuation
+    job's TIP terms (None for other kinds)."""
 
-    def resolve(view: JobView) -> RoundConfig:
-        return proposal_for(escrow, view).round_config(str(view.job_id))
+    def __init__(self, escrow: EscrowClient) -> None:
+        self.escrow = escrow
+        self._proposals: dict[int, Proposal] = {}
 
-    return resolve
+    def proposal(self, view: JobView) -> Proposal:
+        if view.job_id not in self._proposals:
+            self._proposals[view.job_id] = proposal_for(self.escrow, view)
+        return self._proposals[view.job_id]
+
+    def __call__(self, view: JobView) -> RoundConfig:
+        return self.proposal(view).round_config(str(view.job_id))
+
+    def valuation(self, view: JobView) -> ValuationSpec | None:
+        return self.proposal(view).valuation

@@ -19,9 +19,11 @@ import requests
 from eth_account.signers.local import LocalAccount
 from numpy.typing import ArrayLike
 
+from compute.errors import ComputeError
 from compute.maps import run_map
 from compute.messages import RoundConfig
 from compute.node.jobs import JobSpecError, proposal_for
+from compute.node.valuation import BlobCache, ValuationError, score_dataset
 from compute.node.wire import SignedSubmission
 from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
@@ -29,6 +31,7 @@ from compute.round import LightNodeRound
 from market.escrow import EscrowClient, JobState, JobView
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
+from market.valuation.tip.errors import TipError
 
 
 class SubmissionRefused(Exception):
@@ -84,9 +87,11 @@ class LightNode:
         dataset_id: bytes,
         records: ArrayLike,
         max_slash_bps: int = 0,
+        payload: bytes = b"",
     ) -> Delivery:
         """Share `records` (the map output) and post one sealed share to each committee member,
-        with the owner's signed consent to slashes of up to `max_slash_bps` of its stake."""
+        with the owner's signed consent to slashes of up to `max_slash_bps` of its stake (and,
+        for a valuation job, its encrypted scores as `payload`)."""
         dataset = "0x" + dataset_id.hex()
         delivery = Delivery(view.job_id, dataset)
         shares = LightNodeRound(config, dataset).submit(records, self.rng)
@@ -102,6 +107,7 @@ class LightNode:
                 message.share,
                 node.encryption_key,
                 min(max_slash_bps, view.max_slash_bps),
+                payload,
             ).to_json()
             url = f"{node.endpoint.rstrip('/')}/jobs/{view.job_id}/submissions"
             try:
@@ -183,8 +189,10 @@ class LightService:
         policy: Any,
         state: LightState,
         clock: Any = None,
+        blobs: BlobCache | None = None,
     ) -> None:
         self.node = node
+        self.blobs = blobs or BlobCache()
         self.datasets = datasets
         self.policy = policy
         self.state = state
@@ -225,17 +233,27 @@ class LightService:
                 if decision.verdict == "manual" and not approved:
                     self._decide(taken, job_id, d, "awaiting approval", "manual approval")
                     continue
-                records, report = run_map(proposal, d.load())
+                payload = b""
+                try:
+                    if proposal.valuation is not None:
+                        scored = score_dataset(proposal, d.load(), self.blobs)
+                        records, rows, payload = scored.records, scored.rows, scored.payload
+                    else:
+                        records, report = run_map(proposal, d.load())
+                        rows = report.rows_used
+                except (ComputeError, TipError, ValuationError) as exc:
+                    self._decide(taken, job_id, d, "refused", f"cannot run the map: {exc}")
+                    continue
                 try:
                     delivery = self.node.submit(
-                        view, config, d.dataset_id, records, self.policy.max_slash_bps
+                        view, config, d.dataset_id, records, self.policy.max_slash_bps, payload
                     )
                 except SubmissionRefused as exc:
                     self._decide(taken, job_id, d, "refused by committee", str(exc))
                     continue
                 self._decide(
                     taken, job_id, d, "submitted",
-                    f"{report.rows_used} rows to heavy nodes {delivery.accepted}",
+                    f"{rows} rows to heavy nodes {delivery.accepted}",
                 )  # fmt: skip
         return taken
 

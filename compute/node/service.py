@@ -38,6 +38,11 @@ class SubmissionBody(BaseModel):
         pattern=r"^0x[0-9a-fA-F]{130}$",
         description="the owner's EIP-712 Participation signature (consent to slashing)",
     )
+    payload: str | None = Field(
+        default=None,
+        min_length=1,
+        description="valuation jobs only: base64 CKKS-encrypted scores, the same for every node",
+    )
 
 
 class PeerBody(BaseModel):
@@ -55,6 +60,20 @@ class SignatureBody(BaseModel):
     digest: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
     signer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+
+
+class ScoresBody(BaseModel):
+    """A valuation job's score report, signed by the job's buyer (EIP-191 over its canonical
+    JSON); `peer` and `peer_signature` when a committee member forwards it."""
+
+    model_config = ConfigDict(extra="forbid")
+    report: dict[str, Any] = Field(description='{"job": id, "scores": {dataset: total}}')
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    peer: int | None = Field(default=None, ge=1, le=16)
+    peer_signature: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{130}$")
+
+
+Dataset = Annotated[str, Path(pattern=r"^0x[0-9a-f]{64}$", description="A dataset id")]
 
 
 class Stored(BaseModel):
@@ -116,6 +135,20 @@ def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
     @app.get("/jobs/{job_id}")
     def status(job_id: JobId) -> dict[str, Any]:
         return node.status(job_id)
+
+    @app.get("/jobs/{job_id}/valuation")
+    def valuation(job_id: JobId) -> dict[str, Any]:
+        """A valuation job's agreed participants and when the buyer's report is due."""
+        return node.valuation_status(job_id)
+
+    @app.get("/jobs/{job_id}/payloads/{dataset}", response_class=Response)
+    def payload(job_id: JobId, dataset: Dataset) -> Response:
+        """A participant's CKKS-encrypted scores (only the buyer's secret key opens them)."""
+        return Response(node.scores_payload(job_id, dataset), media_type="application/octet-stream")
+
+    @app.post("/jobs/{job_id}/scores", response_model=Stored)
+    def scores(job_id: JobId, body: ScoresBody) -> Any:
+        return node.accept_scores(job_id, body.model_dump(exclude_none=True))
 
     @app.get("/jobs/{job_id}/result", response_class=Response)
     def result(job_id: JobId) -> Response:

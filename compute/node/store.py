@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS signatures (
     signature BLOB NOT NULL,
     PRIMARY KEY (job, digest, signer)
 );
+CREATE TABLE IF NOT EXISTS score_reports (
+    job INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (job, digest)
+);
 CREATE TABLE IF NOT EXISTS jobs (
     job INTEGER PRIMARY KEY,
     key BLOB NOT NULL,
@@ -133,6 +139,40 @@ class Store:
             ).fetchall()
         for dataset, share in rows:
             yield dataset, bytes(share)
+
+    def submission_bodies(self, job: int) -> dict[str, dict[str, Any]]:
+        """Dataset id -> the signed submission as received (its consent and any payload)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT dataset, body FROM submissions WHERE job = ?", (job,)
+            ).fetchall()
+        return {dataset: json.loads(body) for dataset, body in rows}
+
+    def submission_body(self, job: int, dataset: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM submissions WHERE job = ? AND dataset = ?", (job, dataset)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def add_score_report(self, job: int, digest: bytes, body: dict[str, Any]) -> None:
+        """A buyer's signed score report (valuation jobs); `Duplicate` when already held."""
+        self._insert("INSERT INTO score_reports VALUES (?, ?, ?)", (job, digest, json.dumps(body)))
+
+    def has_score_report(self, job: int, digest: bytes) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM score_reports WHERE job = ? AND digest = ?", (job, digest)
+            ).fetchone()
+        return row is not None
+
+    def score_reports(self, job: int) -> list[dict[str, Any]]:
+        """The distinct signed reports held for `job`, in digest order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM score_reports WHERE job = ? ORDER BY digest", (job,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def submission_count(self, job: int) -> int:
         with self._lock:

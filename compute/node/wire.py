@@ -2,9 +2,11 @@
 
 - A light node's submission carries one share, sealed (PyNaCl `SealedBox`) to the registered
   X25519 key of the heavy node it is for, and the dataset owner's EIP-712 signature over
-  `Submission(jobId, datasetId, recipient, nonce, shareHash)` under the marketplace's domain,
-  where `shareHash` is keccak-256 of the sealed bytes. Only that heavy node can open the share;
-  anyone can check who sent it and that it was not altered or redirected.
+  `Submission(jobId, datasetId, recipient, nonce, shareHash, payloadHash)` under the
+  marketplace's domain, where `shareHash` is keccak-256 of the sealed bytes and `payloadHash`
+  that of the payload a valuation job adds (the CKKS-encrypted scores; zero without one).
+  Only that heavy node can open the share; anyone can check who sent it and that it was not
+  altered or redirected.
 - Heavy-node-to-heavy-node messages (agreements, partials, result signatures) are canonical
   JSON signed by the sender's account (EIP-191), checked against the job's on-chain committee.
 """
@@ -35,6 +37,7 @@ SUBMISSION_TYPES = {
         {"name": "recipient", "type": "uint8"},
         {"name": "nonce", "type": "uint256"},
         {"name": "shareHash", "type": "bytes32"},
+        {"name": "payloadHash", "type": "bytes32"},
     ]
 }
 
@@ -76,8 +79,18 @@ def open_sealed(sealed: bytes, private_key: PrivateKey, length: int) -> NDArray[
     return np.frombuffer(plain, dtype="<u8").astype(np.uint64)
 
 
+def payload_hash(payload: bytes) -> bytes:
+    return keccak(payload) if payload else bytes(32)
+
+
 def submission_message(
-    domain: Domain, job_id: int, dataset_id: bytes, recipient: int, nonce: int, sealed: bytes
+    domain: Domain,
+    job_id: int,
+    dataset_id: bytes,
+    recipient: int,
+    nonce: int,
+    sealed: bytes,
+    payload: bytes = b"",
 ) -> Any:
     return encode_typed_data(
         domain_data=domain.as_json(),
@@ -88,6 +101,7 @@ def submission_message(
             "recipient": recipient,
             "nonce": nonce,
             "shareHash": keccak(sealed),
+            "payloadHash": payload_hash(payload),
         },
     )
 
@@ -107,6 +121,8 @@ class SignedSubmission:
     participation: bytes
     """The owner's EIP-712 `Participation(jobId, datasetId, maxSlashBps)` signature, which the
     committee passes to `finalize` if it slashes the dataset."""
+    payload: bytes = b""
+    """A valuation job's encrypted scores (the same bytes to every committee member)."""
 
     @classmethod
     def create(
@@ -120,13 +136,14 @@ class SignedSubmission:
         share: NDArray[np.uint64],
         public_key: bytes,
         max_slash_bps: int = 0,
+        payload: bytes = b"",
     ) -> SignedSubmission:
         sealed = seal(share, public_key)
-        message = submission_message(domain, job_id, dataset_id, recipient, nonce, sealed)
+        message = submission_message(domain, job_id, dataset_id, recipient, nonce, sealed, payload)
         signature = bytes(owner.sign_message(message).signature)
         consent = participation_digest(domain, job_id, dataset_id, max_slash_bps)
         return cls(job_id, dataset_id, recipient, nonce, sealed, signature, max_slash_bps,
-                   sign_digest(owner, consent))  # fmt: skip
+                   sign_digest(owner, consent), payload)  # fmt: skip
 
     def participation_signer(self, domain: Domain) -> str:
         digest = participation_digest(domain, self.job_id, self.dataset_id, self.participation_bps)
@@ -137,7 +154,13 @@ class SignedSubmission:
 
     def signer(self, domain: Domain) -> str:
         message = submission_message(
-            domain, self.job_id, self.dataset_id, self.recipient, self.nonce, self.sealed
+            domain,
+            self.job_id,
+            self.dataset_id,
+            self.recipient,
+            self.nonce,
+            self.sealed,
+            self.payload,
         )
         try:
             return to_checksum_address(Account.recover_message(message, signature=self.signature))
@@ -154,7 +177,7 @@ class SignedSubmission:
             "signature": "0x" + self.signature.hex(),
             "participation_bps": self.participation_bps,
             "participation": "0x" + self.participation.hex(),
-        }
+        } | ({"payload": base64.b64encode(self.payload).decode()} if self.payload else {})
 
 
 # ----------------------------------------------------------------------------- peers

@@ -54,7 +54,7 @@ def node_group() -> None:
 def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Signer) -> None:
     """Serve as the registered heavy node --account until interrupted (Ctrl-C)."""
     from compute.node.heavy import HeavyNode
-    from compute.node.jobs import config_for
+    from compute.node.jobs import JobSpecs
     from compute.node.service import Server, create_app
     from compute.node.store import Store
 
@@ -71,8 +71,9 @@ def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Sign
             port = int(record.endpoint.rstrip("/").rsplit(":", 1)[-1])
         escrow = EscrowClient(net.chain, net.deployment)
         store = Store(Home.default().dir("heavy") / f"{signer.alias}.db")
-        node = HeavyNode(account, net.chain, net.deployment, store, config_for(escrow),
-                         peer_timeout=peer_timeout)  # fmt: skip
+        specs = JobSpecs(escrow)
+        node = HeavyNode(account, net.chain, net.deployment, store, specs,
+                         valuation_for=specs.valuation, peer_timeout=peer_timeout)  # fmt: skip
         server = Server(create_app(node), port=port)
         url = server.start()
         node.start()

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from compute.maps import MAP_FUNCTIONS
 from compute.policy import Decision, Policy, PolicyError, evaluate, parse_policy
 from compute.proposal import Proposal, parse_proposal
-from tests.compute.test_proposal import edit, example
+from tests.compute.test_proposal import VALUATION_TERMS, edit, example
 
 BUYER = "0x" + "be" * 20
 OTHER = "0x" + "0f" * 20
@@ -32,7 +32,11 @@ def proposal(**edits: Any) -> Proposal:
 
 VALUATION = {
     "kind": "valuation",
+    "map": {"function": "row_count", "output": {"fields": []}},
+    "reduce__op": "count",
+    "reduce__threat_model": "semi-honest",
     "economics__payout_rule": "influence",
+    "valuation": VALUATION_TERMS,
 }
 
 
@@ -114,7 +118,7 @@ def test_each_rule_refuses_with_its_own_reason(
 def test_every_failing_rule_is_reported_at_once() -> None:
     policy = Policy.model_validate(
         {
-            "allowed_functions": ["row_count"],
+            "allowed_functions": ["column_values"],
             "min_participants": 10,
             "allowed_buyers": [OTHER],
             "require_dp": True,

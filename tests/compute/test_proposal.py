@@ -71,6 +71,30 @@ def example(**changes: Any) -> dict[str, Any]:
     return raw
 
 
+BLOB = {"uri": "file:///tmp/blob", "sha256": "ab" * 32, "size": 1024}
+VALUATION_TERMS = {
+    "tip": {"model": {"kind": "softmax", "n_features": 2, "n_classes": 2}},
+    "features": ["systolic", "pulse"],
+    "label": "outcome",
+    "model": BLOB,
+    "context": BLOB,
+    "query": BLOB,
+    "decrypt_window": 600,
+}
+
+
+def valuation_example() -> dict[str, Any]:
+    """A valid valuation proposal: TIP terms, the rows counted under sharing."""
+    return example(
+        kind="valuation",
+        map={"function": "row_count", "output": {"fields": []}},
+        reduce={"op": "count", "scheme": "shamir", "threat_model": "semi-honest"},
+        economics={"budget": 10**21, "fee_bps": 500, "payout_rule": "influence",
+                   "max_slash_bps": 2_000},
+        valuation=copy.deepcopy(VALUATION_TERMS),
+    )  # fmt: skip
+
+
 def edit(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A deep copy of `raw` with the value at dotted `path` (list indices as numbers) set;
     `value` DELETE removes the key."""
@@ -769,3 +793,37 @@ def test_generated_proposals_hash_every_budget_change(raw: dict[str, Any], data:
     other = data.draw(st.integers(1, 2**128 - 1).filter(lambda b: b != raw["economics"]["budget"]))
     changed = edit(raw, "economics.budget", other)
     assert parse_proposal(changed).content_hash() != parse_proposal(raw).content_hash()
+
+
+# --- valuation terms ----------------------------------------------------------------------
+
+
+def test_a_valuation_proposal_parses_with_its_terms() -> None:
+    proposal = parse_proposal(valuation_example())
+    assert proposal.valuation is not None
+    assert proposal.valuation.slashed_to == "payouts" and proposal.valuation.max_examples == 100_000
+    assert parse_proposal(proposal.canonical_bytes()) == proposal
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "text"),
+    [
+        (at("valuation", DELETE), "valuation", "needs its valuation terms"),
+        (at("reduce.op", "sum"), "reduce.op", "use map 'row_count' and op 'count'"),
+        (at("valuation.label", "pulse"), "valuation.label", "also a feature"),
+        (at("valuation.features", ["a", "a"]), "valuation.features", "repeated: a"),
+        (at("valuation.model.sha256", "AB" * 32), "valuation.model.sha256", "lowercase hex"),
+        (at("valuation.decrypt_window", 0), "valuation.decrypt_window", "greater than or equal"),
+        (at("valuation.slashed_to", "buyer"), "valuation.slashed_to", "use payouts or burn"),
+        (at("valuation.full_slash_at", 0.0), "valuation.full_slash_at", "greater than 0"),
+    ],
+)
+def test_valuation_terms_are_checked(mutate: Mutation, path: str, text: str) -> None:
+    with pytest.raises(ProposalError) as caught:
+        parse_proposal(mutate(valuation_example()))
+    assert any(p == path and text in m for p, m in caught.value.problems), caught.value.problems
+
+
+def test_valuation_terms_are_refused_for_other_kinds() -> None:
+    with pytest.raises(ProposalError, match="apply only to kind 'valuation', not 'aggregate'"):
+        parse_proposal(example(valuation=copy.deepcopy(VALUATION_TERMS)))

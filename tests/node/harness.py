@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
@@ -52,6 +53,7 @@ class Committee:
     tmp: Path
     clock: Clock = field(default_factory=Clock)
     config_for: Callable[[JobView], RoundConfig] = mean_config
+    valuation_for: Callable[[JobView], Any] | None = None
     accounts: list[LocalAccount] = field(default_factory=list)
     nodes: dict[str, HeavyNode] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
@@ -74,6 +76,7 @@ class Committee:
             self.config_for,
             clock=self.clock,
             peer_timeout=3.0,
+            valuation_for=self.valuation_for,
         )
         server = Server(create_app(node), port=port)
         url = server.start()
