@@ -591,7 +591,13 @@ class HeavyNode:
         if job.valuation is not None:
             valuation = self._valuation_summary(job, outcome, records)
             if valuation["report"] is not None:
-                payouts, slashes, slashed_to_payouts = self._by_influence(job, records, valuation)
+                influence, slashes, slashed_to_payouts = self._by_influence(job, records, valuation)
+                # No positive score pays the pool out equally (the slashed stake is burned):
+                # what the buyer gets back never depends on the scores it reports.
+                if influence:
+                    payouts = influence
+                else:
+                    valuation["rule"] = "equal (no positive score)"
         tree = PayoutTree.build(payouts) if payouts else None
         summary = {
             "op": str(job.config.reduction.op),

@@ -244,6 +244,16 @@ def test_without_a_report_the_pool_is_split_equally_and_nobody_is_slashed(
     market.sandbox.assert_accounting()
 
 
+def _wait_for_reports(market: ValuationMarket, count: int) -> None:
+    """Until every member holds `count` reports (members forward what the buyer sent one)."""
+    limit = time.monotonic() + 30
+    for endpoint in market.endpoints:
+        url = f"{endpoint}/jobs/{market.job_id}/valuation"
+        while requests.get(url, timeout=10).json()["reports"] < count:
+            assert time.monotonic() < limit, f"{endpoint} never received {count} reports"
+            time.sleep(0.1)
+
+
 def _post_scores(market: ValuationMarket, body: dict[str, Any], node: int = 0) -> Any:
     url = f"{market.endpoints[node]}/jobs/{market.job_id}/scores"
     return requests.post(url, json=body, timeout=10)
@@ -288,10 +298,7 @@ def test_score_reports_are_checked_and_a_second_report_voids_both(
     assert again.json()["duplicate"] is True
     other = {**report, "scores": {**report["scores"], ids[0]: -5.0}}
     assert _post_scores(market, signed(market.buyer, other), node=2).status_code == 200
-    limit = time.monotonic() + 30
-    while requests.get(url, timeout=10).json()["reports"] < 2:  # forwarded between members
-        assert time.monotonic() < limit
-        time.sleep(0.1)
+    _wait_for_reports(market, 2)
     document = _settle(market)
     valuation = document.result["valuation"]
     assert valuation["rule"] == "equal" and "2 different score reports" in valuation["reason"]
@@ -299,3 +306,27 @@ def test_score_reports_are_checked_and_a_second_report_voids_both(
 
     late = _post_scores(market, signed(market.buyer, report))
     assert late.status_code == 409
+
+
+def test_a_report_with_no_positive_score_does_not_refund_the_buyer(
+    tmp_path: Path, committee: Committee
+) -> None:
+    market = _submitted(tmp_path, committee)
+    _close(market)
+    ids = [dataset for _, dataset in market.providers.values()]
+    report = {"job": market.job_id, "scores": {d: -1.0 - i for i, d in enumerate(ids)}}
+    body = {"report": report, "signature": sign_payload(market.buyer, report)}
+    assert _post_scores(market, body).status_code == 200
+    _wait_for_reports(market, 1)
+    document = _settle(market)
+    valuation = document.result["valuation"]
+    assert valuation["rule"] == "equal (no positive score)"
+    slashes = {d: int(a) for d, a in valuation["slashes"].items()}
+    assert set(slashes) == set(ids)  # every dataset reported harmful is slashed (burned)
+    tree = document.payouts
+    assert tree is not None and tree.total == BUDGET - BUDGET * FEE_BPS // 10_000
+    burned_before = market.sandbox.escrow.totals().burned
+    market.sandbox.claim_all(market.job_id, tree)
+    assert market.sandbox.token.balance_of(market.buyer.address) == 9 * BUDGET
+    assert market.sandbox.escrow.totals().burned == burned_before
+    market.sandbox.assert_accounting()
