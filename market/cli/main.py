@@ -135,6 +135,24 @@ def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
     click.echo(format_valuation_table(result))
 
 
+@bench.command("ensemble")
+@click.option("--scheme", type=click.Choice(["shamir", "additive"]), default="shamir",
+              show_default=True, help="Sharing among the three heavy nodes.")  # fmt: skip
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_ensemble(scheme: str, seed: int, as_json: bool) -> None:
+    """Secure weighted ensembling of six model families: each model's accuracy, the ensemble's
+    under sharing and in plaintext, and the gain."""
+    from market.ensemble import format_ensemble_table, run_ensemble_bench
+
+    with err.status("training six models and ensembling their shared outputs"):
+        result = run_ensemble_bench(seed, scheme)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_ensemble_table(result))
+
+
 @main.group()
 def valuation() -> None:
     """Data valuation (TIP): encrypted gradient influence."""

@@ -112,3 +112,14 @@ def test_bench_valuation_json_shape(tmp_path):
     proc = run("valuation", "figure", str(figure), "--k", "32", "--examples", "600")
     assert proc.returncode == 0, proc.stderr
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_ensemble_json_shape():
+    proc = run("bench", "ensemble", "--scheme", "additive", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["models"]) == {
+        "logistic", "naive_bayes", "decision_tree", "knn", "random_forest", "mlp"
+    }  # fmt: skip
+    assert result["ensemble"] == result["plain_ensemble"]
+    assert all(0 < acc <= 1 for acc in result["models"].values())

@@ -23,6 +23,7 @@ PURE = [
     "proposal",
     "policy",
     "maps",
+    "ensemble",
 ]
 
 FORBIDDEN = {

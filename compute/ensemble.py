@@ -1,0 +1,179 @@
+"""Secure model ensembling (the PMSR paper's second demonstration), pure.
+
+Several model holders keep their models; each runs its model on a public evaluation set (a
+validation split with public labels, and a test split) and secret-shares the class
+probabilities, laid out `[validation rows x classes ; test rows x classes]`, fixed point in
+`[0, 1]` (`PROB_FIELD`). The committee never reconstructs one model's outputs. In two linear
+steps over the same shares:
+
+1. **Fit** (`stat_partial`): for each model, the sum over validation rows of the probability it
+   gave the true label, a linear function of its shares with public 0/1 coefficients. Only
+   these per-model statistics are reconstructed: each model's *soft accuracy* on the
+   validation split (the committee learns how good each model is, nothing per row).
+   `fit_weights` turns them into the ensemble's weights: a model's weight is its soft accuracy
+   above chance (`1 / classes`), normalized; models no better than chance get none.
+2. **Ensemble** (`weighted_partial`): each node's weighted sum of its test-split shares with
+   the public fixed-point weights; reconstructed, that is the weighted ensemble's test
+   probabilities, the only per-row output released.
+
+Payouts follow the weights (`market.valuation.payouts.split_by_weights`). `secure_ensemble`
+runs both steps for a committee in one process (the nodes' code runs the same functions);
+`plain_ensemble` is the same computation in floats, the baseline it must match within the
+encoding's precision (each probability to 2^-16, each weight to 2^-16).
+
+Pure: the randomness is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from compute.encoding import FieldSpec, encode_weights
+from compute.errors import ComputeError
+from compute.randomness import Randomness
+from compute.reduce import combine
+from compute.sharing import Scheme
+
+PROB_FIELD = FieldSpec("probability", 0.0, 1.0, scale=2**16)
+WEIGHT_SCALE = 2**16
+
+FloatArray = NDArray[np.float64]
+
+
+class EnsembleError(ComputeError, ValueError):
+    """Model outputs that do not fit the job's evaluation set."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a model's probabilities sit in its shared vector."""
+
+    n_val: int
+    n_test: int
+    classes: int
+
+    @property
+    def length(self) -> int:
+        return (self.n_val + self.n_test) * self.classes
+
+    @property
+    def test(self) -> slice:
+        return slice(self.n_val * self.classes, self.length)
+
+    def true_label_columns(self, y_val: ArrayLike) -> NDArray[np.int64]:
+        """The coordinates of the validation rows' true-label probabilities."""
+        y = np.asarray(y_val, dtype=np.int64)
+        if y.shape != (self.n_val,) or (y.size and (y.min() < 0 or y.max() >= self.classes)):
+            raise EnsembleError(f"need {self.n_val} validation labels in 0..{self.classes - 1}")
+        return np.arange(self.n_val, dtype=np.int64) * self.classes + y
+
+
+def contribution(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> NDArray[np.int64]:
+    """A model holder's vector to share: its probabilities, clipped to [0, 1], fixed point."""
+    val = np.asarray(val_probs, dtype=np.float64)
+    test = np.asarray(test_probs, dtype=np.float64)
+    if val.shape != (layout.n_val, layout.classes) or test.shape != (layout.n_test, layout.classes):
+        raise EnsembleError(
+            f"probabilities must be ({layout.n_val}, {layout.classes}) and "
+            f"({layout.n_test}, {layout.classes}); got {val.shape} and {test.shape}"
+        )
+    if not (np.all(np.isfinite(val)) and np.all(np.isfinite(test))):
+        raise EnsembleError("probabilities must be finite")
+    return PROB_FIELD.encode(np.concatenate([val.ravel(), test.ravel()]))
+
+
+def stat_partial(
+    scheme: Scheme, rows: NDArray[np.uint64], columns: NDArray[np.int64]
+) -> NDArray[np.uint64]:
+    """One node's shares of each model's validation statistic: `rows` holds its shares of the
+    models' vectors (one row per model, participants' order)."""
+    return scheme.sum(np.ascontiguousarray(rows[:, columns].T))
+
+
+def weighted_partial(
+    scheme: Scheme, rows: NDArray[np.uint64], layout: Layout, weights: Sequence[int]
+) -> NDArray[np.uint64]:
+    """One node's share of the weighted ensemble's test probabilities."""
+    return scheme.weighted_sum(np.ascontiguousarray(rows[:, layout.test]), weights)
+
+
+def soft_accuracy(totals: ArrayLike, n_val: int) -> FloatArray:
+    """Decoded validation statistics: each model's mean probability of the true label."""
+    return PROB_FIELD.decode(totals) / max(n_val, 1)
+
+
+def fit_weights(accuracy: Sequence[float], classes: int) -> FloatArray:
+    """Weights from validation soft accuracy: the part above chance, normalized (uniform when
+    no model beats chance)."""
+    above = np.maximum(np.asarray(accuracy, dtype=np.float64) - 1.0 / classes, 0.0)
+    if above.sum() <= 0:
+        return np.full(len(above), 1.0 / max(len(above), 1))
+    return above / above.sum()
+
+
+def encoded_weights(weights: Sequence[float]) -> NDArray[np.int64]:
+    return encode_weights(weights, WEIGHT_SCALE, 1.0)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    models: tuple[str, ...]
+    accuracy: FloatArray
+    """Each model's validation soft accuracy (the only per-model figure released)."""
+    weights: FloatArray
+    """The fitted weights (for the secure path, as decoded from their fixed point)."""
+    probabilities: FloatArray
+    """The weighted ensemble's test probabilities, (n_test, classes)."""
+
+
+def decode_ensemble(total: ArrayLike, layout: Layout) -> FloatArray:
+    values = np.asarray(total, dtype=np.int64).astype(np.float64)
+    return (values / (PROB_FIELD.scale * WEIGHT_SCALE)).reshape(layout.n_test, layout.classes)
+
+
+def secure_ensemble(
+    scheme: Scheme,
+    contributions: Mapping[str, ArrayLike],
+    layout: Layout,
+    y_val: ArrayLike,
+    rng: Randomness,
+) -> EnsembleResult:
+    """Both steps for a whole committee: share every model's vector, then reconstruct only the
+    per-model validation statistics and the weighted test probabilities."""
+    models = tuple(sorted(contributions))
+    if not models:
+        raise EnsembleError("no model took part")
+    columns = layout.true_label_columns(y_val)
+    shared = {m: scheme.share(np.asarray(contributions[m], dtype=np.int64), rng) for m in models}
+    rows = {h: np.stack([shared[m][h - 1] for m in models]) for h in range(1, scheme.n + 1)}
+    stats = combine(scheme, {h: stat_partial(scheme, r, columns) for h, r in rows.items()})
+    accuracy = soft_accuracy(stats, layout.n_val)
+    ints = encoded_weights(fit_weights(accuracy, layout.classes))
+    total = combine(scheme, {h: weighted_partial(scheme, r, layout, ints) for h, r in rows.items()})
+    return EnsembleResult(
+        models, accuracy, ints / WEIGHT_SCALE, decode_ensemble(total, layout) * 1.0
+    )
+
+
+def plain_ensemble(
+    val_probs: Mapping[str, ArrayLike],
+    test_probs: Mapping[str, ArrayLike],
+    y_val: ArrayLike,
+    classes: int,
+) -> EnsembleResult:
+    """The same fit and ensemble in floats, on the clear probabilities."""
+    models = tuple(sorted(val_probs))
+    y = np.asarray(y_val, dtype=np.int64)
+    accuracy = np.array(
+        [np.clip(np.asarray(val_probs[m]), 0, 1)[np.arange(len(y)), y].mean() for m in models]
+    )
+    weights = fit_weights(accuracy, classes)
+    probabilities = sum(
+        w * np.clip(np.asarray(test_probs[m], dtype=np.float64), 0, 1)
+        for w, m in zip(weights, models, strict=True)
+    )
+    return EnsembleResult(models, accuracy, weights, np.asarray(probabilities))
