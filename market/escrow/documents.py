@@ -75,7 +75,8 @@ class ResultDocument:
 
 
 def fetch(uri: str, endpoints: Sequence[str] = (), timeout: float = 30.0) -> bytes:
-    """The bytes behind `uri`: `data:` (inline), `file://`, `http://`, `https://`, or
+    """The bytes behind `uri`: `ipfs://<cid>` (content-addressed, `market.storage`; checked
+    against the CID), `data:` (inline), `file://`, `http://`, `https://`, or
     `committee:/path`, served at `path` by any of the job's committee `endpoints` (the first
     that answers; the caller checks the bytes against the on-chain hash)."""
     scheme = urllib.parse.urlsplit(uri).scheme
@@ -90,6 +91,13 @@ def fetch(uri: str, endpoints: Sequence[str] = (), timeout: float = 30.0) -> byt
         raise DocumentError(
             f"no committee member serves {path}: " + ("; ".join(problems) or "no endpoints")
         )
+    if scheme == "ipfs":
+        from market.storage import StorageError, fetch_uri, open_storage
+
+        try:  # the IPFS node at $MARKET_IPFS_API, else the embedded store; bytes re-hashed
+            return fetch_uri(uri, open_storage())
+        except StorageError as exc:
+            raise DocumentError(f"cannot fetch {uri}: {exc}") from None
     if scheme == "data":
         header, _, payload = uri[5:].partition(",")
         if header.endswith(";base64"):
