@@ -154,9 +154,7 @@ def secure_ensemble(
     accuracy = soft_accuracy(stats, layout.n_val)
     ints = encoded_weights(fit_weights(accuracy, layout.classes))
     total = combine(scheme, {h: weighted_partial(scheme, r, layout, ints) for h, r in rows.items()})
-    return EnsembleResult(
-        models, accuracy, ints / WEIGHT_SCALE, decode_ensemble(total, layout) * 1.0
-    )
+    return EnsembleResult(models, accuracy, ints / WEIGHT_SCALE, decode_ensemble(total, layout))
 
 
 def plain_ensemble(

@@ -661,20 +661,20 @@ class HeavyNode:
             harm_threshold=spec.harm_threshold,
             full_slash_at=spec.full_slash_at,
         )
+        # In the contract's ascending dataset order (`settle_valuation` keeps it), each slash
+        # beside its owner's consent.
         slashed = {d: a for d, a in settled.slashes.items() if a > 0}
-        slashes = tuple(Slash(bytes.fromhex(d.removeprefix("0x")), a) for d, a in slashed.items())
-        ordered = sorted(slashes, key=lambda s: s.dataset_id)
+        slashes = tuple(Slash(bytes.fromhex(d[2:]), a) for d, a in slashed.items())
         job.consents = tuple(
             SlashConsent(
-                int(bodies["0x" + s.dataset_id.hex()]["participation_bps"]),
-                bytes.fromhex(bodies["0x" + s.dataset_id.hex()]["participation"][2:]),
+                int(bodies[d]["participation_bps"]), bytes.fromhex(bodies[d]["participation"][2:])
             )
-            for s in ordered
+            for d in slashed
         )
         valuation["payouts_by_dataset"] = {d: str(a) for d, a in settled.payouts_by_dataset.items()}
         valuation["slashes"] = {d: str(a) for d, a in slashed.items()}
         valuation["severity_bps"] = dict(settled.severity_bps)
-        return settled.payouts, tuple(ordered), settled.settlement.slashed_to_payouts
+        return settled.payouts, slashes, settled.settlement.slashed_to_payouts
 
 
 def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:

@@ -24,7 +24,7 @@ from compute.maps import run_map
 from compute.messages import RoundConfig
 from compute.node.jobs import JobSpecError, proposal_for
 from compute.node.valuation import BlobCache, ValuationError, score_dataset
-from compute.node.wire import SignedSubmission
+from compute.node.wire import SignedSubmission, refusal_detail
 from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
@@ -118,18 +118,11 @@ class LightNode:
             if response.status_code == 200:
                 delivery.accepted.append(message.recipient)
             else:
-                delivery.refused[message.recipient] = _reason(response)
+                delivery.refused[message.recipient] = refusal_detail(response)
         if delivery.refused and not delivery.accepted:
             reasons = "; ".join(f"node {n}: {r}" for n, r in delivery.refused.items())
             raise SubmissionRefused(f"job {view.job_id} refused dataset {dataset}: {reasons}")
         return delivery
-
-
-def _reason(response: Any) -> str:
-    try:
-        return str(response.json().get("detail", response.text))
-    except ValueError:
-        return response.text[:200]
 
 
 # ------------------------------------------------------------------------------ the service

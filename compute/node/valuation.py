@@ -106,17 +106,10 @@ def _get(http: Any, endpoints: Sequence[str], path: str) -> Any:
             continue
         if response.status_code == 200:
             return response
-        problems.append(f"{endpoint}: {response.status_code} {_detail(response)}")
+        problems.append(f"{endpoint}: {response.status_code} {wire.refusal_detail(response)}")
         if response.status_code == 409:
-            raise NotReady(_detail(response))
+            raise NotReady(wire.refusal_detail(response))
     raise ValuationError(f"no committee member serves {path}: " + "; ".join(problems))
-
-
-def _detail(response: Any) -> str:
-    try:
-        return str(response.json().get("detail", response.text))
-    except ValueError:
-        return response.text[:200]
 
 
 def report_scores(
@@ -149,7 +142,7 @@ def report_scores(
             failed[index] = type(exc).__name__
             continue
         if response.status_code != 200:
-            failed[index] = _detail(response)
+            failed[index] = wire.refusal_detail(response)
     if len(failed) == len(endpoints):
         raise ValuationError(
             f"no committee member took the report of job {job_id}: "

@@ -180,6 +180,14 @@ class SignedSubmission:
         } | ({"payload": base64.b64encode(self.payload).decode()} if self.payload else {})
 
 
+def refusal_detail(response: Any) -> str:
+    """The reason in a node's 4xx answer (`{"detail": ...}`), or the start of its body."""
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
 # ----------------------------------------------------------------------------- peers
 def peer_payload(message: Agreement | Partial) -> dict[str, Any]:
     if isinstance(message, Agreement):

@@ -14,7 +14,6 @@ the model's classes, the features against its width.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -36,10 +35,6 @@ from market.valuation.tip.influence import (
 from market.valuation.tip.job import TipTerms
 
 FloatArray = NDArray[np.float64]
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
