@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import requests
 from eth_account import Account
 
 from compute.proposal import parse_proposal
@@ -109,6 +110,9 @@ def run_devnet_demo(
                     ))  # fmt: skip
                 committee.sort(key=lambda a: int(a, 16))
                 buyer = account("buyer", BUDGET)
+                # A light node skips a heavy node that does not answer yet, and the committee
+                # then agrees on no dataset: wait until every heavy node serves.
+                wait_serving([staking.heavy_node(m).endpoint for m in committee], processes)
 
             progress(f"{providers} clinics register and stake their datasets")
             strict = work / "strict-policy.json"
@@ -193,6 +197,25 @@ def run_devnet_demo(
             devnet_down(home)
     used = [t for i, t in enumerate(tables) if i % STRICT_SHARE != 1]
     return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
+
+
+def wait_serving(
+    urls: list[str], processes: list[subprocess.Popen], timeout: float = 120.0
+) -> None:
+    """Until every heavy node's `/health` answers (a node process that exits fails at once)."""
+    end = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError("a heavy node process exited while starting")
+            if time.monotonic() > end:
+                raise RuntimeError(f"the heavy node at {url} did not start in {timeout:.0f} s")
+            time.sleep(0.2)
 
 
 def _wait_settled_rpc(escrow: EscrowClient, job_id: int, timeout: float = 300.0) -> JobState:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from market.chain import TOKEN
+from market.demo_devnet import wait_serving
 from tests.cli.conftest import MARKET, Cli, free_port
 
 
@@ -31,10 +32,11 @@ def test_a_job_settles_with_every_node_its_own_process(devnet_cli: Cli, tmp_path
     for who in ("buyer", "node0", "node1", "node2", "p0", "p1", "p2"):
         cli.ok("wallet", "new", who)
         cli.ok("faucet", "--account", who, "--amount", "2000", net=True)
-    processes = []
+    processes, urls = [], []
     try:
         for i in range(3):
             port = free_port()
+            urls.append(f"http://127.0.0.1:{port}")
             cli.ok("heavy", "register", "--account", f"node{i}", "--stake", "1000",
                    "--endpoint", f"http://127.0.0.1:{port}", net=True)  # fmt: skip
             processes.append(
@@ -55,6 +57,7 @@ def test_a_job_settles_with_every_node_its_own_process(devnet_cli: Cli, tmp_path
                     text=True,
                 )
             )
+        wait_serving(urls, processes)
         values = {"p0": [120, 130, 140], "p1": [110, 150], "p2": [125, 135, 145, 155]}
         for who, bp in values.items():
             data = tmp_path / f"{who}.csv"
