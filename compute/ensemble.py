@@ -16,26 +16,27 @@ steps over the same shares:
    the public fixed-point weights; reconstructed, that is the weighted ensemble's test
    probabilities, the only per-row output released.
 
-Payouts follow the weights (`market.valuation.payouts.split_by_weights`). `secure_ensemble`
-runs both steps for a committee in one process (the nodes' code runs the same functions);
-`plain_ensemble` is the same computation in floats, the baseline it must match within the
-encoding's precision (each probability to 2^-16, each weight to 2^-16).
+The heavy nodes' round (`compute.round`, with an `EnsemblePlan` in its configuration) runs the
+two steps as two exchanges after the participants are agreed; `compute.simulation.
+simulate_ensemble` runs a whole committee in one process. Payouts follow the weights
+(`market.valuation.payouts.split_by_weights`). `plain_ensemble` is the same computation in
+floats, the baseline the secure one must match within the encoding's precision (each
+probability to 2^-16, each weight to 2^-16).
 
-Pure: the randomness is passed in.
+Pure: arrays in, arrays out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from compute.encoding import FieldSpec, encode_weights
+from compute.encoding import MAX_VALUES, FieldSpec, encode_weights
 from compute.errors import ComputeError
-from compute.randomness import Randomness
-from compute.reduce import combine
+from compute.reduce import ReduceOp, Reduction
 from compute.sharing import Scheme
 
 PROB_FIELD = FieldSpec("probability", 0.0, 1.0, scale=2**16)
@@ -72,8 +73,9 @@ class Layout:
         return np.arange(self.n_val, dtype=np.int64) * self.classes + y
 
 
-def contribution(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> NDArray[np.int64]:
-    """A model holder's vector to share: its probabilities, clipped to [0, 1], fixed point."""
+def records(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> FloatArray:
+    """A model holder's one record: its validation then test probabilities, one row (what its
+    light node shares through the ensemble reduction, which clips each to [0, 1])."""
     val = np.asarray(val_probs, dtype=np.float64)
     test = np.asarray(test_probs, dtype=np.float64)
     if val.shape != (layout.n_val, layout.classes) or test.shape != (layout.n_test, layout.classes):
@@ -83,7 +85,12 @@ def contribution(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) ->
         )
     if not (np.all(np.isfinite(val)) and np.all(np.isfinite(test))):
         raise EnsembleError("probabilities must be finite")
-    return PROB_FIELD.encode(np.concatenate([val.ravel(), test.ravel()]))
+    return np.concatenate([val.ravel(), test.ravel()])[None, :]
+
+
+def contribution(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> NDArray[np.int64]:
+    """A model holder's vector to share: its probabilities, clipped to [0, 1], fixed point."""
+    return PROB_FIELD.encode(records(layout, val_probs, test_probs)[0])
 
 
 def stat_partial(
@@ -135,26 +142,84 @@ def decode_ensemble(total: ArrayLike, layout: Layout) -> FloatArray:
     return (values / (PROB_FIELD.scale * WEIGHT_SCALE)).reshape(layout.n_test, layout.classes)
 
 
-def secure_ensemble(
-    scheme: Scheme,
-    contributions: Mapping[str, ArrayLike],
-    layout: Layout,
-    y_val: ArrayLike,
-    rng: Randomness,
-) -> EnsembleResult:
-    """Both steps for a whole committee: share every model's vector, then reconstruct only the
-    per-model validation statistics and the weighted test probabilities."""
-    models = tuple(sorted(contributions))
-    if not models:
-        raise EnsembleError("no model took part")
-    columns = layout.true_label_columns(y_val)
-    shared = {m: scheme.share(np.asarray(contributions[m], dtype=np.int64), rng) for m in models}
-    rows = {h: np.stack([shared[m][h - 1] for m in models]) for h in range(1, scheme.n + 1)}
-    stats = combine(scheme, {h: stat_partial(scheme, r, columns) for h, r in rows.items()})
-    accuracy = soft_accuracy(stats, layout.n_val)
-    ints = encoded_weights(fit_weights(accuracy, layout.classes))
-    total = combine(scheme, {h: weighted_partial(scheme, r, layout, ints) for h, r in rows.items()})
-    return EnsembleResult(models, accuracy, ints / WEIGHT_SCALE, decode_ensemble(total, layout))
+@dataclass(frozen=True, eq=False)
+class EnsembleFit:
+    """What an ensemble round reconstructs (in the participants' order): each model's
+    validation soft accuracy, the weights fitted from it, and the weighted test probabilities."""
+
+    accuracy: FloatArray
+    weights: NDArray[np.int64]
+    """Fixed point at `WEIGHT_SCALE`."""
+    total: NDArray[np.int64]
+    """The weighted test probabilities as reconstructed integers (`decode_ensemble`)."""
+
+
+@dataclass(frozen=True, eq=False)
+class EnsemblePlan:
+    """What an ensemble round's heavy nodes know beforehand (from the job's public evaluation
+    set): where each model's probabilities sit, and the validation labels."""
+
+    layout: Layout
+    y_val: NDArray[np.int64]
+    columns: NDArray[np.int64] = field(init=False, repr=False)
+    """The coordinates of the validation rows' true-label probabilities."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", self.layout.true_label_columns(self.y_val))
+
+    def reduction(self, max_models: int = MAX_VALUES) -> Reduction:
+        """The reduce a model holder's contribution goes through: one record per model, its
+        probabilities at `PROB_FIELD`, weighted at `WEIGHT_SCALE` (weights at most 1)."""
+        return Reduction(
+            ReduceOp.WEIGHTED_SUM,
+            PROB_FIELD,
+            width=self.layout.length,
+            max_values=max_models,
+            weight_scale=WEIGHT_SCALE,
+            max_weight=1.0,
+        )
+
+    def fit(self, totals: ArrayLike) -> tuple[FloatArray, NDArray[np.int64]]:
+        """From the reconstructed validation statistics: each model's soft accuracy and its
+        fixed-point weight."""
+        accuracy = soft_accuracy(totals, self.layout.n_val)
+        return accuracy, encoded_weights(fit_weights(accuracy, self.layout.classes))
+
+    def result(self, models: Sequence[str], fit: EnsembleFit) -> EnsembleResult:
+        """A round's fit, decoded."""
+        return EnsembleResult(
+            tuple(models),
+            np.asarray(fit.accuracy, dtype=np.float64),
+            np.asarray(fit.weights, dtype=np.float64) / WEIGHT_SCALE,
+            decode_ensemble(fit.total, self.layout),
+        )
+
+
+def align_probabilities(
+    probabilities: ArrayLike, model_classes: ArrayLike, classes: int
+) -> FloatArray:
+    """A model's `predict_proba` output (columns in the order of its `classes_`) as columns
+    0 .. classes - 1; a class the model never saw gets probability 0."""
+    proba = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(model_classes)
+    if proba.ndim != 2 or proba.shape[1] != labels.size:
+        raise EnsembleError(
+            f"the model gave probabilities of shape {proba.shape} for {labels.size} classes"
+        )
+    if labels.dtype.kind not in "iu" and not (
+        labels.dtype.kind == "f" and np.all(labels == np.round(labels))
+    ):
+        raise EnsembleError(f"the model's classes must be integer labels, not {labels.dtype}")
+    index = labels.astype(np.int64)
+    if index.size and (index.min() < 0 or index.max() >= classes):
+        raise EnsembleError(
+            f"the model's classes {sorted(set(index.tolist()))} are not all in 0..{classes - 1}"
+        )
+    if len(set(index.tolist())) != index.size:
+        raise EnsembleError("the model lists a class twice")
+    out = np.zeros((proba.shape[0], classes), dtype=np.float64)
+    out[:, index] = proba
+    return out
 
 
 def plain_ensemble(

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from compute.dp import NoisePlan, PrivacySpent
+from compute.ensemble import EnsembleFit, EnsemblePlan
 from compute.errors import ReductionError
 from compute.reduce import Abort, Aggregate, ReduceOp, Reduction
 from compute.sharing import Scheme
@@ -39,12 +40,23 @@ class RoundConfig:
     """Weighted sum only: public fixed-point weights by dataset id (`Reduction.encode_weights`)."""
     eligible: frozenset[str] | None = None
     """Datasets allowed to submit (staked for this job); `None` admits any."""
+    ensemble: EnsemblePlan | None = None
+    """Ensemble jobs: the weights are fitted in the round, from the validation statistics."""
 
     def __post_init__(self) -> None:
         if self.min_participants < 1:
             raise ReductionError("min_participants must be at least 1")
-        if (self.reduction.op is ReduceOp.WEIGHTED_SUM) != (self.weights is not None):
-            raise ReductionError("weights are required for a weighted sum, and only for it")
+        weighted = self.reduction.op is ReduceOp.WEIGHTED_SUM
+        if weighted != ((self.weights is None) != (self.ensemble is None)):
+            raise ReductionError(
+                "a weighted sum needs public weights or an ensemble plan (one of them), and "
+                "only a weighted sum takes either"
+            )
+        if self.ensemble is not None:
+            if self.reduction.length != self.ensemble.layout.length:
+                raise ReductionError("the reduction does not fit the ensemble's layout")
+            if self.privacy is not None:
+                raise ReductionError("an ensemble round adds no DP noise")
         if self.weights is not None:
             object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
         if self.privacy is not None and self.privacy.length != self.reduction.length:
@@ -110,8 +122,20 @@ class Partial:
     value: NDArray[np.uint64]
 
 
-Event = Submission | CloseSubmissions | PeerUnavailable | Agreement | Partial
-Outgoing = Agreement | Partial
+@dataclass(frozen=True, eq=False)
+class Statistic:
+    """Ensemble rounds, heavy node to peer: the sender's shares of each participant's
+    validation statistic (participants' order), from which the weights are fitted."""
+
+    job_id: str
+    sender: int
+    recipient: int
+    participants: tuple[str, ...]
+    value: NDArray[np.uint64]
+
+
+Event = Submission | CloseSubmissions | PeerUnavailable | Agreement | Statistic | Partial
+Outgoing = Agreement | Statistic | Partial
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +146,9 @@ class Result:
     aggregate: Aggregate
     privacy: PrivacySpent | None
     """Epsilon and delta spent, when DP noise was added."""
+    fit: EnsembleFit | None = None
+    """Ensemble rounds: the models' validation accuracy and fitted weights (participants'
+    order); `aggregate.values` are then the ensemble's test probabilities, row by row."""
 
     @property
     def values(self) -> NDArray[np.float64]:

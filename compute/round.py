@@ -21,11 +21,15 @@ Heavy node (`HeavyNodeRound`), phases and transitions all in `TRANSITIONS`:
 | AGREEING   | `Agreement`, `Partial`        | AGREEING  | keep                                |
 | AGREEING   | views complete                | COMBINING | agree; send its `Partial` to peers  |
 | AGREEING   | too few nodes or participants | ABORTED   | `Abort`                             |
+| AGREEING   | views complete, ensemble      | FITTING   | agree; send its `Statistic` to peers|
+| FITTING    | `Agreement`, `Statistic`, `Partial` | FITTING | keep                            |
+| FITTING    | statistics complete           | COMBINING | fit the weights; send its `Partial` |
+| FITTING    | too few or wrong statistics   | ABORTED   | `Abort`, naming a cheater if it can |
 | COMBINING  | `Partial`                     | COMBINING | keep                                |
 | COMBINING  | partials complete             | DONE      | reconstruct and decode: `Result`    |
 | COMBINING  | too few or wrong partials     | ABORTED   | `Abort`, naming a cheater if it can |
 | any        | `PeerUnavailable`             | same      | stop waiting for that peer          |
-| COMBINING, DONE, ABORTED | `Agreement`, `Partial` | same | late: ignored                 |
+| COMBINING, DONE, ABORTED | `Agreement`, `Statistic`, `Partial` | same | late: ignored    |
 
 "Views complete" means every peer has sent its `Agreement` or been declared unavailable;
 "partials complete" the same for `Partial` among the peers that agreed. The participant set is
@@ -33,6 +37,13 @@ the intersection of the dataset sets of the nodes that agreed. With differential
 node's `Agreement` also carries its shares of its own noise (see `compute.dp`), so the aggregate
 is only ever reconstructed with the noise in it. Inputs the table does not allow raise a
 `ProtocolError` and leave the node unchanged.
+
+Ensemble rounds (an `EnsemblePlan` in the configuration) fit their weights inside the round:
+after agreeing, each node sends its shares of every participant's validation statistic
+(`compute.ensemble.stat_partial`, one value per model), reconstructs them with its peers'
+(Shamir checks them like partials), fits the weights from them (`EnsemblePlan.fit`, the same
+on every node) and only then sends its weighted partial of the test probabilities. A node that
+gives up on a peer during the fit does not take that peer's partial afterwards.
 """
 
 from __future__ import annotations
@@ -68,8 +79,10 @@ from compute.messages import (
     PeerUnavailable,
     Result,
     RoundConfig,
+    Statistic,
     Submission,
 )
+from compute.ensemble import EnsembleFit, decode_ensemble, stat_partial, weighted_partial
 from compute.randomness import Randomness
 from compute.reduce import (
     Abort,
@@ -123,6 +136,7 @@ class LightNodeRound:
 class Phase(StrEnum):
     COLLECTING = "collecting"
     AGREEING = "agreeing"
+    FITTING = "fitting"
     COMBINING = "combining"
     DONE = "done"
     ABORTED = "aborted"
@@ -132,32 +146,47 @@ class Trigger(StrEnum):
     """Transitions a node fires itself once it has heard from every peer."""
 
     VIEWS_COMPLETE = "views complete"
+    FIT_WEIGHTS = "views complete, ensemble"
+    STATISTICS_COMPLETE = "statistics complete"
     PARTIALS_COMPLETE = "partials complete"
     ABORT = "abort"
 
 
-_C, _A, _M, _D, _X = Phase.COLLECTING, Phase.AGREEING, Phase.COMBINING, Phase.DONE, Phase.ABORTED
+_C, _A, _F, _M = Phase.COLLECTING, Phase.AGREEING, Phase.FITTING, Phase.COMBINING
+_D, _X = Phase.DONE, Phase.ABORTED
 
 TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = MappingProxyType({
     (_C, Submission): _C,
     (_C, Agreement): _C,
+    (_C, Statistic): _C,
     (_C, Partial): _C,
     (_C, PeerUnavailable): _C,
     (_C, CloseSubmissions): _A,
     (_A, Agreement): _A,
+    (_A, Statistic): _A,
     (_A, Partial): _A,
     (_A, PeerUnavailable): _A,
     (_A, Trigger.VIEWS_COMPLETE): _M,
+    (_A, Trigger.FIT_WEIGHTS): _F,
     (_A, Trigger.ABORT): _X,
+    (_F, Agreement): _F,
+    (_F, Statistic): _F,
+    (_F, Partial): _F,
+    (_F, PeerUnavailable): _F,
+    (_F, Trigger.STATISTICS_COMPLETE): _M,
+    (_F, Trigger.ABORT): _X,
     (_M, Agreement): _M,
+    (_M, Statistic): _M,
     (_M, Partial): _M,
     (_M, PeerUnavailable): _M,
     (_M, Trigger.PARTIALS_COMPLETE): _D,
     (_M, Trigger.ABORT): _X,
     (_D, Agreement): _D,
+    (_D, Statistic): _D,
     (_D, Partial): _D,
     (_D, PeerUnavailable): _D,
     (_X, Agreement): _X,
+    (_X, Statistic): _X,
     (_X, Partial): _X,
     (_X, PeerUnavailable): _X,
 })  # fmt: skip
@@ -168,6 +197,7 @@ TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = Mappin
 class _Peers:
     views: dict[int, frozenset[str]] = field(default_factory=dict)
     noise: dict[int, NDArray[np.uint64]] = field(default_factory=dict)
+    statistics: dict[int, Statistic] = field(default_factory=dict)
     partials: dict[int, Partial] = field(default_factory=dict)
     unavailable: set[int] = field(default_factory=set)
 
@@ -196,6 +226,8 @@ class HeavyNodeRound:
         self._shares: dict[str, NDArray[np.uint64]] = {}
         self._peers = _Peers()
         self._own: Partial | None = None
+        self._own_statistic: Statistic | None = None
+        self._fit: tuple[NDArray[np.float64], NDArray[np.int64]] | None = None
         self._live: tuple[int, ...] = ()
 
     @property
@@ -221,6 +253,8 @@ class HeavyNodeRound:
             self._peers.unavailable.add(event.node)
         elif isinstance(event, Agreement):
             self._keep_agreement(event)
+        elif isinstance(event, Statistic):
+            self._keep_statistic(event)
         else:
             self._keep_partial(event)
         self.phase = following
@@ -254,6 +288,10 @@ class HeavyNodeRound:
     def _advance(self) -> list[Outgoing]:
         if self.phase is Phase.AGREEING and self._heard_from_all(self._peers.views, self._peers_()):
             return self._agree()
+        if self.phase is Phase.FITTING and self._heard_from_all(
+            self._peers.statistics, self._live_peers()
+        ):
+            return self._fit_weights()
         if self.phase is Phase.COMBINING and self._heard_from_all(
             self._peers.partials, self._live_peers()
         ):
@@ -297,8 +335,10 @@ class HeavyNodeRound:
                 f"{len(participants)} datasets reached every available heavy node; the "
                 f"proposal needs at least {self.config.min_participants}",
             )
-        self._move(Trigger.VIEWS_COMPLETE)
         self._live = live
+        if self.config.ensemble is not None:
+            return self._send_statistics(participants)
+        self._move(Trigger.VIEWS_COMPLETE)
         value = self._partial_over(participants)
         noise_from: tuple[int, ...] = ()
         if self.config.privacy is not None:
@@ -314,22 +354,84 @@ class HeavyNodeRound:
             if peer != self.index
         ] + self._advance()
 
+    def _send_statistics(self, participants: tuple[str, ...]) -> list[Outgoing]:
+        plan, scheme = self.config.ensemble, self.config.scheme
+        assert plan is not None
+        self._move(Trigger.FIT_WEIGHTS)
+        value = np.concatenate(
+            [stat_partial(scheme, rows, plan.columns) for rows in self._rows(participants)]
+        )
+        job = self.config.job_id
+        self._own_statistic = Statistic(job, self.index, self.index, participants, value)
+        return [
+            Statistic(job, self.index, peer, participants, value)
+            for peer in self._live
+            if peer != self.index
+        ] + self._advance()
+
+    def _fit_weights(self) -> list[Outgoing]:
+        """Ensemble rounds: reconstruct the validation statistics, fit the weights, and send
+        this node's weighted partial of the test probabilities."""
+        own = self._own_statistic
+        plan, scheme = self.config.ensemble, self.config.scheme
+        assert own is not None and plan is not None  # set by _send_statistics
+        usable = {self.index: own.value}
+        divergent = []
+        for peer, message in self._peers.statistics.items():
+            if peer not in self._live_peers():
+                continue
+            if message.participants == own.participants:
+                usable[peer] = message.value
+            else:
+                divergent.append(peer)
+        if len(usable) < scheme.threshold:
+            reason = AbortReason.DIVERGENT_VIEWS if divergent else AbortReason.TOO_FEW_HEAVY_NODES
+            return self._abort(
+                reason,
+                f"{len(usable)} usable statistics (from {sorted(usable)}); {scheme.name} needs "
+                f"{scheme.threshold}; nodes {divergent} agreed on a different participant set",
+            )
+        try:
+            totals = scheme.reconstruct(usable)
+        except ShareInconsistencyError as error:
+            return self._finish(inconsistency_abort(error, own=self.index))
+        self._fit = plan.fit(totals)
+        weights = self._fit[1]
+        value = np.zeros(plan.layout.n_test * plan.layout.classes, dtype=np.uint64)
+        start = 0
+        for rows in self._rows(own.participants):
+            chunk = weights[start : start + len(rows)]
+            value = scheme.add(value, weighted_partial(scheme, rows, plan.layout, chunk))
+            start += len(rows)
+        self._move(Trigger.STATISTICS_COMPLETE)
+        job = self.config.job_id
+        self._own = Partial(job, self.index, self.index, own.participants, (), value)
+        return [
+            Partial(job, self.index, peer, own.participants, (), value)
+            for peer in self._live_peers()
+        ] + self._advance()
+
+    def _rows(self, participants: tuple[str, ...]) -> list[NDArray[np.uint64]]:
+        """This node's shares of the participants, stacked in chunks of rows."""
+        return [
+            np.stack([self._shares[d] for d in participants[start : start + _PARTIAL_CHUNK]])
+            for start in range(0, len(participants), _PARTIAL_CHUNK)
+        ]
+
     def _partial_over(self, participants: tuple[str, ...]) -> NDArray[np.uint64]:
         """The (weighted) sum of this node's shares of the participants, in chunks of rows."""
         scheme, weights = self.config.scheme, self.config.weights
-        chunks = [
-            participants[start : start + _PARTIAL_CHUNK]
-            for start in range(0, len(participants), _PARTIAL_CHUNK)
-        ]
         if weights is None:
             running = PartialSum(scheme, self.config.reduction.length)
-            for chunk in chunks:
-                running.add(np.stack([self._shares[d] for d in chunk]))
+            for rows in self._rows(participants):
+                running.add(rows)
             return running.value
         total = np.zeros(self.config.reduction.length, dtype=np.uint64)
-        for chunk in chunks:
-            rows = np.stack([self._shares[d] for d in chunk])
+        start = 0
+        for rows in self._rows(participants):
+            chunk = participants[start : start + len(rows)]
             total = scheme.add(total, partial(scheme, rows, [weights[d] for d in chunk]))
+            start += len(rows)
         return total
 
     def _combine(self) -> list[Outgoing]:
@@ -356,12 +458,17 @@ class HeavyNodeRound:
             total = scheme.reconstruct(usable)
         except ShareInconsistencyError as error:
             return self._finish(inconsistency_abort(error, own=self.index))
-        reduction = self.config.reduction
-        aggregate = Aggregate(
-            reduction, own.participants, tuple(sorted(usable)), total, reduction.finish(total)
-        )
-        plan = self.config.privacy
-        spent = None if plan is None else plan.spent(len(own.noise_from))
+        reduction, holders = self.config.reduction, tuple(sorted(usable))
+        if self._fit is not None:
+            plan = self.config.ensemble
+            assert plan is not None
+            values = decode_ensemble(total, plan.layout).ravel()
+            aggregate = Aggregate(reduction, own.participants, holders, total, values)
+            fit = EnsembleFit(*self._fit, total=total)
+            return self._finish(Result(self.config.job_id, aggregate, None, fit))
+        aggregate = Aggregate(reduction, own.participants, holders, total, reduction.finish(total))
+        privacy = self.config.privacy
+        spent = None if privacy is None else privacy.spent(len(own.noise_from))
         return self._finish(Result(self.config.job_id, aggregate, spent))
 
     # --- keeping what arrives ---
@@ -376,15 +483,16 @@ class HeavyNodeRound:
     def _check_addressing(self, event: Event) -> None:
         if event.job_id != self.config.job_id:
             raise WrongJobError(f"message for job {event.job_id}, this is {self.config.job_id}")
-        if isinstance(event, Submission | Agreement | Partial) and event.recipient != self.index:
+        addressed = Submission | Agreement | Statistic | Partial
+        if isinstance(event, addressed) and event.recipient != self.index:
             raise WrongJobError(f"message for node {event.recipient} delivered to {self.index}")
-        if isinstance(event, Agreement | Partial) and event.sender not in self._peers_():
+        if isinstance(event, Agreement | Statistic | Partial) and event.sender not in self._peers_():
             raise MalformedMessageError(f"sender {event.sender} is not a peer of {self.index}")
         if isinstance(event, PeerUnavailable) and event.node not in self._peers_():
             raise MalformedMessageError(f"node {event.node} is not a peer of {self.index}")
 
-    def _check_vector(self, value: object, what: str) -> None:
-        length = self.config.reduction.length
+    def _check_vector(self, value: object, what: str, length: int | None = None) -> None:
+        length = self.config.reduction.length if length is None else length
         if not (
             isinstance(value, np.ndarray) and value.dtype == np.uint64 and value.shape == (length,)
         ):
@@ -420,10 +528,24 @@ class HeavyNodeRound:
             self._peers.noise[event.sender] = event.noise_share
         self._peers.views[event.sender] = frozenset(event.dataset_ids)
 
+    def _keep_statistic(self, event: Statistic) -> None:
+        if self.config.ensemble is None:
+            raise UnexpectedEventError(f"job {self.config.job_id} fits no ensemble weights")
+        if event.sender in self._peers.unavailable:
+            return
+        if event.sender in self._peers.statistics:
+            raise DuplicateMessageError(f"second statistic from node {event.sender}")
+        self._check_vector(
+            event.value, f"statistic from node {event.sender}", len(event.participants)
+        )
+        self._peers.statistics[event.sender] = event
+
     def _keep_partial(self, event: Partial) -> None:
         if event.sender in self._peers.unavailable:
             return
         if event.sender in self._peers.partials:
             raise DuplicateMessageError(f"second partial from node {event.sender}")
-        self._check_vector(event.value, f"partial from node {event.sender}")
+        plan = self.config.ensemble
+        length = None if plan is None else plan.layout.n_test * plan.layout.classes
+        self._check_vector(event.value, f"partial from node {event.sender}", length)
         self._peers.partials[event.sender] = event

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from compute.ensemble import EnsemblePlan, EnsembleResult
+from compute.errors import ReductionError
 from compute.messages import (
     CloseSubmissions,
     NoiseSampler,
@@ -22,10 +24,13 @@ from compute.messages import (
     Outgoing,
     Partial,
     PeerUnavailable,
+    Result,
     RoundConfig,
+    Statistic,
 )
 from compute.randomness import Randomness
 from compute.round import HeavyNodeRound, LightNodeRound
+from compute.sharing import Scheme
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class Faults:
     tamper: Mapping[int, Callable[[NDArray[np.uint64]], NDArray[np.uint64]]] = field(
         default_factory=dict
     )
-    """Per heavy node, how it alters its partial before sending it (a cheater)."""
+    """Per heavy node, how it alters its partials (and an ensemble round's statistics) before
+    sending them (a cheater)."""
 
 
 def simulate_round(
@@ -76,6 +82,27 @@ def simulate_round(
 
 def _tampered(message: Outgoing, faults: Faults) -> Outgoing:
     change = faults.tamper.get(message.sender)
-    if change is None or not isinstance(message, Partial):
+    if change is None or not isinstance(message, Partial | Statistic):
         return message
     return replace(message, value=change(message.value))
+
+
+def simulate_ensemble(
+    scheme: Scheme,
+    records: Mapping[str, ArrayLike],
+    plan: EnsemblePlan,
+    rng: Randomness,
+    *,
+    faults: Faults = Faults(),
+) -> EnsembleResult:
+    """An ensemble round for a whole committee in one process: every model holder's records
+    (its probabilities, one row: `compute.ensemble.records`), the committee's fit and
+    ensemble, decoded as heavy node 1 (or the first online node) sees it."""
+    config = RoundConfig(
+        "ensemble", plan.reduction(max(len(records), 1)), scheme, 1, ensemble=plan
+    )
+    outcomes = simulate_round(config, records, rng, faults=faults)
+    outcome = outcomes[min(outcomes)] if outcomes else None
+    if not isinstance(outcome, Result) or outcome.fit is None:
+        raise ReductionError(f"the ensemble round did not finish: {outcome}")
+    return plan.result(outcome.participants, outcome.fit)

@@ -6,9 +6,10 @@ decision tree, k-nearest neighbours, a random forest and a small MLP. The rest o
 the public evaluation set, split into a validation half (labels public, for fitting the
 weights) and a held-out test half (labels kept by the buyer, for the table).
 
-Each holder's class probabilities are secret-shared among a three-node committee and combined
-by `compute.ensemble.secure_ensemble` (weights fitted on the validation split from per-model
-statistics computed under sharing, then the weighted test probabilities); `plain_ensemble` does
+Each holder's class probabilities are secret-shared among a three-node committee, which runs
+the heavy nodes' ensemble round (`compute.simulation.simulate_ensemble`: the weights fitted on
+the validation split from per-model statistics computed under sharing, then the weighted test
+probabilities), in one process; `plain_ensemble` does
 the same in floats. The table reports every model's test accuracy, the ensemble's under sharing
 and in plaintext, the gain over the best single model and over the mean, and each holder's
 weight and payout (`split_by_weights` of the pool)."""
@@ -20,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from compute.ensemble import Layout, contribution, plain_ensemble, secure_ensemble
+from compute.ensemble import (
+    WEIGHT_SCALE,
+    EnsemblePlan,
+    Layout,
+    align_probabilities,
+    plain_ensemble,
+    records,
+)
+from compute.simulation import simulate_ensemble
 from compute.randomness import AesCtrRandom
 from compute.sharing import scheme_named
 from market.valuation.payouts import split_by_weights
@@ -69,26 +78,25 @@ def run_ensemble_bench(seed: int = 0, scheme: str = "shamir") -> dict[str, Any]:
     val_probs, test_probs, accuracy, train_rows = {}, {}, {}, {}
     for (name, model), rows in zip(models.items(), parts, strict=True):
         model.fit(x[rows], y[rows])
-        # Every holder saw every class (digits is balanced), so columns are the classes 0..9.
-        assert list(model.classes_) == list(range(classes))
-        val_probs[name] = model.predict_proba(x[val])
-        test_probs[name] = model.predict_proba(x[test])
+        val_probs[name] = align_probabilities(model.predict_proba(x[val]), model.classes_, classes)
+        test_probs[name] = align_probabilities(
+            model.predict_proba(x[test]), model.classes_, classes
+        )
         accuracy[name] = float((test_probs[name].argmax(axis=1) == y[test]).mean())
         train_rows[name] = len(rows)
 
     t0 = time.perf_counter()
-    contributions = {
-        name: contribution(layout, val_probs[name], test_probs[name]) for name in models
-    }
+    shared = {name: records(layout, val_probs[name], test_probs[name]) for name in models}
     committee = scheme_named(scheme, n=3, threshold=2 if scheme == "shamir" else None)
-    secure = secure_ensemble(committee, contributions, layout, y[val], AesCtrRandom(bytes(16)))
+    plan = EnsemblePlan(layout, y[val])
+    secure = simulate_ensemble(committee, shared, plan, AesCtrRandom(bytes(16)))
     secure_s = time.perf_counter() - t0
     plain = plain_ensemble(val_probs, test_probs, y[val], classes)
 
     secure_acc = float((secure.probabilities.argmax(axis=1) == y[test]).mean())
     plain_acc = float((plain.probabilities.argmax(axis=1) == y[test]).mean())
     weights = dict(zip(secure.models, (float(w) for w in secure.weights), strict=True))
-    payouts = split_by_weights(POOL, {m: round(w * 2**16) for m, w in weights.items()})
+    payouts = split_by_weights(POOL, {m: round(w * WEIGHT_SCALE) for m, w in weights.items()})
     best = max(accuracy.values())
     return {
         "models": accuracy,

@@ -11,15 +11,21 @@ from hypothesis import strategies as st
 from compute.ensemble import (
     PROB_FIELD,
     EnsembleError,
+    EnsemblePlan,
     Layout,
+    align_probabilities,
     contribution,
     fit_weights,
     plain_ensemble,
-    secure_ensemble,
+    records,
     stat_partial,
 )
+from compute.errors import ProtocolError, ReductionError
+from compute.messages import PeerUnavailable, RoundConfig, Statistic
 from compute.randomness import AesCtrRandom
-from compute.reduce import combine
+from compute.reduce import Abort, AbortReason, combine
+from compute.round import HeavyNodeRound, Phase
+from compute.simulation import Faults, simulate_ensemble, simulate_round
 from compute.sharing import scheme_named
 
 SCHEMES = [("shamir", 2), ("additive", None)]
@@ -48,9 +54,10 @@ def test_secure_matches_plain_within_the_encoding(
     val = {f"m{i}": _probs(rng, n_val, classes) for i in range(models)}
     test = {f"m{i}": _probs(rng, n_test, classes) for i in range(models)}
     y_val = rng.integers(0, classes, n_val)
-    shares = {m: contribution(layout, val[m], test[m]) for m in val}
+    rows = {m: records(layout, val[m], test[m]) for m in val}
     committee = scheme_named(scheme, n=3, threshold=threshold)
-    secure = secure_ensemble(committee, shares, layout, y_val, AesCtrRandom(seed.to_bytes(16)))
+    plan = EnsemblePlan(layout, y_val)
+    secure = simulate_ensemble(committee, rows, plan, AesCtrRandom(seed.to_bytes(16)))
     plain = plain_ensemble(val, test, y_val, classes)
     assert secure.models == plain.models
     step = 1 / PROB_FIELD.scale
@@ -89,3 +96,83 @@ def test_outputs_of_the_wrong_shape_are_refused() -> None:
         contribution(layout, np.full((2, 3), np.nan), np.zeros((2, 3)))
     with pytest.raises(EnsembleError, match="validation labels in 0..2"):
         layout.true_label_columns([0, 3])
+
+
+def _plan_and_rows(models: int = 4, seed: int = 1) -> tuple[EnsemblePlan, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    layout = Layout(12, 7, 3)
+    plan = EnsemblePlan(layout, rng.integers(0, 3, 12))
+    rows = {
+        f"0x{i:02x}": records(layout, _probs(rng, 12, 3), _probs(rng, 7, 3)) for i in range(models)
+    }
+    return plan, rows
+
+
+def test_the_round_survives_a_missing_heavy_node() -> None:
+    plan, rows = _plan_and_rows()
+    shamir = scheme_named("shamir", n=3, threshold=2)
+    full = simulate_ensemble(shamir, rows, plan, AesCtrRandom(bytes(16)))
+    for offline in (1, 2, 3):
+        missing = simulate_ensemble(
+            shamir, rows, plan, AesCtrRandom(bytes(16)), faults=Faults(offline=frozenset({offline}))
+        )
+        assert np.array_equal(missing.probabilities, full.probabilities)
+        assert np.array_equal(missing.weights, full.weights)
+
+
+def test_a_heavy_node_that_alters_its_statistics_is_caught() -> None:
+    """Shamir 2-of-4 reconstructs from redundant shares, so an altered statistic is detected
+    and its sender named; the round aborts instead of settling on weights a cheater chose."""
+    plan, rows = _plan_and_rows()
+    shamir = scheme_named("shamir", n=4, threshold=2)
+    config = RoundConfig("e", plan.reduction(), shamir, 1, ensemble=plan)
+    outcomes = simulate_round(
+        config, rows, AesCtrRandom(bytes(16)),
+        faults=Faults(tamper={4: lambda v: v + np.uint64(1)}),
+    )  # fmt: skip
+    for node in (1, 2, 3):
+        outcome = outcomes[node]
+        assert isinstance(outcome, Abort) and outcome.reason is AbortReason.INCONSISTENT_SHARES
+        assert outcome.culprits == (4,)
+
+
+def test_statistics_are_checked_like_partials() -> None:
+    plan, rows = _plan_and_rows(models=2)
+    shamir = scheme_named("shamir", n=3, threshold=2)
+    config = RoundConfig("e", plan.reduction(), shamir, 1, ensemble=plan)
+    node = HeavyNodeRound(config, 1, AesCtrRandom(bytes(16)))
+    with pytest.raises(ProtocolError, match="statistic from node 2 must be a uint64 vector"):
+        node.handle(Statistic("e", 2, 1, ("0xaa", "0xbb"), np.zeros(3, dtype=np.uint64)))
+    node.handle(Statistic("e", 2, 1, ("0xaa", "0xbb"), np.zeros(2, dtype=np.uint64)))
+    with pytest.raises(ProtocolError, match="second statistic"):
+        node.handle(Statistic("e", 2, 1, ("0xaa", "0xbb"), np.zeros(2, dtype=np.uint64)))
+    node.handle(PeerUnavailable("e", 3))
+    assert node.phase is Phase.COLLECTING
+    plain = RoundConfig("p", plan.reduction(), shamir, 1, weights={"0xaa": 1})
+    other = HeavyNodeRound(plain, 1, AesCtrRandom(bytes(16)))
+    with pytest.raises(ProtocolError, match="fits no ensemble weights"):
+        other.handle(Statistic("p", 2, 1, ("0xaa",), np.zeros(1, dtype=np.uint64)))
+
+
+def test_an_ensemble_round_takes_no_public_weights_and_no_noise() -> None:
+    plan, _ = _plan_and_rows()
+    shamir = scheme_named("shamir", n=3, threshold=2)
+    with pytest.raises(ReductionError, match="one of them"):
+        RoundConfig("e", plan.reduction(), shamir, 1, weights={"a": 1}, ensemble=plan)
+    with pytest.raises(ReductionError, match="layout"):
+        RoundConfig("e", EnsemblePlan(Layout(1, 1, 2), np.array([0])).reduction(), shamir, 1,
+                    ensemble=plan)  # fmt: skip
+
+
+def test_model_columns_are_aligned_to_the_job_s_classes() -> None:
+    proba = np.array([[0.25, 0.75], [1.0, 0.0]])
+    aligned = align_probabilities(proba, np.array([3, 1]), 4)
+    assert aligned.tolist() == [[0, 0.75, 0, 0.25], [0, 0, 0, 1.0]]
+    with pytest.raises(EnsembleError, match="not all in 0..3"):
+        align_probabilities(proba, np.array([1, 4]), 4)
+    with pytest.raises(EnsembleError, match="integer labels"):
+        align_probabilities(proba, np.array(["a", "b"]), 4)
+    with pytest.raises(EnsembleError, match="twice"):
+        align_probabilities(proba, np.array([1, 1]), 4)
+    with pytest.raises(EnsembleError, match="shape"):
+        align_probabilities(proba, np.array([1, 2, 3]), 4)

@@ -32,6 +32,7 @@ from compute.messages import (
     PeerUnavailable,
     Result,
     RoundConfig,
+    Statistic,
     Submission,
 )
 from compute.reduce import Abort, AbortReason, ReduceOp, Reduction
@@ -243,11 +244,14 @@ def test_the_transition_table() -> None:
     phases = {phase for phase, _ in TRANSITIONS} | set(TRANSITIONS.values())
     assert phases == set(Phase)
     for terminal in (Phase.DONE, Phase.ABORTED):
-        assert {i for p, i in TRANSITIONS if p is terminal} == {Agreement, Partial, PeerUnavailable}
+        late = {Agreement, Statistic, Partial, PeerUnavailable}
+        assert {i for p, i in TRANSITIONS if p is terminal} == late
         assert all(TRANSITIONS[(p, i)] is terminal for p, i in TRANSITIONS if p is terminal)
     assert TRANSITIONS[(Phase.COLLECTING, CloseSubmissions)] is Phase.AGREEING
     assert TRANSITIONS[(Phase.AGREEING, Trigger.VIEWS_COMPLETE)] is Phase.COMBINING
     assert TRANSITIONS[(Phase.COMBINING, Trigger.PARTIALS_COMPLETE)] is Phase.DONE
+    assert TRANSITIONS[(Phase.AGREEING, Trigger.FIT_WEIGHTS)] is Phase.FITTING
+    assert TRANSITIONS[(Phase.FITTING, Trigger.STATISTICS_COMPLETE)] is Phase.COMBINING
     assert (Phase.AGREEING, Submission) not in TRANSITIONS
 
 
