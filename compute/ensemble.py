@@ -65,6 +65,18 @@ class Layout:
     def test(self) -> slice:
         return slice(self.n_val * self.classes, self.length)
 
+    def reduction(self, max_models: int = MAX_VALUES) -> Reduction:
+        """The reduce a model holder's contribution goes through: one record per model, its
+        probabilities at `PROB_FIELD`, weighted at `WEIGHT_SCALE` (weights at most 1)."""
+        return Reduction(
+            ReduceOp.WEIGHTED_SUM,
+            PROB_FIELD,
+            width=self.length,
+            max_values=max_models,
+            weight_scale=WEIGHT_SCALE,
+            max_weight=1.0,
+        )
+
     def true_label_columns(self, y_val: ArrayLike) -> NDArray[np.int64]:
         """The coordinates of the validation rows' true-label probabilities."""
         y = np.asarray(y_val, dtype=np.int64)
@@ -166,18 +178,6 @@ class EnsemblePlan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", self.layout.true_label_columns(self.y_val))
-
-    def reduction(self, max_models: int = MAX_VALUES) -> Reduction:
-        """The reduce a model holder's contribution goes through: one record per model, its
-        probabilities at `PROB_FIELD`, weighted at `WEIGHT_SCALE` (weights at most 1)."""
-        return Reduction(
-            ReduceOp.WEIGHTED_SUM,
-            PROB_FIELD,
-            width=self.layout.length,
-            max_values=max_models,
-            weight_scale=WEIGHT_SCALE,
-            max_weight=1.0,
-        )
 
     def fit(self, totals: ArrayLike) -> tuple[FloatArray, NDArray[np.int64]]:
         """From the reconstructed validation statistics: each model's soft accuracy and its

@@ -19,8 +19,12 @@ so the provider can see how far its data sits outside the buyer's bounds.
 
 | function | feeds | output fields | a record is |
 |---|---|---|---|
-| `column_values` | sum, mean, variance, histogram, weighted_sum | columns read | their values |
+| `column_values` | sum, mean, variance, histogram | columns read | their values |
 | `row_count` | count | none | one row (its values are never read) |
+| `model_probabilities` | weighted_sum | none | the holder's model's probabilities |
+
+`model_probabilities` (ensemble jobs) reads no table: the provider's node runs its own model
+over the job's public evaluation set (`compute.node.ensemble`), so `run_map` refuses it.
 
 Pure: the table is passed in; nothing here reads a file.
 """
@@ -78,6 +82,13 @@ def _row_count(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
     return np.zeros((len(frame), 1))
 
 
+def _no_table(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
+    raise MapError(
+        "model_probabilities runs the provider's model over the job's evaluation set, not over "
+        "a table; serve a model for ensemble jobs"
+    )
+
+
 MAP_FUNCTIONS: Mapping[str, MapFunction] = {
     f.name: f
     for f in (
@@ -90,11 +101,17 @@ MAP_FUNCTIONS: Mapping[str, MapFunction] = {
                     ReduceOp.MEAN,
                     ReduceOp.VARIANCE,
                     ReduceOp.HISTOGRAM,
-                    ReduceOp.WEIGHTED_SUM,
                 }
             ),
             reads_fields=True,
             apply=_column_values,
+        ),
+        MapFunction(
+            "model_probabilities",
+            "the provider's model's class probabilities on the job's evaluation set (one record)",
+            frozenset({ReduceOp.WEIGHTED_SUM}),
+            reads_fields=False,
+            apply=_no_table,
         ),
         MapFunction(
             "row_count",

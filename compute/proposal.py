@@ -75,6 +75,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from Crypto.Hash import keccak as _keccak
 from pydantic import (
     AfterValidator,
@@ -85,11 +86,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from numpy.typing import ArrayLike
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from compute.dp import PrivacyTerms, plan_noise
 from compute.encoding import MAX_VALUES, FieldSpec
-from compute.errors import ComputeError
+from compute.ensemble import EnsemblePlan, Layout
+from compute.errors import ComputeError, ReductionError
 from compute.maps import MAP_FUNCTIONS
 from compute.messages import RoundConfig
 from compute.reduce import ReduceOp, Reduction
@@ -448,6 +451,47 @@ class ValuationSpec(_Strict):
         return self
 
 
+MAX_ENSEMBLE_VALUES = 2**22
+"""Most probabilities one model holder shares: (validation + test rows) x classes."""
+
+
+class EnsembleSpec(_Strict):
+    """The public evaluation set of an `ensemble` job. Each model holder scores its rows with
+    its own model and shares the class probabilities; the committee fits the weights on the
+    validation rows (whose labels are public) and releases the weighted ensemble's
+    probabilities for the test rows (whose labels the buyer keeps)."""
+
+    evaluation: BlobRef
+    """An `.npz` of `x_val` (validation rows x features), `y_val` (their labels, 0 .. classes
+    - 1) and `x_test` (test rows x features): `compute.node.ensemble.EvaluationSet`."""
+    features: Annotated[int, Field(ge=1, le=2**16)]
+    """Feature columns of `x_val` and `x_test`, in the models' input order."""
+    classes: Annotated[int, Field(ge=2, le=2**12)]
+    validation_rows: Annotated[int, Field(ge=1, le=2**20)]
+    test_rows: Annotated[int, Field(ge=1, le=2**20)]
+
+    @model_validator(mode="after")
+    def _size(self) -> EnsembleSpec:
+        values = (self.validation_rows + self.test_rows) * self.classes
+        problem = (
+            [
+                (
+                    ("test_rows",),
+                    f"each model would share {values:,} probabilities ((validation_rows + "
+                    f"test_rows) x classes); at most {MAX_ENSEMBLE_VALUES:,}",
+                )
+            ]
+            if values > MAX_ENSEMBLE_VALUES
+            else []
+        )
+        _cross(problem, "EnsembleSpec", self.test_rows)
+        return self
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.validation_rows, self.test_rows, self.classes)
+
+
 _PAYOUT_FOR_KIND = {"aggregate": "equal", "ensemble": "ensemble_weight", "valuation": "influence"}
 
 
@@ -472,6 +516,8 @@ class Proposal(_Strict):
     """Signatures needed to finalize or abort: a strict majority of the committee."""
     valuation: ValuationSpec | None = None
     """The TIP terms of a `valuation` job (required for it, refused for other kinds)."""
+    ensemble: EnsembleSpec | None = None
+    """The evaluation set of an `ensemble` job (required for it, refused for other kinds)."""
 
     @field_validator("committee")
     @classmethod
@@ -516,7 +562,15 @@ class Proposal(_Strict):
                     "op 'count' counts rows and takes no output fields; remove them",
                 )
             )
-        elif op != "count" and not fields:
+        elif self.map.function == "model_probabilities" and fields:
+            out.append(
+                (
+                    ("map", "output", "fields"),
+                    "model_probabilities shares a model's probabilities on the evaluation set "
+                    "and takes no output fields; remove them",
+                )
+            )
+        elif function.reads_fields and not fields:
             out.append((("map", "output", "fields"), f"op {op!r} needs at least one field"))
         if op == "histogram":
             if self.reduce.bins is None:
@@ -568,6 +622,36 @@ class Proposal(_Strict):
                     else f"valuation terms apply only to kind 'valuation', not {self.kind!r}",
                 )
             )
+        if (self.kind == "ensemble") != (self.ensemble is not None):
+            out.append(
+                (
+                    ("ensemble",),
+                    "kind 'ensemble' needs its evaluation set (ensemble terms)"
+                    if self.ensemble is None
+                    else f"ensemble terms apply only to kind 'ensemble', not {self.kind!r}",
+                )
+            )
+        if self.kind == "ensemble":
+            if self.map.function != "model_probabilities":
+                out.append(
+                    (
+                        ("map", "function"),
+                        "an ensemble job's map scores the evaluation set with each holder's "
+                        f"model: use 'model_probabilities', not {self.map.function!r}",
+                    )
+                )
+            if self.map.filter is not None:
+                out.append(
+                    (("map", "filter"), "an ensemble job scores its evaluation set; no filter")
+                )
+            if self.privacy.dp is not None:
+                out.append(
+                    (
+                        ("privacy", "dp"),
+                        "ensemble jobs add no DP noise (the weights are fitted from the "
+                        "models' validation statistics, released exactly); remove dp",
+                    )
+                )
         if self.kind == "valuation" and op != "count":
             out.append(
                 (
@@ -648,7 +732,10 @@ class Proposal(_Strict):
         return FieldSpec(name, first.lo, first.hi, first.scale)
 
     def reduction(self) -> Reduction:
-        """The reduce as `compute.reduce` runs it: op, field spec, width, bins, max_values."""
+        """The reduce as `compute.reduce` runs it: op, field spec, width, bins, max_values (an
+        ensemble's is fixed by its layout: `Layout.reduction`)."""
+        if self.ensemble is not None:
+            return self.ensemble.layout.reduction(self.reduce.max_values)
         fields = self.map.output.fields
         return Reduction(
             ReduceOp(self.reduce.op),
@@ -673,20 +760,31 @@ class Proposal(_Strict):
         job_id: str,
         eligible: frozenset[str] | None = None,
         *,
-        weights: Mapping[str, float] | None = None,
+        validation_labels: ArrayLike | None = None,
     ) -> RoundConfig:
-        """What the round's nodes agree on. With DP the noise is calibrated here (OpenDP);
-        `weights` (public, by dataset id) are required for a weighted sum and only for it.
-        Raises `EncodingOverflowError` when the noise leaves no headroom."""
+        """What the round's nodes agree on. With DP the noise is calibrated here (OpenDP); an
+        ensemble round needs its evaluation set's `validation_labels` (the heavy nodes fit the
+        weights with them). Raises `EncodingOverflowError` when the noise leaves no headroom."""
         reduction = self.reduction()
         terms = self.privacy_terms()
+        if self.ensemble is not None:
+            if validation_labels is None:
+                raise ReductionError("an ensemble round needs its validation labels")
+            labels = np.asarray(validation_labels, dtype=np.int64)
+            return RoundConfig(
+                job_id=job_id,
+                reduction=reduction,
+                scheme=self.scheme(),
+                min_participants=self.privacy.min_participants,
+                eligible=eligible,
+                ensemble=EnsemblePlan(self.ensemble.layout, labels),
+            )
         return RoundConfig(
             job_id=job_id,
             reduction=reduction,
             scheme=self.scheme(),
             min_participants=self.privacy.min_participants,
             privacy=None if terms is None else plan_noise(reduction, terms),
-            weights=None if weights is None else reduction.encode_weights(weights),
             eligible=eligible,
         )
 

@@ -99,7 +99,7 @@ def simulate_ensemble(
     (its probabilities, one row: `compute.ensemble.records`), the committee's fit and
     ensemble, decoded as heavy node 1 (or the first online node) sees it."""
     config = RoundConfig(
-        "ensemble", plan.reduction(max(len(records), 1)), scheme, 1, ensemble=plan
+        "ensemble", plan.layout.reduction(max(len(records), 1)), scheme, 1, ensemble=plan
     )
     outcomes = simulate_round(config, records, rng, faults=faults)
     outcome = outcomes[min(outcomes)] if outcomes else None

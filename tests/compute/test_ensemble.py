@@ -125,7 +125,7 @@ def test_a_heavy_node_that_alters_its_statistics_is_caught() -> None:
     and its sender named; the round aborts instead of settling on weights a cheater chose."""
     plan, rows = _plan_and_rows()
     shamir = scheme_named("shamir", n=4, threshold=2)
-    config = RoundConfig("e", plan.reduction(), shamir, 1, ensemble=plan)
+    config = RoundConfig("e", plan.layout.reduction(), shamir, 1, ensemble=plan)
     outcomes = simulate_round(
         config, rows, AesCtrRandom(bytes(16)),
         faults=Faults(tamper={4: lambda v: v + np.uint64(1)}),
@@ -139,7 +139,7 @@ def test_a_heavy_node_that_alters_its_statistics_is_caught() -> None:
 def test_statistics_are_checked_like_partials() -> None:
     plan, rows = _plan_and_rows(models=2)
     shamir = scheme_named("shamir", n=3, threshold=2)
-    config = RoundConfig("e", plan.reduction(), shamir, 1, ensemble=plan)
+    config = RoundConfig("e", plan.layout.reduction(), shamir, 1, ensemble=plan)
     node = HeavyNodeRound(config, 1, AesCtrRandom(bytes(16)))
     with pytest.raises(ProtocolError, match="statistic from node 2 must be a uint64 vector"):
         node.handle(Statistic("e", 2, 1, ("0xaa", "0xbb"), np.zeros(3, dtype=np.uint64)))
@@ -148,7 +148,7 @@ def test_statistics_are_checked_like_partials() -> None:
         node.handle(Statistic("e", 2, 1, ("0xaa", "0xbb"), np.zeros(2, dtype=np.uint64)))
     node.handle(PeerUnavailable("e", 3))
     assert node.phase is Phase.COLLECTING
-    plain = RoundConfig("p", plan.reduction(), shamir, 1, weights={"0xaa": 1})
+    plain = RoundConfig("p", plan.layout.reduction(), shamir, 1, weights={"0xaa": 1})
     other = HeavyNodeRound(plain, 1, AesCtrRandom(bytes(16)))
     with pytest.raises(ProtocolError, match="fits no ensemble weights"):
         other.handle(Statistic("p", 2, 1, ("0xaa",), np.zeros(1, dtype=np.uint64)))
@@ -158,9 +158,9 @@ def test_an_ensemble_round_takes_no_public_weights_and_no_noise() -> None:
     plan, _ = _plan_and_rows()
     shamir = scheme_named("shamir", n=3, threshold=2)
     with pytest.raises(ReductionError, match="one of them"):
-        RoundConfig("e", plan.reduction(), shamir, 1, weights={"a": 1}, ensemble=plan)
+        RoundConfig("e", plan.layout.reduction(), shamir, 1, weights={"a": 1}, ensemble=plan)
     with pytest.raises(ReductionError, match="layout"):
-        RoundConfig("e", EnsemblePlan(Layout(1, 1, 2), np.array([0])).reduction(), shamir, 1,
+        RoundConfig("e", Layout(1, 1, 2).reduction(), shamir, 1,
                     ensemble=plan)  # fmt: skip
 
 

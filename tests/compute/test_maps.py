@@ -52,7 +52,8 @@ def count_proposal(filter_: dict[str, Any] | None = None) -> Proposal:
 
 
 def test_registry() -> None:
-    assert set(MAP_FUNCTIONS) == {"column_values", "row_count"}
+    assert set(MAP_FUNCTIONS) == {"column_values", "model_probabilities", "row_count"}
+    assert MAP_FUNCTIONS["model_probabilities"].ops == {ReduceOp.WEIGHTED_SUM}
     assert MAP_FUNCTIONS["row_count"].ops == {ReduceOp.COUNT}
     assert ReduceOp.COUNT not in MAP_FUNCTIONS["column_values"].ops
     assert all(f.name == name and f.ops for name, f in MAP_FUNCTIONS.items())

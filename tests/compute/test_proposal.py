@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from compute import dp
 from compute.errors import ReductionError
+from compute.ensemble import Layout
 from compute.maps import run_map
 from compute.messages import Result
 from compute.proposal import (
@@ -93,6 +94,27 @@ def valuation_example() -> dict[str, Any]:
                    "max_slash_bps": 2_000},
         valuation=copy.deepcopy(VALUATION_TERMS),
     )  # fmt: skip
+
+
+ENSEMBLE_TERMS: dict[str, Any] = {
+    "evaluation": {"uri": "ipfs://bafkreievaluation", "sha256": "ab" * 32, "size": 4096},
+    "features": 4,
+    "classes": 3,
+    "validation_rows": 5,
+    "test_rows": 2,
+}
+
+
+def ensemble_example() -> dict[str, Any]:
+    """A valid ensemble proposal: model holders' probabilities on a public evaluation set."""
+    return example(
+        kind="ensemble",
+        map={"function": "model_probabilities", "output": {"fields": []}},
+        reduce={"op": "weighted_sum", "scheme": "shamir", "threat_model": "malicious-detect"},
+        economics={"budget": 10**21, "fee_bps": 500, "payout_rule": "ensemble_weight"},
+        privacy={"min_participants": 2},
+        ensemble=copy.deepcopy(ENSEMBLE_TERMS),
+    )
 
 
 def edit(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -211,8 +233,7 @@ CHANGES: list[tuple[str, Any]] = [
 def _valid_change(path: str, value: Any) -> dict[str, Any]:
     raw = edit(example(), path, value)
     if path == "kind":
-        raw = edit(raw, "reduce.op", "weighted_sum")
-        raw = edit(raw, "economics.payout_rule", "ensemble_weight")
+        raw = {**ensemble_example(), "committee": raw["committee"]}
     if path in ("map.output.fields.0.lo", "map.output.fields.0.hi", "map.output.fields.0.scale"):
         raw = edit(raw, path.replace(".0.", ".1."), value)
     if path == "reduce.scheme":
@@ -307,7 +328,8 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
         "unknown function",
         at("map.function", "exec_python"),
         "map.function",
-        "unknown map function 'exec_python' (vetted: column_values, row_count)",
+        "unknown map function 'exec_python' (vetted: column_values, model_probabilities, "
+        "row_count)",
     ),
     (
         "unknown scheme",
@@ -674,30 +696,44 @@ def test_round_config_with_dp_calibrates_noise() -> None:
     assert np.abs(result.values - exact).max() < 0.1  # a few counts of noise over 900 records
 
 
-def test_ensemble_round_needs_its_public_weights() -> None:
-    raw = chain(
-        at("kind", "ensemble"),
-        at("reduce.op", "weighted_sum"),
-        at("economics.payout_rule", "ensemble_weight"),
-        at("map.output.fields.0.hi", 1.0),
-        at("map.output.fields.1.hi", 1.0),
-        at("map.filter", None),
-        at("privacy.min_participants", 2),
-    )(example())
-    proposal = parse_proposal(raw)
-    with pytest.raises(ReductionError):
+def test_ensemble_proposals() -> None:
+    proposal = parse_proposal(ensemble_example())
+    assert proposal.ensemble is not None and proposal.ensemble.layout == Layout(5, 2, 3)
+    reduction = proposal.reduction()
+    assert reduction.op is ReduceOp.WEIGHTED_SUM and reduction.length == 21
+    with pytest.raises(ReductionError, match="validation labels"):
         proposal.round_config("job")
-    config = proposal.round_config("job", weights={"a": 0.25, "b": 0.75})
-    probabilities = {
-        "a": pd.DataFrame({"systolic": [0.2], "pulse": [0.8]}),
-        "b": pd.DataFrame({"systolic": [0.6], "pulse": [0.4]}),
-    }
-    records = {k: run_map(proposal, f).records for k, f in probabilities.items()}
-    result = simulate_round(config, records, np.random.default_rng(3))[1]
-    assert isinstance(result, Result)
-    assert result.values == pytest.approx(
-        [0.25 * 0.2 + 0.75 * 0.6, 0.25 * 0.8 + 0.75 * 0.4], abs=1e-3
-    )
+    config = proposal.round_config("job", validation_labels=[0, 1, 2, 2, 1])
+    assert config.ensemble is not None and config.weights is None
+    assert list(config.ensemble.columns) == [0, 4, 8, 11, 13]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        (at("ensemble", None), "ensemble", "needs its evaluation set"),
+        (at("map.function", "column_values"), "map.function", "use 'model_probabilities'"),
+        (at("map.filter", {"column": "a", "op": "==", "value": 1}), "map.filter", "no filter"),
+        (at("privacy.dp", {"epsilon": 1.0}), "privacy.dp", "remove dp"),
+        (at("ensemble.classes", 1), "ensemble.classes", ""),
+        (
+            chain(at("ensemble.test_rows", 2**20), at("ensemble.validation_rows", 2**20)),
+            "ensemble.test_rows",
+            "at most 4,194,304",
+        ),
+    ],
+)
+def test_bad_ensemble_terms_are_refused_with_their_path(
+    change: Any, path: str, message: str
+) -> None:
+    with pytest.raises(ProposalError) as info:
+        parse_proposal(change(ensemble_example()))
+    assert path in str(info.value) and message in str(info.value)
+
+
+def test_ensemble_terms_belong_to_ensemble_jobs_only() -> None:
+    with pytest.raises(ProposalError, match="ensemble terms apply only to kind 'ensemble'"):
+        parse_proposal(example(ensemble=copy.deepcopy(ENSEMBLE_TERMS)))
 
 
 # --- generated proposals -------------------------------------------------------------------
@@ -748,7 +784,7 @@ def proposals(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "version": 1,
         "kind": "aggregate",
-        "title": draw(st.text(st.characters(min_codepoint=32), min_size=1, max_size=40).filter(
+        "title": draw(st.text(st.characters(min_codepoint=32, codec="utf-8"), min_size=1, max_size=40).filter(
             str.strip)),
         "map": {
             "function": "row_count" if op == "count" else "column_values",
