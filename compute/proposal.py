@@ -77,6 +77,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from Crypto.Hash import keccak as _keccak
+from numpy.typing import ArrayLike
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -86,7 +87,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from numpy.typing import ArrayLike
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from compute.dp import PrivacyTerms, plan_noise

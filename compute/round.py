@@ -57,6 +57,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from compute.ensemble import EnsembleFit, decode_ensemble, stat_partial, weighted_partial
 from compute.errors import (
     DuplicateMessageError,
     DuplicateSubmissionError,
@@ -82,7 +83,6 @@ from compute.messages import (
     Statistic,
     Submission,
 )
-from compute.ensemble import EnsembleFit, decode_ensemble, stat_partial, weighted_partial
 from compute.randomness import Randomness
 from compute.reduce import (
     Abort,
@@ -486,7 +486,10 @@ class HeavyNodeRound:
         addressed = Submission | Agreement | Statistic | Partial
         if isinstance(event, addressed) and event.recipient != self.index:
             raise WrongJobError(f"message for node {event.recipient} delivered to {self.index}")
-        if isinstance(event, Agreement | Statistic | Partial) and event.sender not in self._peers_():
+        if (
+            isinstance(event, Agreement | Statistic | Partial)
+            and event.sender not in self._peers_()
+        ):
             raise MalformedMessageError(f"sender {event.sender} is not a peer of {self.index}")
         if isinstance(event, PeerUnavailable) and event.node not in self._peers_():
             raise MalformedMessageError(f"node {event.node} is not a peer of {self.index}")

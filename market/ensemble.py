@@ -29,9 +29,9 @@ from compute.ensemble import (
     plain_ensemble,
     records,
 )
-from compute.simulation import simulate_ensemble
 from compute.randomness import AesCtrRandom
 from compute.sharing import scheme_named
+from compute.simulation import simulate_ensemble
 from market.valuation.payouts import split_by_weights
 
 POOL = 950 * 10**18

@@ -30,6 +30,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
 from compute.dp import sample_noise
+from compute.ensemble import WEIGHT_SCALE
 from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
 from compute.messages import (
     CloseSubmissions,
@@ -182,7 +183,12 @@ class HeavyNode:
             )
         for payload in self.store.peer_messages(job.view.job_id):
             job.heard.add(int(payload["sender"]))
-            self._deliver(job, wire.peer_message(payload, job.config.reduction.length))
+            try:
+                self._deliver(job, wire.peer_message(payload))
+            except ComputeError as exc:  # taken before the restart; the round moved on since
+                log.warning(
+                    "job %s: replaying peer %s: %s", job.view.job_id, payload["sender"], exc
+                )
 
     def _deliver(self, job: _Job, event: Any) -> None:
         for message in job.round.handle(event):
@@ -292,23 +298,26 @@ class HeavyNode:
         try:
             sender = int(payload["sender"])
             signer = wire.payload_signer(payload, signature)
-            message = wire.peer_message(payload, job.config.reduction.length)
-        except (KeyError, TypeError, ValueError) as exc:
+            message = wire.peer_message(payload)
+        except (KeyError, TypeError, ValueError, wire.WireError) as exc:
             raise Rejected(422, f"malformed peer message: {exc}") from None
         if not 1 <= sender <= len(job.view.committee) or job.view.committee[sender - 1] != signer:
             raise Rejected(401, "the peer message is not signed by that committee member")
         if message.recipient != job.index or message.job_id != str(job_id):
             raise Rejected(400, "the peer message is not for this node and job")
         with self._lock:
-            try:
-                self.store.add_peer_message(job_id, payload["kind"], sender, payload)
-            except Duplicate:
+            if self.store.has_peer_message(job_id, payload["kind"], sender):
                 return {"job": job_id, "duplicate": True}
-            job.heard.add(sender)
-            try:
+            try:  # the round refuses a bad message without changing: then nothing is stored
                 self._deliver(job, message)
             except ComputeError as exc:
-                log.warning("job %s: peer %s: %s", job_id, sender, exc)
+                raise Rejected(400, f"peer message refused: {exc}") from None
+            try:
+                self.store.add_peer_message(job_id, payload["kind"], sender, payload)
+            except BaseException:
+                self._jobs.pop(job_id, None)  # the round saw it, the store did not: rebuild
+                raise
+            job.heard.add(sender)
         return {"job": job_id, "stored": True}
 
     def accept_signature(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -580,9 +589,16 @@ class HeavyNode:
             d: self.staking.dataset(bytes.fromhex(d.removeprefix("0x")))
             for d in outcome.participants
         }
+        # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
+        fit = outcome.fit
+        shares = (
+            dict(zip(outcome.participants, (int(w) for w in fit.weights), strict=True))
+            if fit is not None
+            else dict.fromkeys(outcome.participants, 1)
+        )
         owners: dict[str, int] = {}
-        for record in records.values():
-            owners[record.owner] = owners.get(record.owner, 0) + 1
+        for dataset, record in records.items():
+            owners[record.owner] = owners.get(record.owner, 0) + shares[dataset]
         pool = view.budget - view.budget * view.fee_bps // 10_000
         payouts = split_pool(pool, owners)
         slashes: tuple[Slash, ...] = ()
@@ -612,6 +628,19 @@ class HeavyNode:
         }
         if valuation is not None:
             summary["valuation"] = valuation
+        if fit is not None:
+            plan = job.config.ensemble
+            assert plan is not None
+            summary["ensemble"] = {
+                "classes": plan.layout.classes,
+                "test_rows": plan.layout.n_test,
+                "validation_soft_accuracy": dict(
+                    zip(outcome.participants, (float(a) for a in fit.accuracy), strict=True)
+                ),
+                "weights": {d: w / WEIGHT_SCALE for d, w in shares.items()},
+                "weight_scale": WEIGHT_SCALE,
+                "values": "the weighted ensemble's probabilities, test row by test row",
+            }
         document = ResultDocument(view.job_id, summary, tree)
         result = Result(
             job_id=view.job_id,
@@ -678,8 +707,8 @@ class HeavyNode:
 
 
 def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:
-    """`aggregate` jobs: the pool split equally among participating datasets, each owner paid
-    for every dataset it contributed (one leaf per owner)."""
+    """The pool split in proportion to each owner's share (aggregate jobs: its number of
+    participating datasets; ensembles: its models' fitted weights), one leaf per owner."""
     if not owners:
         return {}
     paid = split_by_weights(pool, owners)

@@ -10,6 +10,8 @@ from typing import Any
 from eth_utils import keccak
 
 from compute.messages import RoundConfig
+from compute.node.ensemble import EnsembleJobError, evaluation_for
+from compute.node.valuation import BlobCache
 from compute.proposal import Proposal, ProposalError, ValuationSpec, parse_proposal
 from market.escrow import EscrowClient, JobView
 from market.escrow.documents import DocumentError, fetch
@@ -78,10 +80,12 @@ def proposal_for(escrow: EscrowClient, view: JobView) -> Proposal:
 class JobSpecs:
     """A heavy node's reading of jobs' proposals, each fetched and checked once. Called with a
     job, it is the node's `ConfigFor` (the round configuration); `valuation` gives a valuation
-    job's TIP terms (None for other kinds)."""
+    job's TIP terms (None for other kinds). An ensemble job's evaluation set is fetched and
+    checked here too (its validation labels are part of the round's configuration)."""
 
-    def __init__(self, escrow: EscrowClient) -> None:
+    def __init__(self, escrow: EscrowClient, blobs: BlobCache | None = None) -> None:
         self.escrow = escrow
+        self.blobs = blobs or BlobCache()
         self._proposals: dict[int, Proposal] = {}
 
     def proposal(self, view: JobView) -> Proposal:
@@ -90,7 +94,14 @@ class JobSpecs:
         return self._proposals[view.job_id]
 
     def __call__(self, view: JobView) -> RoundConfig:
-        return self.proposal(view).round_config(str(view.job_id))
+        proposal = self.proposal(view)
+        if proposal.ensemble is None:
+            return proposal.round_config(str(view.job_id))
+        try:  # the heavy nodes fit the weights with the evaluation set's public labels
+            evaluation = evaluation_for(proposal, self.blobs)
+        except EnsembleJobError as exc:
+            raise JobSpecError(f"job {view.job_id}: {exc}") from None
+        return proposal.round_config(str(view.job_id), validation_labels=evaluation.y_val)
 
     def valuation(self, view: JobView) -> ValuationSpec | None:
         return self.proposal(view).valuation

@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 from compute.errors import ComputeError
 from compute.maps import run_map
 from compute.messages import RoundConfig
+from compute.node.ensemble import EnsembleJobError, evaluation_for, model_records
 from compute.node.jobs import JobSpecError, proposal_for
 from compute.node.valuation import BlobCache, ValuationError, score_dataset
 from compute.node.wire import SignedSubmission, refusal_detail
@@ -165,11 +166,15 @@ class LightState:
 
 @dataclass
 class LocalData:
-    """A dataset this light node serves: its on-chain id and how to read its table."""
+    """A dataset this light node serves: its on-chain id and how to read its table, or, for a
+    model holder, how to load its model (ensemble jobs)."""
 
     dataset_id: bytes
     load: Any
-    """`() -> pandas.DataFrame`, read when a job needs it (the data stays here)."""
+    """`() -> pandas.DataFrame`, read when a job needs it (the data stays here); None for a
+    model."""
+    model: Any = None
+    """`() -> fitted classifier` (`compute.node.ensemble.load_model`), for ensemble jobs."""
 
 
 class LightService:
@@ -215,7 +220,17 @@ class LightService:
                     self._decide(taken, job_id, d, "refused", str(exc))
                 continue
             decision = evaluate(self.policy, proposal, view.buyer)
-            config = proposal.round_config(str(job_id))
+            evaluation = None
+            try:
+                if proposal.ensemble is not None:
+                    evaluation = evaluation_for(proposal, self.blobs)
+                    config = proposal.round_config(str(job_id), validation_labels=evaluation.y_val)
+                else:
+                    config = proposal.round_config(str(job_id))
+            except (ComputeError, EnsembleJobError) as exc:
+                for d in pending:
+                    self._decide(taken, job_id, d, "refused", f"cannot take part: {exc}")
+                continue
             for d in pending:
                 dataset = "0x" + d.dataset_id.hex()
                 previous = self.state.get(job_id, dataset)
@@ -228,13 +243,22 @@ class LightService:
                     continue
                 payload = b""
                 try:
-                    if proposal.valuation is not None:
+                    if (evaluation is None) != (d.load is not None):
+                        raise EnsembleJobError(
+                            "this dataset is a model; the job needs a table"
+                            if evaluation is None
+                            else "an ensemble job takes a model; this dataset is a table"
+                        )
+                    if evaluation is not None:
+                        records = model_records(d.model(), evaluation)
+                        rows = len(evaluation.x_val) + len(evaluation.x_test)
+                    elif proposal.valuation is not None:
                         scored = score_dataset(proposal, d.load(), self.blobs)
                         records, rows, payload = scored.records, scored.rows, scored.payload
                     else:
                         records, report = run_map(proposal, d.load())
                         rows = report.rows_used
-                except (ComputeError, TipError, ValuationError) as exc:
+                except (ComputeError, TipError, ValuationError, EnsembleJobError) as exc:
                     self._decide(taken, job_id, d, "refused", f"cannot run the map: {exc}")
                     continue
                 try:
@@ -246,7 +270,8 @@ class LightService:
                     continue
                 self._decide(
                     taken, job_id, d, "submitted",
-                    f"{rows} rows to heavy nodes {delivery.accepted}",
+                    ("probabilities on " if evaluation is not None else "")
+                    + f"{rows} rows to heavy nodes {delivery.accepted}",
                 )  # fmt: skip
         return taken
 

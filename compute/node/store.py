@@ -187,6 +187,14 @@ class Store:
             (job, kind, sender, json.dumps(body)),
         )
 
+    def has_peer_message(self, job: int, kind: str, sender: int) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM peer_messages WHERE job = ? AND kind = ? AND sender = ?",
+                (job, kind, sender),
+            ).fetchone()
+        return row is not None
+
     def peer_messages(self, job: int) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(

@@ -26,7 +26,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from numpy.typing import NDArray
 
-from compute.messages import Agreement, Partial
+from compute.messages import Agreement, Partial, Statistic
 from market.escrow.documents import canonical_json
 from market.escrow.eip712 import Domain, participation_digest, recover, sign_digest
 
@@ -189,7 +189,7 @@ def refusal_detail(response: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- peers
-def peer_payload(message: Agreement | Partial) -> dict[str, Any]:
+def peer_payload(message: Agreement | Statistic | Partial) -> dict[str, Any]:
     if isinstance(message, Agreement):
         return {
             "kind": "agreement",
@@ -200,6 +200,15 @@ def peer_payload(message: Agreement | Partial) -> dict[str, Any]:
             "noise_share": (
                 encode_vector(message.noise_share) if message.noise_share is not None else None
             ),
+        }
+    if isinstance(message, Statistic):
+        return {
+            "kind": "statistic",
+            "job": message.job_id,
+            "sender": message.sender,
+            "recipient": message.recipient,
+            "participants": list(message.participants),
+            "value": encode_vector(message.value),
         }
     return {
         "kind": "partial",
@@ -212,8 +221,8 @@ def peer_payload(message: Agreement | Partial) -> dict[str, Any]:
     }
 
 
-def peer_message(payload: dict[str, Any], length: int) -> Agreement | Partial:
-    """The round message in a verified peer payload (shape checks; the round checks the rest)."""
+def peer_message(payload: dict[str, Any]) -> Agreement | Statistic | Partial:
+    """The round message in a verified peer payload (the round checks the vectors' lengths)."""
     try:
         if payload["kind"] == "agreement":
             noise = payload.get("noise_share")
@@ -222,7 +231,7 @@ def peer_message(payload: dict[str, Any], length: int) -> Agreement | Partial:
                 sender=int(payload["sender"]),
                 recipient=int(payload["recipient"]),
                 dataset_ids=frozenset(str(d) for d in payload["datasets"]),
-                noise_share=decode_vector(noise, length) if noise is not None else None,
+                noise_share=decode_vector(noise) if noise is not None else None,
             )
         if payload["kind"] == "partial":
             return Partial(
@@ -231,7 +240,15 @@ def peer_message(payload: dict[str, Any], length: int) -> Agreement | Partial:
                 recipient=int(payload["recipient"]),
                 participants=tuple(str(d) for d in payload["participants"]),
                 noise_from=tuple(int(n) for n in payload["noise_from"]),
-                value=decode_vector(payload["value"], length),
+                value=decode_vector(payload["value"]),
+            )
+        if payload["kind"] == "statistic":
+            return Statistic(
+                job_id=str(payload["job"]),
+                sender=int(payload["sender"]),
+                recipient=int(payload["recipient"]),
+                participants=tuple(str(d) for d in payload["participants"]),
+                value=decode_vector(payload["value"]),
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"malformed peer message: {exc}") from None

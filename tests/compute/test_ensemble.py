@@ -25,8 +25,8 @@ from compute.messages import PeerUnavailable, RoundConfig, Statistic
 from compute.randomness import AesCtrRandom
 from compute.reduce import Abort, AbortReason, combine
 from compute.round import HeavyNodeRound, Phase
-from compute.simulation import Faults, simulate_ensemble, simulate_round
 from compute.sharing import scheme_named
+from compute.simulation import Faults, simulate_ensemble, simulate_round
 
 SCHEMES = [("shamir", 2), ("additive", None)]
 

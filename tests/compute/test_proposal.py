@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compute import dp
-from compute.errors import ReductionError
 from compute.ensemble import Layout
+from compute.errors import ReductionError
 from compute.maps import run_map
 from compute.messages import Result
 from compute.proposal import (
@@ -784,8 +784,8 @@ def proposals(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "version": 1,
         "kind": "aggregate",
-        "title": draw(st.text(st.characters(min_codepoint=32, codec="utf-8"), min_size=1, max_size=40).filter(
-            str.strip)),
+        "title": draw(st.text(st.characters(min_codepoint=32, codec="utf-8"), min_size=1,
+                              max_size=40).filter(str.strip)),
         "map": {
             "function": "row_count" if op == "count" else "column_values",
             "output": {"fields": [{"name": k, "lo": lo, "hi": hi, "scale": scale} for k in names]},

@@ -122,6 +122,32 @@ def test_peer_messages_must_come_from_the_committee(setup):
     assert forged.status_code == 401
 
 
+def test_a_peer_message_the_round_refuses_is_not_stored(setup):
+    c, view = setup
+    url = f"{_node(c, 1).endpoint}/jobs/{view.job_id}/peer"
+    from compute.node.wire import encode_vector, sign_payload
+
+    def post(payload):
+        body = {"payload": payload, "signature": sign_payload(c.accounts[1], payload)}
+        return requests.post(url, json=body, timeout=10)
+
+    short = {"kind": "partial", "job": str(view.job_id), "sender": 2, "recipient": 1,
+             "participants": [], "noise_from": [],
+             "value": encode_vector(np.zeros(1, dtype=np.uint64))}  # fmt: skip
+    refused = post(short)
+    assert refused.status_code == 400 and "uint64 vector of length" in refused.text
+    statistic = {"kind": "statistic", "job": str(view.job_id), "sender": 2, "recipient": 1,
+                 "participants": [],
+                 "value": encode_vector(np.zeros(0, dtype=np.uint64))}  # fmt: skip
+    refused = post(statistic)
+    assert refused.status_code == 400 and "fits no ensemble weights" in refused.text
+    # Nothing was kept: the well-formed partial is taken once, then a duplicate.
+    length = c.config_for(view).reduction.length
+    good = {**short, "value": encode_vector(np.zeros(length, dtype=np.uint64))}
+    assert post(good).json()["duplicate"] is False
+    assert post(good).json()["duplicate"] is True
+
+
 def test_a_node_signing_two_results_is_slashed(setup):
     c, view = setup
     market = c.market

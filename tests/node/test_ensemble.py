@@ -1,0 +1,261 @@
+"""An ensemble job from bounty to claims on the embedded chain, through the real light and heavy
+nodes over HTTP: model holders keep their models (different families, trained here on their own
+parts of scikit-learn's digits) and share only their class probabilities on the job's public
+evaluation set; the committee fits the weights on the validation rows under Shamir sharing,
+releases the weighted ensemble's test probabilities, and pays each holder by its weight."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import requests
+from eth_account.signers.local import LocalAccount
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.tree import DecisionTreeClassifier
+
+from compute.ensemble import align_probabilities, plain_ensemble
+from compute.node.ensemble import EvaluationSet, load_model, publish_evaluation
+from compute.node.jobs import JobSpecs
+from compute.node.light import LightNode, LightService, LightState, LocalData
+from compute.policy import Policy
+from compute.proposal import Proposal, parse_proposal
+from market.chain import Chain
+from market.escrow import JobParams, JobState
+from market.escrow.documents import ResultDocument
+from market.sandbox import TOKEN, Sandbox
+from market.storage import open_storage
+from market.valuation.payouts import split_by_weights
+from tests.node.harness import Committee
+
+BUDGET = 600 * TOKEN
+FEE_BPS = 500
+POOL = BUDGET - BUDGET * FEE_BPS // 10_000
+MODELS = {
+    "logistic": lambda: LogisticRegression(max_iter=2_000),
+    "naive_bayes": GaussianNB,
+    "tree": lambda: DecisionTreeClassifier(max_depth=6, random_state=0),
+    "knn": lambda: KNeighborsClassifier(5),
+}
+
+
+@dataclass
+class EnsembleMarket:
+    committee: Committee
+    buyer: LocalAccount
+    job_id: int
+    deadline: int
+    proposal: Proposal
+    evaluation: EvaluationSet
+    y_test: np.ndarray
+    holders: dict[str, tuple[LocalAccount, str]]
+    """model name -> (owner, dataset id)"""
+    probabilities: dict[str, tuple[np.ndarray, np.ndarray]]
+    """model name -> its validation and test probabilities (what only its holder sees)"""
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.committee.market
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [
+            self.sandbox.staking.heavy_node(a.address).endpoint for a in self.committee.accounts
+        ]
+
+
+@pytest.fixture
+def committee(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Committee]:
+    monkeypatch.setenv("MARKET_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MARKET_IPFS_API", raising=False)
+    with Chain.embedded() as chain:
+        sandbox = Sandbox.deploy(chain)
+        c = Committee(sandbox, tmp_path, config_for=JobSpecs(sandbox.escrow))
+        c.start(3)
+        try:
+            yield c
+        finally:
+            c.stop()
+
+
+def _proposal(committee: Committee, evaluation: Any, deadline: int) -> Proposal:
+    return parse_proposal(
+        {
+            "version": 1,
+            "kind": "ensemble",
+            "title": "A digits classifier from models I never see",
+            "map": {"function": "model_probabilities", "output": {"fields": []}},
+            "reduce": {"op": "weighted_sum", "scheme": "shamir", "threshold": 2,
+                       "threat_model": "semi-honest"},
+            "privacy": {"min_participants": 3},
+            "economics": {"budget": BUDGET, "fee_bps": FEE_BPS, "payout_rule": "ensemble_weight"},
+            "deadline": deadline,
+            "committee": [a.address for a in committee.accounts],
+            "quorum": 2,
+            "ensemble": evaluation,
+        }
+    )  # fmt: skip
+
+
+def _post(tmp_path: Path, committee: Committee, proposal: Proposal, buyer: LocalAccount) -> int:
+    spec = tmp_path / f"proposal-{proposal.content_hash().hex()[:8]}.json"
+    spec.write_bytes(proposal.canonical_bytes())
+    return committee.market.escrow.post_job(
+        buyer,
+        JobParams(proposal.content_hash(), spec.as_uri(), BUDGET, FEE_BPS, proposal.deadline,
+                  proposal.privacy.min_participants, tuple(proposal.committee), proposal.quorum,
+                  0),
+    )  # fmt: skip
+
+
+def _holder(
+    tmp_path: Path, committee: Committee, name: str, owner: LocalAccount, data: LocalData
+) -> LightService:
+    return LightService(
+        LightNode(owner, committee.market.escrow, committee.market.staking),
+        [data],
+        Policy(allowed_kinds=frozenset({"ensemble"})),
+        LightState(str(tmp_path / f"light-{name}.db")),
+        clock=committee.clock,
+    )
+
+
+def _market(tmp_path: Path, committee: Committee) -> EnsembleMarket:
+    """The buyer publishes the evaluation set and posts; four holders train, save their models
+    on their own disks and submit their probabilities."""
+    sandbox = committee.market
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(5).permutation(len(y))
+    x, y = x[order], y[order]
+    private, public = np.array_split(np.arange(480), len(MODELS)), np.arange(480, len(y))
+    val, test = public[: len(public) // 2], public[len(public) // 2 :]
+    evaluation = EvaluationSet(x[val], y[val], x[test], classes=10)
+    terms = publish_evaluation(evaluation, open_storage())
+    assert terms.evaluation.uri.startswith("ipfs://")
+
+    buyer = sandbox.account(2 * BUDGET)
+    deadline = sandbox.chain.now() + 3_600
+    proposal = _proposal(committee, terms.model_dump(), deadline)
+    job_id = _post(tmp_path, committee, proposal, buyer)
+
+    holders, probabilities = {}, {}
+    for (name, make), rows in zip(MODELS.items(), private, strict=True):
+        model = make().fit(x[rows], y[rows])
+        path = tmp_path / f"{name}.joblib"
+        joblib.dump(model, path)
+        owner, dataset_id = sandbox.dataset(stake=10 * TOKEN)
+        data = LocalData(dataset_id, None, model=load_model(path))
+        ((_, _, status, reason),) = _holder(tmp_path, committee, name, owner, data).poll()
+        assert status == "submitted", reason
+        assert reason == f"probabilities on {len(val) + len(test)} rows to heavy nodes [1, 2, 3]"
+        holders[name] = (owner, "0x" + dataset_id.hex())
+        probabilities[name] = tuple(
+            align_probabilities(model.predict_proba(part), model.classes_, 10)
+            for part in (x[val], x[test])
+        )
+    return EnsembleMarket(committee, buyer, job_id, deadline, proposal, evaluation, y[test],
+                          holders, probabilities)  # fmt: skip
+
+
+def _settle(market: EnsembleMarket) -> ResultDocument:
+    market.committee.clock.advance(market.deadline - market.committee.clock() + 1)
+    assert market.committee.wait_for(market.job_id) is JobState.FINALIZED
+    raw = requests.get(f"{market.endpoints[0]}/jobs/{market.job_id}/result", timeout=10).content
+    return ResultDocument.from_bytes(raw, market.sandbox.escrow.job(market.job_id).result_hash)
+
+
+def test_ensemble_job_releases_the_weighted_ensemble_and_pays_by_weight(
+    tmp_path: Path, committee: Committee
+) -> None:
+    market = _market(tmp_path, committee)
+    document = _settle(market)
+    sandbox = market.sandbox
+    summary = document.result
+    ids = {name: dataset for name, (_, dataset) in market.holders.items()}
+
+    # The committee released the weighted ensemble's test probabilities, equal to the
+    # plaintext ensemble (same fit, same weights, in floats) within the fixed point.
+    plain = plain_ensemble(
+        {ids[n]: p[0] for n, p in market.probabilities.items()},
+        {ids[n]: p[1] for n, p in market.probabilities.items()},
+        market.evaluation.y_val,
+        10,
+    )
+    secure = np.asarray(summary["values"]).reshape(len(market.y_test), 10)
+    assert np.abs(secure - plain.probabilities).max() < 1e-3
+    assert np.array_equal(secure.argmax(axis=1), plain.probabilities.argmax(axis=1))
+    ensemble = summary["ensemble"]
+    assert sorted(ensemble["weights"]) == sorted(ids.values()) == list(plain.models)
+    for dataset, accuracy, weight in zip(plain.models, plain.accuracy, plain.weights, strict=True):
+        assert ensemble["validation_soft_accuracy"][dataset] == pytest.approx(accuracy, abs=1e-4)
+        assert ensemble["weights"][dataset] == pytest.approx(weight, abs=1e-4)
+    # The ensemble beats the average model on the held-out test rows (labels the buyer kept).
+    accuracy = {n: (p[1].argmax(axis=1) == market.y_test).mean()
+                for n, p in market.probabilities.items()}  # fmt: skip
+    ensemble_accuracy = (secure.argmax(axis=1) == market.y_test).mean()
+    assert ensemble_accuracy > np.mean(list(accuracy.values()))
+
+    # Payouts follow the fitted weights; claims empty the pool; the books balance.
+    tree = document.payouts
+    assert tree is not None and tree.total == POOL
+    fixed = {market.holders[n][0].address: round(ensemble["weights"][ids[n]] * 2**16)
+             for n in market.holders}  # fmt: skip
+    for owner, amount in split_by_weights(POOL, fixed).items():
+        assert tree.amount(owner) == amount
+    best = max(ids, key=lambda n: ensemble["weights"][ids[n]])
+    worst = min(ids, key=lambda n: ensemble["weights"][ids[n]])
+    assert tree.amount(market.holders[best][0].address) > tree.amount(
+        market.holders[worst][0].address
+    )
+    sandbox.claim_all(market.job_id, tree)
+    assert sandbox.token.balance_of(market.buyer.address) == BUDGET  # nothing refunded
+    assert sandbox.escrow.job(market.job_id).unclaimed == 0
+    sandbox.assert_accounting()
+
+
+def test_ensemble_jobs_take_models_and_only_the_published_evaluation_set(
+    tmp_path: Path, committee: Committee
+) -> None:
+    sandbox = committee.market
+    x, y = load_digits(return_X_y=True)
+    evaluation = EvaluationSet(x[:30], y[:30], x[30:40], classes=10)
+    terms = publish_evaluation(evaluation, open_storage()).model_dump()
+    buyer = sandbox.account(4 * BUDGET)
+    deadline = sandbox.chain.now() + 3_600
+
+    # A table dataset is refused an ensemble job, with the reason.
+    job_id = _post(tmp_path, committee, _proposal(committee, terms, deadline), buyer)
+    owner, dataset_id = sandbox.dataset(stake=10 * TOKEN)
+    table = LocalData(dataset_id, lambda: None)
+    decisions = _holder(tmp_path, committee, "table", owner, table).poll()
+    assert [(j, s) for j, _, s, _ in decisions] == [(job_id, "refused")]
+    assert "an ensemble job takes a model" in decisions[0][3]
+
+    # A job naming bytes other than the published ones: holders and heavy nodes refuse it.
+    forged = copy.deepcopy(terms)
+    forged["evaluation"]["sha256"] = "0" * 64
+    bad_job = _post(tmp_path, committee, _proposal(committee, forged, deadline + 1), buyer)
+    path = tmp_path / "model.joblib"
+    joblib.dump(GaussianNB().fit(x[40:200], y[40:200]), path)
+    holder_owner, holder_id = sandbox.dataset(stake=10 * TOKEN)
+    model = LocalData(holder_id, None, model=load_model(path))
+    light = _holder(tmp_path, committee, "m", holder_owner, model)
+    decisions = {j: (s, r) for j, _, s, r in light.poll()}
+    assert decisions[bad_job][0] == "refused"
+    assert "does not hold the blob the proposal names" in decisions[bad_job][1]
+    assert decisions[job_id][0] == "submitted"
+    status = requests.get(f"{committee_endpoint(committee)}/jobs/{bad_job}", timeout=10)
+    assert status.status_code == 409 and "does not hold the blob" in status.text
+
+
+def committee_endpoint(committee: Committee) -> str:
+    return committee.market.staking.heavy_node(committee.accounts[0].address).endpoint
