@@ -644,6 +644,14 @@ class Proposal(_Strict):
                 out.append(
                     (("map", "filter"), "an ensemble job scores its evaluation set; no filter")
                 )
+            if self.economics.max_slash_bps:
+                out.append(
+                    (
+                        ("economics", "max_slash_bps"),
+                        "an ensemble job slashes nobody (a model no better than chance gets "
+                        "weight 0); set it to 0",
+                    )
+                )
             if self.privacy.dp is not None:
                 out.append(
                     (

@@ -715,6 +715,7 @@ def test_ensemble_proposals() -> None:
         (at("map.function", "column_values"), "map.function", "use 'model_probabilities'"),
         (at("map.filter", {"column": "a", "op": "==", "value": 1}), "map.filter", "no filter"),
         (at("privacy.dp", {"epsilon": 1.0}), "privacy.dp", "remove dp"),
+        (at("economics.max_slash_bps", 100), "economics.max_slash_bps", "slashes nobody"),
         (at("ensemble.classes", 1), "ensemble.classes", ""),
         (
             chain(at("ensemble.test_rows", 2**20), at("ensemble.validation_rows", 2**20)),
