@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,27 +151,11 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="market-demo-") as tmp:
         work = workdir or Path(tmp)
         clock = DemoClock()
-        servers: list[Server] = []
-        nodes: list[HeavyNode] = []
-        try:
+        with ExitStack() as running:
             progress("deploying the market and starting three heavy nodes")
             with _phase(phases, "deploy, start heavy nodes"):
                 market = Sandbox.deploy(chain)
-                stake = market.config.min_heavy_node_stake
-                for i in range(3):
-                    account = market.account(stake)
-                    specs = JobSpecs(market.escrow)
-                    node = HeavyNode(account, chain, market.deployment,
-                                     Store(work / f"heavy-{i}.db"), specs,
-                                     valuation_for=specs.valuation,
-                                     clock=clock, peer_timeout=5.0)  # fmt: skip
-                    server = Server(create_app(node))
-                    url = server.start()
-                    servers.append(server)
-                    market.staking.register_heavy_node(account, stake, url, box_public_key(account))
-                    node.start(interval=0.1)
-                    nodes.append(node)
-                committee = sorted((n.address for n in nodes), key=lambda a: int(a, 16))
+                committee = running.enter_context(running_committee(market, work, clock))
                 buyer = market.account(BUDGET)
 
             progress(f"staking {providers} clinics' datasets")
@@ -232,7 +216,7 @@ def run_demo(
             progress("the committee reduces and settles after the deadline")
             with _phase(phases, "secure reduce + finalize"):
                 clock.offset = deadline - time.time() + 1
-                state = _wait_settled(market, job_id)
+                state = wait_settled(market, job_id)
             if state is not JobState.FINALIZED:
                 raise RuntimeError(f"the job ended {state.name.lower()}")
 
@@ -253,11 +237,6 @@ def run_demo(
                         market.escrow.claim(owner, job_id, owner.address, amount,
                                             tree.proof(owner.address))  # fmt: skip
                         earnings[owner.address] = amount
-        finally:
-            for node in nodes:
-                node.stop()
-            for server in servers:
-                server.stop()
     market.assert_accounting()
     fees = {m: market.staking.heavy_node(m).fees_earned for m in committee}
     return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
@@ -295,7 +274,35 @@ def report(
     )
 
 
-def _wait_settled(market: Sandbox, job_id: int, timeout: float = 300.0) -> JobState:
+@contextmanager
+def running_committee(market: Sandbox, work: Path, clock: DemoClock) -> Iterator[list[str]]:
+    """Three heavy nodes (the FastAPI service on loopback ports, a SQLite file each in `work`),
+    registered on chain; yields the committee's addresses in the contract's order."""
+    stake = market.config.min_heavy_node_stake
+    nodes: list[HeavyNode] = []
+    servers: list[Server] = []
+    try:
+        for i in range(3):
+            account = market.account(stake)
+            specs = JobSpecs(market.escrow)
+            node = HeavyNode(account, market.chain, market.deployment,
+                             Store(work / f"heavy-{i}.db"), specs, valuation_for=specs.valuation,
+                             clock=clock, peer_timeout=5.0)  # fmt: skip
+            server = Server(create_app(node))
+            servers.append(server)
+            url = server.start()
+            market.staking.register_heavy_node(account, stake, url, box_public_key(account))
+            node.start(interval=0.1)
+            nodes.append(node)
+        yield sorted((n.address for n in nodes), key=lambda a: int(a, 16))
+    finally:
+        for node in nodes:
+            node.stop()
+        for server in servers:
+            server.stop()
+
+
+def wait_settled(market: Sandbox, job_id: int, timeout: float = 300.0) -> JobState:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = market.escrow.job_state(job_id)

@@ -17,6 +17,7 @@ weight and payout (`split_by_weights` of the pool)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,11 @@ import numpy as np
 from compute.ensemble import (
     WEIGHT_SCALE,
     EnsemblePlan,
-    Layout,
     align_probabilities,
     plain_ensemble,
     records,
 )
+from compute.node.ensemble import EvaluationSet
 from compute.randomness import AesCtrRandom
 from compute.sharing import scheme_named
 from compute.simulation import simulate_ensemble
@@ -60,41 +61,69 @@ def _models(seed: int) -> dict[str, Any]:
     }
 
 
-def run_ensemble_bench(seed: int = 0, scheme: str = "shamir") -> dict[str, Any]:
+@dataclass
+class Holders:
+    """Six model holders, each with its model trained on its own part of digits, and the public
+    evaluation set (the buyer keeps `y_test`)."""
+
+    models: dict[str, Any]
+    train_rows: dict[str, int]
+    evaluation: EvaluationSet
+    y_test: np.ndarray
+
+    def probabilities(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """What only holder `name` sees: its model's validation and test probabilities."""
+        model, classes = self.models[name], self.evaluation.classes
+        return (
+            align_probabilities(model.predict_proba(self.evaluation.x_val), model.classes_,
+                                classes),
+            align_probabilities(model.predict_proba(self.evaluation.x_test), model.classes_,
+                                classes),
+        )  # fmt: skip
+
+    def test_accuracy(self, probabilities: np.ndarray) -> float:
+        return float((probabilities.argmax(axis=1) == self.y_test).mean())
+
+
+def train_holders(seed: int = 0) -> Holders:
+    """Digits shuffled by `seed`: 40% of the rows split among the six holders as private
+    training data, the rest the public evaluation set, halved into validation and test."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y))
+    order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order]
-    classes = int(y.max()) + 1
     models = _models(seed)
     n_private = len(y) * 2 // 5
     parts = np.array_split(np.arange(n_private), len(models))
     public = np.arange(n_private, len(y))
     val, test = public[: len(public) // 2], public[len(public) // 2 :]
-    layout = Layout(len(val), len(test), classes)
-
-    val_probs, test_probs, accuracy, train_rows = {}, {}, {}, {}
-    for (name, model), rows in zip(models.items(), parts, strict=True):
+    for (_, model), rows in zip(models.items(), parts, strict=True):
         model.fit(x[rows], y[rows])
-        val_probs[name] = align_probabilities(model.predict_proba(x[val]), model.classes_, classes)
-        test_probs[name] = align_probabilities(
-            model.predict_proba(x[test]), model.classes_, classes
-        )
-        accuracy[name] = float((test_probs[name].argmax(axis=1) == y[test]).mean())
-        train_rows[name] = len(rows)
+    evaluation = EvaluationSet(x[val], y[val], x[test], classes=int(y.max()) + 1)
+    train_rows = {name: len(rows) for name, rows in zip(models, parts, strict=True)}
+    return Holders(models, train_rows, evaluation, y[test])
+
+
+def run_ensemble_bench(seed: int = 0, scheme: str = "shamir") -> dict[str, Any]:
+    holders = train_holders(seed)
+    evaluation, classes = holders.evaluation, holders.evaluation.classes
+    layout = evaluation.layout
+    val_probs, test_probs, accuracy = {}, {}, {}
+    for name in holders.models:
+        val_probs[name], test_probs[name] = holders.probabilities(name)
+        accuracy[name] = holders.test_accuracy(test_probs[name])
 
     t0 = time.perf_counter()
-    shared = {name: records(layout, val_probs[name], test_probs[name]) for name in models}
+    shared = {name: records(layout, val_probs[name], test_probs[name]) for name in holders.models}
     committee = scheme_named(scheme, n=3, threshold=2 if scheme == "shamir" else None)
-    plan = EnsemblePlan(layout, y[val])
+    plan = EnsemblePlan(layout, evaluation.y_val)
     secure = simulate_ensemble(committee, shared, plan, AesCtrRandom(bytes(16)))
     secure_s = time.perf_counter() - t0
-    plain = plain_ensemble(val_probs, test_probs, y[val], classes)
+    plain = plain_ensemble(val_probs, test_probs, evaluation.y_val, classes)
 
-    secure_acc = float((secure.probabilities.argmax(axis=1) == y[test]).mean())
-    plain_acc = float((plain.probabilities.argmax(axis=1) == y[test]).mean())
+    secure_acc = holders.test_accuracy(secure.probabilities)
+    plain_acc = holders.test_accuracy(plain.probabilities)
     weights = dict(zip(secure.models, (float(w) for w in secure.weights), strict=True))
     payouts = split_by_weights(POOL, {m: round(w * WEIGHT_SCALE) for m, w in weights.items()})
     best = max(accuracy.values())
@@ -112,9 +141,9 @@ def run_ensemble_bench(seed: int = 0, scheme: str = "shamir") -> dict[str, Any]:
             zip(secure.models, (float(a) for a in secure.accuracy), strict=True)
         ),
         "payouts": {m: str(a) for m, a in payouts.items()},
-        "train_rows": train_rows,
-        "validation_rows": len(val),
-        "test_rows": len(test),
+        "train_rows": holders.train_rows,
+        "validation_rows": layout.n_val,
+        "test_rows": layout.n_test,
         "scheme": committee.name,
         "secure_s": secure_s,
     }

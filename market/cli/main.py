@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from market.chain import Chain
-from market.cli.common import MarketGroup, emit_json, err, out
+from market.cli.common import MarketGroup, UserError, emit_json, err, out
 from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
 from market.cli.node import node_group
 from market.cli.roles import bounty_group, claim, dataset_group, heavy_group
@@ -181,12 +181,25 @@ def valuation_figure_cmd(path: str, k: int, examples: int, seed: int) -> None:
     is_flag=True,
     help="On an Anvil devnet with every node a separate process (waits for a real deadline).",
 )
+@click.option(
+    "--kind",
+    type=click.Choice(["aggregate", "ensemble"]),
+    default="aggregate",
+    show_default=True,
+    help="aggregate: clinics' mean blood pressure; ensemble: six model holders' secure "
+    "weighted ensemble (embedded chain only).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def demo(providers: int, seed: int | None, devnet: bool, as_json: bool) -> None:
-    """One statistics bounty end to end: deploy, heavy nodes, clinics' light nodes, secure
-    reduce, settlement, claims (on the embedded chain unless --devnet)."""
+def demo(providers: int, seed: int | None, devnet: bool, kind: str, as_json: bool) -> None:
+    """One bounty end to end: deploy, heavy nodes, providers' light nodes, secure reduce,
+    settlement, claims (on the embedded chain unless --devnet)."""
     from dataclasses import asdict
 
+    if kind == "ensemble":
+        if devnet:
+            raise UserError("--kind ensemble runs on the embedded chain; drop --devnet")
+        _ensemble_demo(seed or 0, as_json)
+        return
     with err.status("starting") as status:
         if devnet:
             from market.demo_devnet import run_devnet_demo
@@ -201,6 +214,40 @@ def demo(providers: int, seed: int | None, devnet: bool, as_json: bool) -> None:
         emit_json({**asdict(report), "state": report.state.name})
         return
     _print_report(report)
+
+
+def _ensemble_demo(seed: int, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from market.demo_ensemble import run_ensemble_demo
+
+    with err.status("starting") as status, Chain.embedded() as chain:
+        report = run_ensemble_demo(chain, seed, progress=lambda s: status.update(s))
+    if as_json:
+        emit_json({**asdict(report), "state": report.state.name})
+        return
+    out.print(
+        f"[bold]Job {report.job_id}[/]: a secure weighted ensemble of {len(report.weights)} "
+        f"holders' models, {report.validation_rows} validation and {report.test_rows} test rows "
+        f"({report.evaluation_uri}), state [bold]{report.state.name}[/]"
+    )
+    table = Table(title="Models (accuracy on the buyer's test labels)")
+    for column in ("model", "test accuracy", "validation soft accuracy", "weight", "paid (DATA)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in sorted(report.accuracy, key=lambda n: -report.accuracy[n]):
+        table.add_row(
+            name, f"{report.accuracy[name]:.4f}", f"{report.soft_accuracy[name]:.4f}",
+            f"{report.weights[name]:.4f}", _tokens(report.earnings[name]),
+        )  # fmt: skip
+    out.print(table)
+    best = max(report.accuracy.values())
+    out.print(
+        f"  ensemble released by the committee {report.ensemble:.4f} (plaintext ensemble "
+        f"{report.plain_ensemble:.4f}, largest probability difference "
+        f"{report.max_probability_error:.1e}); {report.ensemble - best:+.4f} over the best model"
+    )
+    fees = ", ".join(_tokens(f) for f in report.fee_per_node.values())
+    out.print(f"  heavy node fees {fees} DATA; buyer refund {_tokens(report.refund)} DATA")
 
 
 def _tokens(amount: int) -> str:

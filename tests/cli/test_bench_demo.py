@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,26 @@ def test_demo_settles_and_pays_everyone():
     paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
     assert paid + report["refund"] == report["budget"] == 1_000 * TOKEN
     assert [p["name"] for p in report["phases"]][-1] == "claims"
+
+
+def test_ensemble_demo_releases_the_plaintext_ensemble_and_pays_by_weight(tmp_path):
+    env = {**os.environ, "MARKET_HOME": str(tmp_path)}
+    env.pop("MARKET_IPFS_API", None)
+    proc = subprocess.run([MARKET, "demo", "--kind", "ensemble", "--json"], capture_output=True,
+                          text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["state"] == "FINALIZED"
+    assert report["ensemble"] == report["plain_ensemble"] > max(report["accuracy"].values())
+    assert report["max_probability_error"] < 1e-4
+    assert set(report["weights"]) == set(report["accuracy"]) == set(report["earnings"])
+    assert sum(report["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    best = max(report["weights"], key=report["weights"].get)
+    assert report["earnings"][best] == max(report["earnings"].values())
+    paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
+    assert report["refund"] == 0 and paid == report["budget"]
+    assert report["evaluation_uri"].startswith("ipfs://")
+    assert any((tmp_path / "storage").rglob("*"))  # the evaluation set, content-addressed
 
 
 def test_demo_table_names_every_party():

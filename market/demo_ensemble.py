@@ -1,0 +1,210 @@
+"""`market demo --kind ensemble`: one ensemble bounty from posting to claims, through the real
+node code on the embedded chain.
+
+A buyer wants a digits classifier better than any it can buy, from six model holders who will
+not hand over their models. It publishes a public evaluation set (validation rows with labels,
+test rows without; content-addressed, `ipfs://`) and posts an `ensemble` bounty. Each holder
+trained its own model family on its own data and saved it on its own disk; its light node
+scores the evaluation set with it and Shamir-shares the probabilities to three heavy nodes
+(FastAPI on loopback). After the deadline (the nodes' clock is moved instead of waiting) the
+committee reconstructs each model's validation statistic, fits the weights, releases only the
+weighted ensemble's test probabilities, and finalizes; each holder claims its weight's share.
+The buyer scores the released ensemble on its own test labels.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from compute.ensemble import plain_ensemble
+from compute.node.ensemble import load_model, publish_evaluation
+from compute.node.light import Directory, LightNode, LightService, LightState, LocalData
+from compute.policy import Policy
+from compute.proposal import parse_proposal
+from market.chain import TOKEN, Chain
+from market.demo import DemoClock, Phase, _phase, running_committee, wait_settled
+from market.ensemble import Holders, train_holders
+from market.escrow import JobParams, JobState
+from market.escrow.documents import ResultDocument, fetch
+from market.sandbox import Sandbox
+from market.storage import open_storage
+
+BUDGET = 1_000 * TOKEN
+FEE_BPS = 500
+
+
+@dataclass
+class EnsembleDemoReport:
+    job_id: int
+    state: JobState
+    evaluation_uri: str
+    validation_rows: int
+    test_rows: int
+    accuracy: dict[str, float]
+    """Each model's accuracy on the test rows (the buyer could only know this from the holders;
+    shown here for the table)."""
+    weights: dict[str, float]
+    soft_accuracy: dict[str, float]
+    earnings: dict[str, int]
+    """What each holder claimed, by model name."""
+    ensemble: float
+    """The released ensemble's accuracy on the buyer's test labels."""
+    plain_ensemble: float
+    max_probability_error: float
+    budget: int
+    fee_per_node: dict[str, int]
+    refund: int
+    phases: list[Phase] = field(default_factory=list)
+
+
+def run_ensemble_demo(
+    chain: Chain,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+    workdir: Path | None = None,
+) -> EnsembleDemoReport:
+    phases: list[Phase] = []
+    progress("model holders train their models on their own data")
+    with _phase(phases, "holders train"):
+        holders = train_holders(seed)
+    with tempfile.TemporaryDirectory(prefix="market-ensemble-") as tmp, ExitStack() as running:
+        work = workdir or Path(tmp)
+        clock = DemoClock()
+        progress("deploying the market and starting three heavy nodes")
+        with _phase(phases, "deploy, start heavy nodes"):
+            market = Sandbox.deploy(chain)
+            committee = running.enter_context(running_committee(market, work, clock))
+            buyer = market.account(BUDGET)
+
+        progress("the buyer publishes its evaluation set and posts the bounty")
+        with _phase(phases, "publish, post bounty"):
+            terms = publish_evaluation(holders.evaluation, open_storage())
+            deadline = chain.now() + 3_600
+            proposal = parse_proposal(_proposal(committee, deadline, terms.model_dump()))
+            spec = work / "proposal.json"
+            spec.write_bytes(proposal.canonical_bytes())
+            params = JobParams(
+                spec_hash=proposal.content_hash(),
+                spec_uri=spec.as_uri(),
+                budget=BUDGET,
+                fee_bps=FEE_BPS,
+                deadline=deadline,
+                min_participants=proposal.privacy.min_participants,
+                committee=tuple(committee),
+                quorum=2,
+            )
+            job_id = market.escrow.post_job(buyer, params)
+
+        progress("holders' light nodes: policy, their model on the evaluation set, share, submit")
+        owners, names = {}, {}
+        with _phase(phases, "light nodes submit"):
+            directory = Directory(market.staking)
+            policy = Policy(allowed_kinds=frozenset({"ensemble"}))
+            for name, model in holders.models.items():
+                path = work / f"{name}.joblib"  # the holder's own disk
+                joblib.dump(model, path)
+                owner, dataset_id = market.dataset()
+                light = LightNode(owner, market.escrow, market.staking, directory=directory)
+                service = LightService(
+                    light,
+                    [LocalData(dataset_id, None, model=load_model(path))],
+                    policy,
+                    LightState(str(work / f"light-{name}.db")),
+                    clock=clock,
+                )
+                ((_, _, status, reason),) = service.poll()
+                if status != "submitted":
+                    raise RuntimeError(f"holder {name}: {status} ({reason})")
+                owners[name], names["0x" + dataset_id.hex()] = owner, name
+
+        progress("the committee fits the weights and settles after the deadline")
+        with _phase(phases, "secure fit + ensemble + finalize"):
+            clock.offset = deadline - time.time() + 1
+            state = wait_settled(market, job_id)
+        if state is not JobState.FINALIZED:
+            raise RuntimeError(f"the job ended {state.name.lower()}")
+
+        progress("holders claim their payouts")
+        with _phase(phases, "claims"):
+            event = market.escrow.finalized_event(job_id)
+            assert event is not None
+            endpoints = [market.staking.heavy_node(m).endpoint for m in committee]
+            document = ResultDocument.from_bytes(
+                fetch(event["resultURI"], endpoints), market.escrow.job(job_id).result_hash
+            )
+            tree = document.payouts
+            assert tree is not None
+            earnings = {}
+            for name, owner in owners.items():
+                amount = tree.amount(owner.address) if owner.address in tree else 0
+                if amount:
+                    market.escrow.claim(owner, job_id, owner.address, amount,
+                                        tree.proof(owner.address))  # fmt: skip
+                earnings[name] = amount
+    market.assert_accounting()
+    fees = {m: market.staking.heavy_node(m).fees_earned for m in committee}
+    report = _report(holders, document, names, earnings)
+    return EnsembleDemoReport(
+        job_id=job_id,
+        state=state,
+        evaluation_uri=terms.evaluation.uri,
+        budget=BUDGET,
+        fee_per_node=fees,
+        refund=BUDGET - BUDGET * FEE_BPS // 10_000 - tree.total,
+        phases=phases,
+        **report,
+    )
+
+
+def _proposal(committee: list[str], deadline: int, terms: dict) -> dict:
+    return {
+        "version": 1,
+        "kind": "ensemble",
+        "title": "A digits classifier from models I never see",
+        "map": {"function": "model_probabilities", "output": {"fields": []}},
+        "reduce": {"op": "weighted_sum", "scheme": "shamir", "threshold": 2,
+                   "threat_model": "malicious-detect"},
+        "privacy": {"min_participants": 3},
+        "economics": {"budget": BUDGET, "fee_bps": FEE_BPS, "payout_rule": "ensemble_weight"},
+        "deadline": deadline,
+        "committee": committee,
+        "quorum": 2,
+        "ensemble": terms,
+    }  # fmt: skip
+
+
+def _report(
+    holders: Holders, document: ResultDocument, names: dict[str, str], earnings: dict[str, int]
+) -> dict[str, Any]:
+    """What the committee released, by model name, with the plaintext ensemble of the same
+    models beside it and every accuracy on the buyer's test labels."""
+    summary = document.result["ensemble"]
+    probabilities = {name: holders.probabilities(name) for name in holders.models}
+    plain = plain_ensemble(
+        {n: p[0] for n, p in probabilities.items()},
+        {n: p[1] for n, p in probabilities.items()},
+        holders.evaluation.y_val,
+        holders.evaluation.classes,
+    )
+    layout = holders.evaluation.layout
+    released = np.asarray(document.result["values"]).reshape(layout.n_test, layout.classes)
+    return {
+        "validation_rows": layout.n_val,
+        "test_rows": layout.n_test,
+        "accuracy": {n: holders.test_accuracy(p[1]) for n, p in probabilities.items()},
+        "weights": {names[d]: w for d, w in summary["weights"].items()},
+        "soft_accuracy": {names[d]: a for d, a in summary["validation_soft_accuracy"].items()},
+        "earnings": earnings,
+        "ensemble": holders.test_accuracy(released),
+        "plain_ensemble": holders.test_accuracy(plain.probabilities),
+        "max_probability_error": float(np.abs(released - plain.probabilities).max()),
+    }
