@@ -48,7 +48,7 @@ gives up on a peer during the fit does not take that peer's partial afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -131,6 +131,11 @@ class LightNodeRound:
 
 
 # --- heavy node ------------------------------------------------------------------------------
+
+
+def _view(message: Statistic | Partial) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """What two nodes' values must agree on to be combined."""
+    return message.participants, message.noise_from if isinstance(message, Partial) else ()
 
 
 class Phase(StrEnum):
@@ -375,26 +380,10 @@ class HeavyNodeRound:
         own = self._own_statistic
         plan, scheme = self.config.ensemble, self.config.scheme
         assert own is not None and plan is not None  # set by _send_statistics
-        usable = {self.index: own.value}
-        divergent = []
-        for peer, message in self._peers.statistics.items():
-            if peer not in self._live_peers():
-                continue
-            if message.participants == own.participants:
-                usable[peer] = message.value
-            else:
-                divergent.append(peer)
-        if len(usable) < scheme.threshold:
-            reason = AbortReason.DIVERGENT_VIEWS if divergent else AbortReason.TOO_FEW_HEAVY_NODES
-            return self._abort(
-                reason,
-                f"{len(usable)} usable statistics (from {sorted(usable)}); {scheme.name} needs "
-                f"{scheme.threshold}; nodes {divergent} agreed on a different participant set",
-            )
-        try:
-            totals = scheme.reconstruct(usable)
-        except ShareInconsistencyError as error:
-            return self._finish(inconsistency_abort(error, own=self.index))
+        reconstructed = self._reconstruct(own, self._peers.statistics, "statistics")
+        if reconstructed is None:
+            return []
+        totals, _ = reconstructed
         self._fit = plan.fit(totals)
         weights = self._fit[1]
         value = np.zeros(plan.layout.n_test * plan.layout.classes, dtype=np.uint64)
@@ -411,12 +400,11 @@ class HeavyNodeRound:
             for peer in self._live_peers()
         ] + self._advance()
 
-    def _rows(self, participants: tuple[str, ...]) -> list[NDArray[np.uint64]]:
-        """This node's shares of the participants, stacked in chunks of rows."""
-        return [
-            np.stack([self._shares[d] for d in participants[start : start + _PARTIAL_CHUNK]])
-            for start in range(0, len(participants), _PARTIAL_CHUNK)
-        ]
+    def _rows(self, participants: tuple[str, ...]) -> Iterator[NDArray[np.uint64]]:
+        """This node's shares of the participants, stacked in chunks of rows (one chunk in
+        memory at a time)."""
+        for start in range(0, len(participants), _PARTIAL_CHUNK):
+            yield np.stack([self._shares[d] for d in participants[start : start + _PARTIAL_CHUNK]])
 
     def _partial_over(self, participants: tuple[str, ...]) -> NDArray[np.uint64]:
         """The (weighted) sum of this node's shares of the participants, in chunks of rows."""
@@ -437,28 +425,11 @@ class HeavyNodeRound:
     def _combine(self) -> list[Outgoing]:
         own = self._own
         assert own is not None  # set by _agree before COMBINING
-        usable = {self.index: own.value}
-        divergent = []
-        for peer, message in self._peers.partials.items():
-            if peer not in self._live_peers():
-                continue  # sent before we gave up on it, or never agreed with us
-            if (message.participants, message.noise_from) == (own.participants, own.noise_from):
-                usable[peer] = message.value
-            else:
-                divergent.append(peer)
-        scheme = self.config.scheme
-        if len(usable) < scheme.threshold:
-            reason = AbortReason.DIVERGENT_VIEWS if divergent else AbortReason.TOO_FEW_HEAVY_NODES
-            return self._abort(
-                reason,
-                f"{len(usable)} usable partials (from {sorted(usable)}); {scheme.name} needs "
-                f"{scheme.threshold}; nodes {divergent} agreed on a different participant set",
-            )
-        try:
-            total = scheme.reconstruct(usable)
-        except ShareInconsistencyError as error:
-            return self._finish(inconsistency_abort(error, own=self.index))
-        reduction, holders = self.config.reduction, tuple(sorted(usable))
+        reconstructed = self._reconstruct(own, self._peers.partials, "partials")
+        if reconstructed is None:
+            return []
+        total, holders = reconstructed
+        reduction = self.config.reduction
         if self._fit is not None:
             plan = self.config.ensemble
             assert plan is not None
@@ -470,6 +441,39 @@ class HeavyNodeRound:
         privacy = self.config.privacy
         spent = None if privacy is None else privacy.spent(len(own.noise_from))
         return self._finish(Result(self.config.job_id, aggregate, spent))
+
+    def _reconstruct(
+        self,
+        own: Statistic | Partial,
+        received: Mapping[int, Statistic | Partial],
+        what: str,
+    ) -> tuple[NDArray[np.int64], tuple[int, ...]] | None:
+        """Reconstruct from this node's value and the live peers' that agree with it (the same
+        participants, and for partials the same noise); the holders used. None when the round
+        aborted instead: too few usable values, or (Shamir) values that disagree."""
+        usable = {self.index: own.value}
+        divergent = []
+        for peer, message in received.items():
+            if peer not in self._live_peers():
+                continue  # sent before we gave up on it, or never agreed with us
+            if _view(message) == _view(own):
+                usable[peer] = message.value
+            else:
+                divergent.append(peer)
+        scheme = self.config.scheme
+        if len(usable) < scheme.threshold:
+            reason = AbortReason.DIVERGENT_VIEWS if divergent else AbortReason.TOO_FEW_HEAVY_NODES
+            self._abort(
+                reason,
+                f"{len(usable)} usable {what} (from {sorted(usable)}); {scheme.name} needs "
+                f"{scheme.threshold}; nodes {divergent} agreed on a different participant set",
+            )
+            return None
+        try:
+            return scheme.reconstruct(usable), tuple(sorted(usable))
+        except ShareInconsistencyError as error:
+            self._finish(inconsistency_abort(error, own=self.index))
+            return None
 
     # --- keeping what arrives ---
 
