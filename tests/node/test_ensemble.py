@@ -259,3 +259,28 @@ def test_ensemble_jobs_take_models_and_only_the_published_evaluation_set(
 
 def committee_endpoint(committee: Committee) -> str:
     return committee.market.staking.heavy_node(committee.accounts[0].address).endpoint
+
+
+def test_two_of_three_heavy_nodes_finish_the_fit_and_a_restarted_one_resumes(
+    tmp_path: Path, committee: Committee
+) -> None:
+    """Shamir 2-of-3: with one member down from before the deadline the other two fit the same
+    weights and settle; a member restarted after the submissions rebuilds its round from its
+    store and signs the same result."""
+    market = _market(tmp_path, committee)
+    down, restarted = committee.accounts[2], committee.accounts[0]
+    committee.kill(down)
+    committee.restart(restarted)
+    document = _settle(market)
+    ensemble = document.result["ensemble"]
+    plain = plain_ensemble(
+        {market.holders[n][1]: p[0] for n, p in market.probabilities.items()},
+        {market.holders[n][1]: p[1] for n, p in market.probabilities.items()},
+        market.evaluation.y_val,
+        10,
+    )
+    assert [ensemble["weights"][d] for d in plain.models] == pytest.approx(
+        list(plain.weights), abs=1e-4
+    )
+    assert market.sandbox.staking.heavy_node(down.address).fees_earned == 0
+    assert market.sandbox.staking.heavy_node(restarted.address).fees_earned > 0
