@@ -220,17 +220,24 @@ class LightService:
                     self._decide(taken, job_id, d, "refused", str(exc))
                 continue
             decision = evaluate(self.policy, proposal, view.buyer)
+            ensemble_job = proposal.ensemble is not None
             evaluation = None
-            try:
-                if proposal.ensemble is not None:
-                    evaluation = evaluation_for(proposal, self.blobs)
-                    config = proposal.round_config(str(job_id), validation_labels=evaluation.y_val)
-                else:
-                    config = proposal.round_config(str(job_id))
-            except (ComputeError, EnsembleJobError) as exc:
-                for d in pending:
-                    self._decide(taken, job_id, d, "refused", f"cannot take part: {exc}")
-                continue
+            # The round (and an ensemble's evaluation set) is prepared only if a dataset here fits.
+            if decision.verdict != "refuse" and any(
+                (d.model is not None) == ensemble_job for d in pending
+            ):
+                try:
+                    if ensemble_job:
+                        evaluation = evaluation_for(proposal, self.blobs)
+                        config = proposal.round_config(
+                            str(job_id), validation_labels=evaluation.y_val
+                        )
+                    else:
+                        config = proposal.round_config(str(job_id))
+                except (ComputeError, EnsembleJobError) as exc:
+                    for d in pending:
+                        self._decide(taken, job_id, d, "refused", f"cannot take part: {exc}")
+                    continue
             for d in pending:
                 dataset = "0x" + d.dataset_id.hex()
                 previous = self.state.get(job_id, dataset)
@@ -243,11 +250,11 @@ class LightService:
                     continue
                 payload = b""
                 try:
-                    if (evaluation is None) != (d.load is not None):
+                    if ensemble_job != (d.model is not None):
                         raise EnsembleJobError(
-                            "this dataset is a model; the job needs a table"
-                            if evaluation is None
-                            else "an ensemble job takes a model; this dataset is a table"
+                            "an ensemble job takes a model; this dataset is a table"
+                            if ensemble_job
+                            else "this dataset is a model; the job needs a table"
                         )
                     if evaluation is not None:
                         records = model_records(d.model(), evaluation)
