@@ -15,6 +15,7 @@ from market.cli.common import MarketGroup, UserError, emit_json, err, out
 from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
 from market.cli.node import node_group
 from market.cli.roles import bounty_group, claim, dataset_group, heavy_group
+from market.cli.valuation_cmds import COMMANDS as VALUATION_COMMANDS
 from market.cli.wallet import wallet_group
 
 
@@ -155,7 +156,15 @@ def bench_ensemble(scheme: str, seed: int, as_json: bool) -> None:
 
 @main.group()
 def valuation() -> None:
-    """Data valuation (TIP): encrypted gradient influence."""
+    """Data valuation (TIP): encrypted gradient influence.
+
+    A buyer publishes its model and encrypted query (`publish`), posts a valuation proposal
+    with the terms it prints (`market bounty post`), and after the deadline decrypts and
+    reports the providers' scores (`report`)."""
+
+
+for _command in VALUATION_COMMANDS:
+    valuation.add_command(_command)
 
 
 @valuation.command("figure")

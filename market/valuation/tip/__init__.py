@@ -31,6 +31,7 @@ from market.valuation.tip.he import (
     PublicContext,
     TenSealCKKS,
     compare_packings,
+    load_buyer,
 )
 from market.valuation.tip.influence import (
     MLP,
@@ -71,6 +72,7 @@ __all__ = [
     "build_query",
     "compare_packings",
     "influence_scores",
+    "load_buyer",
     "model_from_spec",
     "projected_gradients",
     "retrain_effect",

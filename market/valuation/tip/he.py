@@ -274,6 +274,17 @@ class PlainBackend:
         header, _ = _unpack(public_context, "public-context", self.name)
         return PlainPublic(k=int(header["k"]))
 
+    def load_buyer(self, raw: bytes) -> PlainBuyer:
+        """A buyer context saved by `PlainBuyer.to_bytes(secret=True)`."""
+        header, blobs = _unpack(raw, "buyer-context", self.name)
+        if blobs:
+            raise MalformedPayloadError("a plain buyer context holds no key")
+        try:
+            k = int(header["k"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedPayloadError(f"a buyer context must state its k ({exc})") from None
+        return PlainBuyer(k=_check_k(k, None))
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
 
@@ -293,6 +304,12 @@ class PlainBuyer:
         header, blobs = _unpack(payload, "scores", "plain")
         return np.frombuffer(blobs[0], dtype=np.float64).copy()
 
+    def to_bytes(self, *, secret: bool = False) -> bytes:
+        """The buyer context, to keep (`PlainBackend.load_buyer` reads it back). `secret=True`
+        acknowledges the bytes are the buyer's private side (here: no key at all)."""
+        _require_secret_ack(secret)
+        return _pack({"kind": "buyer-context", "backend": "plain", "k": self.k})
+
 
 @dataclass
 class PlainPublic:
@@ -310,6 +327,35 @@ class PlainPublic:
 
     def decrypt_scores(self, payload: bytes) -> FloatArray:
         raise SecretKeyMissingError("a public context cannot read scores: only the buyer can")
+
+
+def _require_secret_ack(secret: bool) -> None:
+    if secret is not True:
+        raise InvalidParamsError(
+            "a buyer context's bytes hold its secret key: pass secret=True to save them (keep "
+            "them private); publish public_context() instead"
+        )
+
+
+def load_buyer(raw: bytes) -> BuyerContext:
+    """A buyer context saved by `to_bytes(secret=True)`, whichever backend made it (the bytes
+    name it; a TenSEAL context is loaded with the parameters it states)."""
+    if not isinstance(raw, bytes | bytearray | memoryview) or bytes(raw[:4]) != _MAGIC:
+        raise MalformedPayloadError("not a TIP buyer context (bad magic)")
+    try:
+        (length,) = struct.unpack(">I", bytes(raw[4:8]))
+        header = json.loads(bytes(raw[8 : 8 + length]))
+        backend = header["backend"]
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise MalformedPayloadError(f"unreadable TIP buyer context header: {exc}") from None
+    if backend == "plain":
+        return PlainBackend().load_buyer(bytes(raw))
+    if backend == "tenseal-ckks":
+        params = header.get("params")
+        if not isinstance(params, dict):
+            raise MalformedPayloadError("a TenSEAL buyer context must state its CKKS parameters")
+        return TenSealCKKS(CKKSParams.from_json(params)).load_buyer(bytes(raw))
+    raise MalformedPayloadError(f"a buyer context of an unknown backend {backend!r}")
 
 
 def _check_k(k: int, params: CKKSParams | None) -> int:
@@ -373,6 +419,29 @@ class TenSealCKKS:
             )
         return TenSealPublic(params, int(header["k"]), blobs[0], blobs[1])
 
+    def load_buyer(self, raw: bytes) -> TenSealBuyer:
+        """A buyer context saved by `TenSealBuyer.to_bytes(secret=True)`: the same secret key,
+        Galois keys and query norm, so it decrypts what the saved one would have."""
+        header, blobs = _unpack(raw, "buyer-context", self.name)
+        try:
+            params = CKKSParams.from_json(header["params"])
+            k = int(header["k"])
+            norm = header["norm"]
+            ctx_bytes, galois = blobs
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedPayloadError(f"a malformed TenSEAL buyer context ({exc})") from None
+        if params != self.params:
+            raise MalformedPayloadError(
+                f"buyer context was made with {params}, this backend has {self.params}"
+            )
+        if norm is not None and (
+            not isinstance(norm, int | float) or isinstance(norm, bool) or not math.isfinite(norm)
+        ):
+            raise MalformedPayloadError("a buyer context's query norm must be a finite number")
+        return TenSealBuyer.restore(
+            params, _check_k(k, params), ctx_bytes, galois, None if norm is None else float(norm)
+        )
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "ckks": self.params.to_json()}
 
@@ -434,24 +503,70 @@ class TenSealBuyer:
         import tenseal as ts
         import tenseal.sealapi as sealapi
 
-        self.params = params
-        self.k = k
-        self._layout = _Layout(params, k)
-        self._ctx = ts.context(
+        ctx = ts.context(
             ts.SCHEME_TYPE.CKKS,
             params.poly_modulus_degree,
             coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
         )
-        self._ctx.global_scale = 2.0**params.global_scale_bits
-        self._seal = self._ctx.seal_context().data
-        self._secret = self._ctx.secret_key().data
-        self._encoder = sealapi.CKKSEncoder(self._seal)
-        self._decryptor = sealapi.Decryptor(self._seal, self._secret)
+        self._bind(params, k, ctx)
         keygen = sealapi.KeyGenerator(self._seal, self._secret)
         elts = [_galois_elt(s, params.poly_modulus_degree) for s in self._layout.steps]
         # Only the rotations the packing uses, serialized seeded (half the bytes).
         self._galois = _seal_bytes(keygen.create_galois_keys(elts)) if elts else b""
         self._norm: float | None = None
+
+    def _bind(self, params: CKKSParams, k: int, ctx: Any) -> None:
+        import tenseal.sealapi as sealapi
+
+        self.params = params
+        self.k = k
+        self._layout = _Layout(params, k)
+        self._ctx = ctx
+        self._ctx.global_scale = 2.0**params.global_scale_bits
+        self._seal = self._ctx.seal_context().data
+        self._secret = self._ctx.secret_key().data
+        self._encoder = sealapi.CKKSEncoder(self._seal)
+        self._decryptor = sealapi.Decryptor(self._seal, self._secret)
+
+    @classmethod
+    def restore(
+        cls, params: CKKSParams, k: int, ctx_bytes: bytes, galois: bytes, norm: float | None
+    ) -> TenSealBuyer:
+        """A buyer context from its saved parts (`TenSealCKKS.load_buyer` reads them)."""
+        import tenseal as ts
+
+        try:
+            ctx = ts.context_from(ctx_bytes)
+        except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError
+            raise MalformedPayloadError(f"TenSEAL could not load the context: {exc}") from exc
+        if not ctx.is_private() or not ctx.has_secret_key():
+            raise SecretKeyMissingError("the saved buyer context holds no secret key")
+        buyer = cls.__new__(cls)
+        buyer._bind(params, k, ctx)
+        buyer._galois = galois
+        buyer._norm = norm
+        return buyer
+
+    def to_bytes(self, *, secret: bool = False) -> bytes:
+        """Everything this context needs to decrypt later, to keep in a private file: the
+        TenSEAL context *with its secret key*, the Galois keys (so `public_context()` gives
+        the same bytes after `TenSealCKKS.load_buyer`) and the query's norm. `secret=True`
+        acknowledges that whoever reads the bytes can decrypt every score."""
+        _require_secret_ack(secret)
+        ctx_bytes = self._ctx.serialize(
+            save_public_key=True,
+            save_secret_key=True,
+            save_galois_keys=False,
+            save_relin_keys=False,
+        )
+        header = {
+            "kind": "buyer-context",
+            "backend": "tenseal-ckks",
+            "k": self.k,
+            "params": self.params.to_json(),
+            "norm": self._norm,
+        }
+        return _pack(header, [ctx_bytes, self._galois])
 
     @property
     def has_secret_key(self) -> bool:
