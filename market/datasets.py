@@ -8,6 +8,12 @@ their proposals against mock data (Mock/Real); the real rows never leave the mac
 
 Note what the description reveals if published: each numeric column's range, mean and
 standard deviation, and each categorical column's category frequencies.
+
+A dataset can also be a model (kind `model`, for ensemble jobs): a fitted scikit-learn style
+classifier saved with `joblib` or `pickle` (`.joblib`, `.pkl`, `.pickle`). Its description
+names the estimator's class, its class labels, its number of input features and the file's
+SHA-256; a model has no mock rows. Loading a model unpickles it, which runs code from the
+file: register only model files you made or trust.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ import numpy as np
 from market.home import Home, read_json, write_json
 
 MAX_CATEGORIES = 50
+
+MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle")
+"""Files registered as models (kind `model`); every other file is read as a table."""
 
 
 class DatasetError(Exception):
@@ -55,14 +64,41 @@ class Column:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """What registering a model file found: a fitted classifier with integer labels."""
+
+    estimator: str
+    """The estimator's class name (`RandomForestClassifier`, `Pipeline`, ...)."""
+    classes: tuple[int, ...]
+    """Its `classes_`, the labels of its `predict_proba` columns."""
+    n_features: int | None = None
+    """Its `n_features_in_`, when the estimator records it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "estimator": self.estimator,
+            "classes": list(self.classes),
+            "n_features": self.n_features,
+        }
+
+
+@dataclass(frozen=True)
 class LocalDataset:
     dataset_id: bytes
     name: str
     path: Path
     rows: int
+    """The table's rows (0 for a model)."""
     sha256: str
     schema: tuple[Column, ...]
     directory: Path
+    model: ModelInfo | None = None
+    """Set for a model dataset (kind `model`); a table has None."""
+
+    @property
+    def kind(self) -> str:
+        """`table` (CSV or Parquet rows) or `model` (a fitted classifier, ensemble jobs)."""
+        return "table" if self.model is None else "model"
 
     @property
     def mock_path(self) -> Path:
@@ -73,9 +109,19 @@ class LocalDataset:
         return (self.directory / "dataset.json").as_uri()
 
     def to_json(self) -> dict[str, Any]:
+        if self.model is not None:
+            return {
+                "dataset": "0x" + self.dataset_id.hex(),
+                "name": self.name,
+                "kind": self.kind,
+                "path": str(self.path),
+                "sha256": self.sha256,
+                "model": self.model.to_json(),
+            }
         return {
             "dataset": "0x" + self.dataset_id.hex(),
             "name": self.name,
+            "kind": self.kind,
             "path": str(self.path),
             "rows": self.rows,
             "sha256": self.sha256,
@@ -85,14 +131,20 @@ class LocalDataset:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], directory: Path) -> LocalDataset:
+        model = data.get("model")
         return cls(
             dataset_id=bytes.fromhex(data["dataset"].removeprefix("0x")),
             name=data["name"],
             path=Path(data["path"]),
-            rows=int(data["rows"]),
+            rows=int(data.get("rows", 0)),
             sha256=data["sha256"],
-            schema=tuple(Column(**c) for c in data["schema"]),
+            schema=tuple(Column(**c) for c in data.get("schema", ())),
             directory=directory,
+            model=(
+                ModelInfo(model["estimator"], tuple(model["classes"]), model.get("n_features"))
+                if model is not None
+                else None
+            ),
         )
 
 
@@ -163,11 +215,57 @@ def mock_rows(schema: tuple[Column, ...], rows: int, rng: np.random.Generator) -
     return pd.DataFrame(data)
 
 
+def is_model_file(path: Path) -> bool:
+    """Whether `path` is registered as a model (by its extension, `MODEL_SUFFIXES`)."""
+    return path.suffix.lower() in MODEL_SUFFIXES
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    """Load the model file at `path` (unpickling: it runs the file's code) and check that it is
+    a fitted classifier whose labels are integers."""
+    from compute.node.ensemble import EnsembleJobError, load_model
+
+    try:
+        model = load_model(path)()
+    except EnsembleJobError as exc:
+        cause = exc.__context__  # what joblib raised (the loader hides it behind its message)
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        raise DatasetError(
+            f"cannot load the model {path} ({reason}); a model file is a fitted classifier "
+            "saved with joblib.dump or pickle.dump"
+        ) from None
+    estimator = type(model).__name__
+    if not callable(getattr(model, "predict_proba", None)):
+        raise DatasetError(
+            f"{path} holds a {estimator}, which has no predict_proba; register a fitted "
+            "scikit-learn style classifier (e.g. LogisticRegression, RandomForestClassifier)"
+        )
+    if not hasattr(model, "classes_"):
+        raise DatasetError(f"{path} holds a {estimator} without classes_: fit it before saving it")
+    labels = np.asarray(model.classes_)
+    integral = labels.dtype.kind in "iu" or (
+        labels.dtype.kind == "f" and bool(np.all(np.isfinite(labels) & (labels == labels // 1)))
+    )
+    if labels.ndim != 1 or labels.size == 0 or not integral:
+        raise DatasetError(
+            f"{path}: the {estimator}'s classes_ must be integer labels 0, 1, ..., got "
+            f"{labels.tolist()[:10]!r}; fit it on integer-encoded labels"
+        )
+    classes = tuple(int(c) for c in labels)
+    if min(classes) < 0 or len(set(classes)) != len(classes):
+        raise DatasetError(
+            f"{path}: the {estimator}'s classes_ must be distinct labels >= 0, got "
+            f"{list(classes)[:10]}"
+        )
+    features = getattr(model, "n_features_in_", None)
+    return ModelInfo(estimator, classes, int(features) if features is not None else None)
+
+
 def register_dataset(
     path: Path, name: str, mock_count: int = 100, home: Home | None = None
 ) -> LocalDataset:
-    """Describe `path` and write its mock rows; the same file and name registered again give
-    the same dataset."""
+    """Describe `path` and write its mock rows, or describe a model file (`is_model_file`;
+    no mock rows); the same file and name registered again give the same dataset."""
     home = home or Home.default()
     path = path.resolve()
     raw = path.read_bytes()
@@ -175,11 +273,19 @@ def register_dataset(
     for existing in registered_datasets(home):
         if existing.path == path and existing.name == name and existing.sha256 == digest:
             return existing
+    if is_model_file(path):
+        info = inspect_model(path)
+        dataset_id = _new_id(raw)
+        directory = home.datasets / dataset_id.hex()
+        directory.mkdir(mode=0o700)
+        local = LocalDataset(dataset_id, name, path, 0, digest, (), directory, model=info)
+        write_json(directory / "dataset.json", local.to_json())
+        return local
     frame = read_table(path)
     if len(frame) == 0:
         raise DatasetError(f"{path} has no rows")
     schema = infer_schema(frame)
-    dataset_id = hashlib.sha3_256(b"market/dataset" + secrets.token_bytes(32) + raw).digest()
+    dataset_id = _new_id(raw)
     directory = home.datasets / dataset_id.hex()
     directory.mkdir(mode=0o700)
     local = LocalDataset(dataset_id, name, path, len(frame), digest, schema, directory)
@@ -189,6 +295,10 @@ def register_dataset(
     os.replace(tmp, local.mock_path)
     write_json(directory / "dataset.json", local.to_json())
     return local
+
+
+def _new_id(raw: bytes) -> bytes:
+    return hashlib.sha3_256(b"market/dataset" + secrets.token_bytes(32) + raw).digest()
 
 
 def registered_datasets(home: Home | None = None) -> list[LocalDataset]:

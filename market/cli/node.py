@@ -21,7 +21,7 @@ from market.cli.common import (
     out,
     table,
 )
-from market.datasets import read_table, registered_datasets
+from market.datasets import LocalDataset, read_table, registered_datasets
 from market.escrow import EscrowClient
 from market.home import Home
 from market.staking import StakingClient
@@ -92,6 +92,17 @@ def _light_state(alias: str) -> Any:
     return LightState(str(Home.default().dir("light") / f"{alias}.db"))
 
 
+def _local_data(d: LocalDataset) -> Any:
+    """What the light node serves for a registered dataset: a table's loader, or a model's
+    (loaded from the operator's own registered file when a job needs it)."""
+    from compute.node.ensemble import load_model
+    from compute.node.light import LocalData
+
+    if d.model is not None:
+        return LocalData(d.dataset_id, None, model=load_model(d.path))
+    return LocalData(d.dataset_id, lambda: read_table(d.path))
+
+
 @node_group.command("light")
 @click.option(
     "--policy",
@@ -114,8 +125,13 @@ def node_light(
     as_json: bool,
 ) -> None:
     """Serve the account's staked datasets: for each open job, apply the policy, run the map
-    locally and submit sealed shares to the committee."""
-    from compute.node.light import LightNode, LightService, LocalData
+    locally and submit sealed shares to the committee.
+
+    A model dataset (`market dataset register MODEL.joblib`) takes part in ensemble jobs: the
+    node runs the model on the job's public evaluation set and shares its class probabilities;
+    the model never leaves this machine. The default policy takes aggregates only: allow
+    ensembles with a --policy whose allowed_kinds lists "ensemble"."""
+    from compute.node.light import LightNode, LightService
     from compute.policy import Policy, PolicyError, parse_policy
 
     try:
@@ -127,15 +143,18 @@ def node_light(
         escrow = EscrowClient(net.chain, net.deployment)
         staking = StakingClient(net.chain, net.deployment)
         mine = {r.dataset_id for r in staking.datasets_of(account.address)}
-        datasets = [
-            LocalData(d.dataset_id, lambda d=d: read_table(d.path))
-            for d in registered_datasets()
-            if d.dataset_id in mine
-        ]
-        if not datasets:
+        served = [d for d in registered_datasets() if d.dataset_id in mine]
+        if not served:
             raise UserError(
                 f"{account.address} has no staked dataset registered on this machine: "
                 "`market dataset register PATH` then `market dataset stake`"
+            )
+        datasets = [_local_data(d) for d in served]
+        if any(d.model is not None for d in served) and "ensemble" not in policy.allowed_kinds:
+            err.print(
+                "note: the policy does not allow ensemble jobs, so the model datasets take part "
+                'in none; add "ensemble" to the policy\'s allowed_kinds (--policy FILE)',
+                highlight=False,
             )
         service = LightService(
             LightNode(account, escrow, staking), datasets, policy, _light_state(signer.alias)

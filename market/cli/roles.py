@@ -18,6 +18,7 @@ from market.cli.common import (
     UserError,
     account_options,
     emit_json,
+    err,
     format_time,
     format_tokens,
     json_option,
@@ -138,7 +139,25 @@ def _set(template: dict[str, Any], path: str, value: Any) -> None:
     node[last] = value
 
 
+_AGGREGATE_ONLY = {
+    "columns": "--column",
+    "op": "--op",
+    "lo": "--lo",
+    "hi": "--hi",
+    "bins": "--bins",
+}
+"""Template options that shape an aggregate's map and reduce (an ensemble's are fixed)."""
+
+
 @bounty_group.command("template")
+@click.option(
+    "--kind",
+    type=click.Choice(["aggregate", "ensemble"]),
+    default="aggregate",
+    show_default=True,
+    help="A statistic over providers' tables, or a weighted ensemble of providers' models "
+    "(needs --ensemble).",
+)
 @click.option("--column", "columns", multiple=True, default=("value",), show_default=True)
 @click.option(
     "--op",
@@ -149,25 +168,89 @@ def _set(template: dict[str, Any], path: str, value: Any) -> None:
 @click.option("--lo", type=float, default=0.0, show_default=True, help="Lowest value kept.")
 @click.option("--hi", type=float, default=1000.0, show_default=True, help="Highest value kept.")
 @click.option("--bins", type=int, default=None, help="Histogram bins.")
+@click.option(
+    "--ensemble",
+    "ensemble_terms",
+    type=click.File("rb"),
+    default=None,
+    help="The ensemble terms JSON that `market bounty evaluation FILE.npz --classes N --json` "
+    "prints (a file, or - for stdin); --kind ensemble only.",
+)
 @click.option("--scheme", type=click.Choice(["shamir", "additive"]), default="shamir")
 @click.option("--min-participants", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--title", default="A statistic over providers' data", show_default=True)
+@click.option(
+    "--title",
+    default=None,
+    help="Default: 'A statistic over providers' data' or 'A weighted ensemble of providers' "
+    "models'.",
+)
+@click.pass_context
 def bounty_template(
+    ctx: click.Context,
+    kind: str,
     columns: tuple[str, ...],
     op: str,
     lo: float,
     hi: float,
     bins: int | None,
+    ensemble_terms: Any,
     scheme: str,
     min_participants: int,
-    title: str,
+    title: str | None,
 ) -> None:
-    """Print a proposal to edit and post (`bounty post` fills in budget, deadline, committee)."""
+    """Print a proposal to edit and post (`bounty post` fills in budget, deadline, committee).
+
+    An ensemble proposal (--kind ensemble) names the public evaluation set that every model
+    holder scores: publish it first with `market bounty evaluation`, then pass its terms."""
+    threat_model = "malicious-detect" if scheme == "shamir" else "semi-honest"
+    if kind == "ensemble":
+        given = [
+            flag
+            for name, flag in _AGGREGATE_ONLY.items()
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise UserError(
+                f"{', '.join(given)} apply to aggregate templates; an ensemble job's map and "
+                "reduce are fixed (model_probabilities, weighted_sum)"
+            )
+        if ensemble_terms is None:
+            raise UserError(
+                "--kind ensemble needs --ensemble TERMS: publish the evaluation set with "
+                "`market bounty evaluation FILE.npz --classes N --json > terms.json`, then "
+                "pass --ensemble terms.json"
+            )
+        terms = _ensemble_terms(ensemble_terms)
+        template: dict[str, Any] = {
+            "version": 1,
+            "kind": "ensemble",
+            "title": title or "A weighted ensemble of providers' models",
+            "map": {
+                "function": "model_probabilities",
+                "params": {},
+                "output": {"fields": []},
+                "filter": None,
+            },
+            "reduce": {
+                "op": "weighted_sum",
+                "scheme": scheme,
+                "threshold": None,
+                "threat_model": threat_model,
+                "bins": None,
+            },
+            "privacy": {"min_participants": min_participants, "dp": None},
+            "economics": {"fee_bps": 1_000, "payout_rule": "ensemble_weight", "max_slash_bps": 0},
+            "ensemble": terms,
+        }
+        click.echo(json.dumps(template, indent=2))
+        return
+    if ensemble_terms is not None:
+        raise UserError("--ensemble applies to --kind ensemble only")
     fields = [] if op == "count" else [{"name": c, "lo": lo, "hi": hi} for c in columns]
     template = {
         "version": 1,
         "kind": "aggregate",
-        "title": title,
+        "title": title or "A statistic over providers' data",
         "map": {
             "function": "row_count" if op == "count" else "column_values",
             "params": {},
@@ -178,13 +261,142 @@ def bounty_template(
             "op": op,
             "scheme": scheme,
             "threshold": None,
-            "threat_model": "malicious-detect" if scheme == "shamir" else "semi-honest",
+            "threat_model": threat_model,
             "bins": bins,
         },  # fmt: skip
         "privacy": {"min_participants": min_participants, "dp": None},
         "economics": {"fee_bps": 1_000, "payout_rule": "equal", "max_slash_bps": 0},
     }
     click.echo(json.dumps(template, indent=2))
+
+
+def _ensemble_terms(source: Any) -> dict[str, Any]:
+    """The ensemble terms in `source` (a JSON object, as `bounty evaluation --json` prints
+    it), checked."""
+    from pydantic import ValidationError
+
+    from compute.proposal import EnsembleSpec, describe
+
+    name = getattr(source, "name", "--ensemble")
+    shown = "stdin" if name == "<stdin>" else name
+    try:
+        terms = json.loads(source.read())
+    except ValueError as exc:
+        raise UserError(
+            f"{shown} is not JSON ({exc}); pass the terms `market bounty evaluation ... --json` "
+            "prints"
+        ) from None
+    if isinstance(terms, dict) and isinstance(terms.get("ensemble"), dict):
+        terms = terms["ensemble"]  # a whole proposal, or {"ensemble": {...}}
+    if not isinstance(terms, dict):
+        raise UserError(f"{shown} must hold a JSON object (the ensemble terms)")
+    try:
+        EnsembleSpec.model_validate(terms)
+    except ValidationError as exc:
+        problems = "; ".join(f"{p}: {m}" for p, m in describe(exc, EnsembleSpec))
+        raise UserError(f"{shown} does not hold valid ensemble terms: {problems}") from None
+    return terms
+
+
+_EVALUATION_ARRAYS = ("x_val", "y_val", "x_test")
+
+
+def _read_evaluation(path: Path, classes: int) -> tuple[Any, list[str]]:
+    """The evaluation set in the `.npz` at `path` (no pickles), checked, and the names of any
+    other arrays the file holds (not published); `UserError` saying what is wrong otherwise."""
+    import zipfile
+
+    import numpy as np
+
+    from compute.node.ensemble import EnsembleJobError, EvaluationSet
+
+    layout = (
+        "an evaluation set is an .npz (numpy.savez) of x_val (validation rows x features), "
+        "y_val (their integer labels) and x_test (test rows x features)"
+    )
+    unreadable = (OSError, EOFError, zipfile.BadZipFile)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError:  # neither .npy nor .npz: numpy would have to unpickle it
+        raise UserError(f"{path} is not an .npz archive; {layout}") from None
+    except unreadable as exc:
+        raise UserError(f"{path} is not a readable .npz ({exc}); {layout}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} holds a single array, not an .npz archive; {layout}")
+    with loaded as npz:
+        missing = [a for a in _EVALUATION_ARRAYS if a not in npz.files]
+        if missing:
+            held = ", ".join(npz.files) or "no arrays"
+            raise UserError(f"{path} lacks {', '.join(missing)} (it holds {held}); {layout}")
+        extra = sorted(set(npz.files) - set(_EVALUATION_ARRAYS))
+        try:
+            arrays = {a: npz[a] for a in _EVALUATION_ARRAYS}
+        except ValueError:
+            raise UserError(
+                f"{path} holds object (pickled) arrays, which are not loaded; save plain "
+                "numeric arrays"
+            ) from None
+        except unreadable as exc:
+            raise UserError(f"{path} is not a readable .npz ({exc}); {layout}") from None
+    try:
+        evaluation = EvaluationSet(**arrays, classes=classes)
+    except EnsembleJobError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return evaluation, extra
+
+
+@bounty_group.command("evaluation")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--classes",
+    required=True,
+    type=click.IntRange(2, 4096),
+    help="How many classes the models predict (labels 0 .. N-1).",
+)
+@json_option
+def bounty_evaluation(file: Path, classes: int, as_json: bool) -> None:
+    """Publish the public evaluation set of an ensemble job and print its ensemble terms.
+
+    FILE is an .npz (numpy.savez) of x_val (validation rows x features), y_val (their labels,
+    0 .. N-1) and x_test (test rows x features); every array is public once published. Keep
+    the test labels to yourself: they are not part of the set (other arrays in FILE are left
+    out). The set goes to content-addressed storage (an IPFS node when $MARKET_IPFS_API is set,
+    else $MARKET_HOME/storage) and is named by ipfs:// URI, SHA-256 and size in the terms that
+    `market bounty template --kind ensemble --ensemble TERMS` puts into a proposal."""
+    from pydantic import ValidationError
+
+    from compute.node.ensemble import publish_evaluation
+    from compute.proposal import EnsembleSpec, describe
+    from market.storage import open_storage
+    from market.storage.errors import StorageError
+
+    evaluation, extra = _read_evaluation(file, classes)
+    try:
+        evaluation.spec("ipfs://unpublished")  # the proposal's limits, before anything is stored
+        spec = publish_evaluation(evaluation, open_storage())
+    except ValidationError as exc:
+        problems = "; ".join(f"{p}: {m}" for p, m in describe(exc, EnsembleSpec))
+        raise UserError(f"{file} does not fit an ensemble proposal: {problems}") from None
+    except StorageError as exc:
+        raise UserError(f"cannot publish the evaluation set: {exc}") from None
+    terms = spec.model_dump(mode="json")
+    if extra:
+        err.print(f"left out (not published): {', '.join(extra)}", highlight=False)
+    if as_json:
+        emit_json(terms)
+        return
+    out.print(
+        f"published the evaluation set: {spec.validation_rows:,} validation rows, "
+        f"{spec.test_rows:,} test rows, {spec.features:,} features, {spec.classes} classes, "
+        f"at {spec.evaluation.uri}",
+        highlight=False,
+    )
+    out.print(
+        'its ensemble terms (the proposal\'s "ensemble"; `market bounty template --kind '
+        "ensemble --ensemble TERMS` takes them as a file):",
+        highlight=False,
+    )
+    click.echo(json.dumps(terms, indent=2))
 
 
 @bounty_group.command("try")
@@ -213,11 +425,18 @@ def bounty_try(spec: Path, mocks: tuple[str, ...], as_json: bool) -> None:
         proposal = parse_proposal(template)
     except ProposalError as exc:
         raise UserError(f"the proposal is not valid: {exc}") from None
+    if proposal.ensemble is not None:
+        raise UserError(
+            "`bounty try` runs a map on tables' mock rows; an ensemble job has none to run on "
+            "(each model holder scores the public evaluation set with its own model)"
+        )
     reduction = proposal.reduction()
     total = np.zeros(reduction.length, dtype=np.int64)
     rows = []
     for name in mocks:
         local = _local(name)
+        if local.model is not None:
+            raise UserError(f"{local.name} is a model: models have no mock data")
         try:
             records, report = run_map(proposal, read_table(local.mock_path))
         except MapError as exc:
@@ -455,10 +674,42 @@ def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
     out.print(
         f"job {job_id} result ({event['participants']} participants), from {event['resultURI']}"
     )
-    out.print_json(json.dumps(document.result))
+    result = document.result
+    if isinstance(result, dict) and isinstance(result.get("ensemble"), dict):
+        _print_ensemble(result)
+    else:
+        out.print_json(json.dumps(result))
     out.print(
         f"fee {format_tokens(event['fee'])}, payouts {format_tokens(event['claimable'])}, "
         f"refund {format_tokens(event['refund'])}"
+    )
+
+
+def _print_ensemble(result: dict[str, Any]) -> None:
+    """An ensemble's result: each model's weight and validation accuracy, and how many
+    probabilities it released (not the probabilities: `--json` has them)."""
+    ensemble = result["ensemble"]
+    weights = ensemble.get("weights") or {}
+    accuracy = ensemble.get("validation_soft_accuracy") or {}
+    values = result.get("values") or []
+    classes, test_rows = ensemble.get("classes"), ensemble.get("test_rows")
+    out.print(
+        f"weighted ensemble of {len(weights)} models: {classes} classes, {test_rows} test rows",
+        highlight=False,
+    )
+
+    def number(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+    rows = [
+        [dataset, number(weights.get(dataset)), number(accuracy.get(dataset))]
+        for dataset in sorted(set(weights) | set(accuracy))
+    ]
+    out.print(table("Models", ["dataset", "weight", "validation soft accuracy"], rows))
+    out.print(
+        f"{len(values):,} ensemble probabilities ({test_rows} test rows x {classes} classes, "
+        "row by row); --json prints them",
+        highlight=False,
     )
 
 
@@ -533,15 +784,38 @@ def _local(dataset: str) -> LocalDataset:
 @dataset_group.command("register")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", default=None, help="A short name (default: the file name).")
-@click.option("--mock-rows", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--mock-rows",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Synthetic rows to write (tables only; a model has no mock data).",
+)
 @json_option
 def dataset_register(path: Path, name: str | None, mock_rows: int, as_json: bool) -> None:
-    """Describe the CSV or Parquet file at PATH: schema, bounds, and synthetic mock rows.
+    """Describe the CSV or Parquet file at PATH: schema, bounds, and synthetic mock rows; or
+    the model file at PATH (.joblib, .pkl, .pickle: a fitted scikit-learn style classifier
+    with integer class labels, for ensemble jobs).
 
-    Nothing leaves this machine; `market dataset stake` puts the dataset on chain."""
+    Nothing leaves this machine; `market dataset stake` puts the dataset on chain.
+
+    Security: registering a model loads it, and unpickling runs code from the file. Register
+    only your own model files (or ones you trust), never a file someone sent you."""
     local = register_dataset(path, name or path.stem, mock_rows)
     if as_json:
         emit_json(local.to_json())
+        return
+    if local.model is not None:
+        model = local.model
+        out.print(f"registered model {local.name}: id 0x{local.dataset_id.hex()}")
+        rows = [
+            ["estimator", model.estimator],
+            ["classes", ", ".join(str(c) for c in model.classes)],
+            ["features", "-" if model.n_features is None else model.n_features],
+            ["sha256", local.sha256],
+        ]
+        out.print(table("Model", ["field", "value"], rows))
+        out.print("no mock data: a model serves ensemble jobs only")
         return
     out.print(f"registered {local.name}: id 0x{local.dataset_id.hex()}, {local.rows:,} rows")
     rows = [[c.name, c.kind, c.describe()] for c in local.schema]
@@ -597,7 +871,8 @@ def dataset_list(alias: str | None, network: Net, as_json: bool) -> None:
         {
             "dataset": "0x" + d.dataset_id.hex(),
             "name": d.name,
-            "rows": d.rows,
+            "kind": d.kind,
+            "rows": d.rows if d.model is None else None,
             "path": str(d.path),
             "owner": r.owner if r.exists else None,
             "stake": r.stake,
@@ -614,12 +889,13 @@ def dataset_list(alias: str | None, network: Net, as_json: bool) -> None:
     out.print(
         table(
             "Datasets",
-            ["name", "id", "rows", "stake", "state"],
+            ["name", "kind", "id", "rows", "stake", "state"],
             [
                 [
                     x["name"],
+                    x["kind"],
                     x["dataset"][:18] + "…",
-                    x["rows"],
+                    "-" if x["rows"] is None else x["rows"],
                     format_tokens(x["stake"]),
                     "unbonding" if x["unbonding_since"] else ("staked" if x["owner"] else "local"),
                 ]
@@ -674,7 +950,13 @@ def dataset_withdraw(dataset: str, network: Net, signer: Signer, as_json: bool) 
 @click.argument("dataset")
 def dataset_mock(dataset: str) -> None:
     """Print DATASET's mock rows (synthetic, same schema) as CSV."""
-    click.echo(_local(dataset).mock_path.read_text(), nl=False)
+    local = _local(dataset)
+    if local.model is not None:
+        raise UserError(
+            f"{local.name} is a model: models have no mock data (mock rows exist for tables; "
+            "a model serves ensemble jobs, scored on the job's public evaluation set)"
+        )
+    click.echo(local.mock_path.read_text(), nl=False)
 
 
 # ------------------------------------------------------------------------------------ heavy

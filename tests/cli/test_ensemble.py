@@ -1,0 +1,525 @@
+"""Ensembles through the real `market` entry point: model files registered as datasets, the
+buyer's evaluation set published and put into a proposal template, a model holder's light node
+scoring it, and the result of an ensemble job as `bounty result` shows it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from compute.node.ensemble import EvaluationSet
+from compute.proposal import EnsembleSpec, parse_proposal
+from market.chain import TOKEN
+from market.demo_devnet import wait_serving
+from market.escrow import EscrowClient, Result
+from market.escrow.documents import ResultDocument
+from market.escrow.eip712 import result_digest, sign_digest
+from market.home import Home
+from market.network import open_network
+from market.storage import fetch_uri, open_storage
+from market.valuation.merkle import PayoutTree
+from market.wallet import Wallet
+from tests.cli.conftest import MARKET, PASSWORD, Cli, free_port
+
+CLASSES = 3
+
+
+def _data(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of 4 features and a label 0..2 that depends on them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 0.5)
+    return x, y
+
+
+def _models(tmp: Path) -> dict[str, Path]:
+    """Fitted classifiers saved as a model holder would: joblib and plain pickle."""
+    x, y = _data(1, 120)
+    paths = {"logistic": tmp / "logistic.joblib", "tree": tmp / "tree.pkl"}
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), paths["logistic"])
+    with paths["tree"].open("wb") as f:
+        pickle.dump(DecisionTreeClassifier(max_depth=3, random_state=0).fit(x, y), f)
+    return paths
+
+
+def _evaluation(tmp: Path, **extra: np.ndarray) -> Path:
+    x, y = _data(2, 30)
+    path = tmp / "evaluation.npz"
+    np.savez(path, x_val=x[:20], y_val=y[:20], x_test=x[20:], **extra)
+    return path
+
+
+def test_models_register_as_datasets_of_kind_model(embedded_cli: Cli, tmp_path: Path):
+    cli = embedded_cli
+    paths = _models(tmp_path)
+    logistic = cli.json("dataset", "register", str(paths["logistic"]), "--name", "logistic")
+    assert logistic["kind"] == "model"
+    assert logistic["model"] == {
+        "estimator": "LogisticRegression",
+        "classes": [0, 1, 2],
+        "n_features": 4,
+    }
+    assert logistic["path"] == str(paths["logistic"].resolve())
+    assert "rows" not in logistic and "mock" not in logistic and "schema" not in logistic
+    assert logistic["sha256"] == hashlib.sha256(paths["logistic"].read_bytes()).hexdigest()
+    # The same file and name again: the same dataset.
+    again = cli.json("dataset", "register", str(paths["logistic"]), "--name", "logistic")
+    assert again["dataset"] == logistic["dataset"]
+
+    shown = cli.ok("dataset", "register", str(paths["tree"]))  # a plain pickle, named "tree"
+    assert "registered model tree" in shown and "DecisionTreeClassifier" in shown
+    assert "no mock data" in shown
+
+    table = tmp_path / "clinic.csv"
+    table.write_text("age,bp\n34,120\n51,135\n")
+    assert cli.json("dataset", "register", str(table), "--name", "clinic")["kind"] == "table"
+
+    listed = {d["name"]: d for d in cli.json("dataset", "list", net=True)}
+    assert {n: (d["kind"], d["rows"]) for n, d in listed.items()} == {
+        "logistic": ("model", None),
+        "tree": ("model", None),
+        "clinic": ("table", 2),
+    }
+    text = cli.ok("dataset", "list", net=True)
+    assert "kind" in text and "model" in text and "table" in text
+
+    line = cli.fails(1, "dataset", "mock", "logistic")
+    assert "logistic is a model" in line and "models have no mock data" in line
+    assert cli.ok("dataset", "mock", "clinic").startswith("age,bp")
+
+    help_text = " ".join(cli.ok("dataset", "register", "--help").split())
+    assert ".joblib" in help_text and "unpickling runs code" in help_text
+
+
+def test_files_that_are_not_usable_models_are_refused(embedded_cli: Cli, tmp_path: Path):
+    cli = embedded_cli
+    x, y = _data(1, 40)
+    scaler, unfitted, named, junk = (
+        tmp_path / n for n in ("scaler.joblib", "unfitted.joblib", "named.joblib", "junk.pkl")
+    )
+    joblib.dump(StandardScaler().fit(x), scaler)
+    joblib.dump(GaussianNB(), unfitted)
+    joblib.dump(GaussianNB().fit(x, np.array(["low", "mid", "high"])[y]), named)
+    junk.write_bytes(b"not a model at all")
+
+    line = cli.fails(1, "dataset", "register", str(scaler))
+    assert "StandardScaler" in line and "predict_proba" in line
+    line = cli.fails(1, "dataset", "register", str(unfitted))
+    assert "without classes_" in line and "fit it" in line
+    line = cli.fails(1, "dataset", "register", str(named))
+    assert "integer labels" in line and "'high'" in line
+    line = cli.fails(1, "dataset", "register", str(junk))
+    assert "cannot load the model" in line and "joblib" in line
+    # Nothing was registered.
+    assert list((cli.home / "datasets").iterdir()) == []
+
+
+def test_a_buyer_publishes_an_evaluation_set_and_templates_an_ensemble(
+    embedded_cli: Cli, tmp_path: Path
+):
+    cli = embedded_cli
+    x_test_labels = _data(2, 30)[1][20:]
+    path = _evaluation(tmp_path, y_test=x_test_labels)  # the test labels stay with the buyer
+    proc = cli.run("bounty", "evaluation", str(path), "--classes", str(CLASSES), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "left out (not published): y_test" in proc.stderr
+    terms = json.loads(proc.stdout)
+    spec = EnsembleSpec.model_validate(terms)
+    assert (spec.features, spec.classes, spec.validation_rows, spec.test_rows) == (4, 3, 20, 10)
+    assert spec.evaluation.uri.startswith("ipfs://")
+    # What the nodes will fetch: the three public arrays, byte for byte what the terms name.
+    raw = fetch_uri(spec.evaluation.uri, open_storage(Home(cli.home)))
+    published = EvaluationSet.from_bytes(raw, spec)
+    x, y = _data(2, 30)
+    assert np.array_equal(published.x_val, x[:20]) and np.array_equal(published.y_val, y[:20])
+    with np.load(io.BytesIO(raw)) as npz:
+        assert sorted(npz.files) == ["x_test", "x_val", "y_val"]
+
+    # Without --json: a sentence, then the same terms to paste.
+    shown = cli.ok("bounty", "evaluation", str(path), "--classes", str(CLASSES))
+    assert "20 validation rows, 10 test rows, 4 features, 3 classes" in shown
+    assert json.loads(shown[shown.index("{") :]) == terms
+
+    # The template takes the terms (a file, or stdin) and gives a proposal `bounty post` takes.
+    terms_file = tmp_path / "terms.json"
+    terms_file.write_text(json.dumps(terms))
+    template = json.loads(
+        cli.ok(
+            "bounty",
+            "template",
+            "--kind",
+            "ensemble",
+            "--ensemble",
+            str(terms_file),
+            "--min-participants",
+            "2",
+        )
+    )
+    assert template["kind"] == "ensemble" and template["ensemble"] == terms
+    assert template["map"]["function"] == "model_probabilities"
+    assert template["reduce"]["op"] == "weighted_sum"
+    assert template["economics"]["payout_rule"] == "ensemble_weight"
+    proposal = parse_proposal(
+        {
+            **template,
+            "economics": {**template["economics"], "budget": 10 * TOKEN},
+            "deadline": 2_000_000_000,
+            "committee": ["0x" + f"{i:02x}" * 20 for i in (0x11, 0x22, 0x33)],
+            "quorum": 2,
+        }
+    )
+    assert proposal.ensemble == spec and proposal.privacy.min_participants == 2
+    piped = subprocess.run(
+        [MARKET, "bounty", "template", "--kind", "ensemble", "--ensemble", "-"],
+        input=json.dumps(terms),
+        capture_output=True,
+        text=True,
+        env=cli.env(),
+        timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["ensemble"] == terms
+
+    line = cli.fails(1, "bounty", "template", "--kind", "ensemble")
+    assert "--ensemble" in line and "market bounty evaluation" in line
+    line = cli.fails(
+        1,
+        "bounty",
+        "template",
+        "--kind",
+        "ensemble",
+        "--ensemble",
+        str(terms_file),
+        "--column",
+        "bp",
+    )
+    assert "--column" in line and "aggregate" in line
+    line = cli.fails(1, "bounty", "template", "--ensemble", str(terms_file))
+    assert "--kind ensemble" in line
+    terms_file.write_text(json.dumps({**terms, "classes": 1}))
+    line = cli.fails(1, "bounty", "template", "--kind", "ensemble", "--ensemble", str(terms_file))
+    assert "classes" in line
+    # The default template is still an aggregate.
+    assert json.loads(cli.ok("bounty", "template"))["kind"] == "aggregate"
+
+    # An ensemble proposal has no mock run.
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(template))
+    models = _models(tmp_path)
+    cli.ok("dataset", "register", str(models["logistic"]), "--name", "logistic")
+    line = cli.fails(1, "bounty", "try", str(spec_file), "--mock", "logistic")
+    assert "ensemble" in line and "mock" in line
+
+
+def test_bad_evaluation_files_say_what_is_wrong(embedded_cli: Cli, tmp_path: Path):
+    cli = embedded_cli
+    x, y = _data(2, 30)
+
+    def fails(name: str, classes: int = CLASSES) -> str:
+        return cli.fails(1, "bounty", "evaluation", str(tmp_path / name), "--classes", str(classes))
+
+    np.savez(tmp_path / "no_labels.npz", x_val=x[:20], x_test=x[20:])
+    assert "lacks y_val" in fails("no_labels.npz")
+    np.save(tmp_path / "single.npy", x)
+    assert "single array, not an .npz" in fails("single.npy")
+    (tmp_path / "text.npz").write_text("x_val,y_val\n1,2\n")
+    assert "not an .npz" in fails("text.npz")
+    np.savez(tmp_path / "widths.npz", x_val=x[:20], y_val=y[:20], x_test=x[20:, :3])
+    assert "same features" in fails("widths.npz")
+    np.savez(tmp_path / "labels.npz", x_val=x[:20], y_val=y[:20], x_test=x[20:])
+    assert "integer labels 0 .. 1" in fails("labels.npz", classes=2)
+    np.savez(tmp_path / "count.npz", x_val=x[:20], y_val=y[:19], x_test=x[20:])
+    assert "one label per validation row" in fails("count.npz")
+    objects = np.empty(20, dtype=object)
+    np.savez(tmp_path / "objects.npz", x_val=x[:20], y_val=objects, x_test=x[20:])
+    assert "object (pickled) arrays" in fails("objects.npz")
+    # Nothing was published.
+    storage = cli.home / "storage"
+    assert not storage.exists() or not any(p.is_file() for p in storage.rglob("*"))
+
+
+def _settle(cli: Cli, job_id: int, summary: dict[str, Any], payouts: dict[str, int], tmp: Path):
+    """What the committee's heavy nodes publish and sign at the end of a job (no node runs on
+    the embedded chain): the result document with the payout tree, and `finalize`."""
+    home = Home(cli.home)
+    wallet = Wallet(home.accounts)
+    nodes = sorted(
+        (wallet.unlock(f"node{i}", PASSWORD) for i in range(3)), key=lambda a: int(a.address, 16)
+    )
+    with open_network(home, "embedded") as net:
+        escrow = EscrowClient(net.chain, net.deployment)
+        tree = PayoutTree.build(payouts)
+        document = ResultDocument(job_id, summary, tree)
+        path = tmp / f"result-{job_id}.json"
+        path.write_bytes(document.to_bytes())
+        result = Result(
+            job_id=job_id,
+            result_hash=document.hash,
+            result_uri=path.as_uri(),
+            payout_root=tree.root,
+            payout_total=tree.total,
+            participants=len(summary["participants"]),
+        )
+        digest = result_digest(escrow.domain, result)
+        escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
+
+
+def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
+    embedded_cli: Cli, tmp_path: Path
+):
+    cli = embedded_cli
+    for who in ("buyer", "holder", "node0", "node1", "node2"):
+        cli.ok("wallet", "new", who)
+        cli.ok("faucet", "--account", who, "--amount", "2000", net=True)
+    for i in range(3):  # registered, not running: the light node's shares find no one
+        cli.ok(
+            "heavy",
+            "register",
+            "--endpoint",
+            f"http://127.0.0.1:{free_port()}",
+            "--stake",
+            "1000",
+            "--account",
+            f"node{i}",
+            net=True,
+        )
+    models = _models(tmp_path)
+    model = cli.json("dataset", "register", str(models["logistic"]), "--name", "logistic")
+    table = tmp_path / "clinic.csv"
+    table.write_text("age,bp\n34,120\n51,135\n47,128\n")
+    clinic = cli.json("dataset", "register", str(table), "--name", "clinic")
+    for name in ("logistic", "clinic"):
+        cli.ok("dataset", "stake", name, "--amount", "50", "--account", "holder", net=True)
+    # The default policy takes aggregates only: the node says its model would take part in none.
+    proc = cli.run("node", "light", "--once", "--account", "holder", net=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "does not allow ensemble jobs" in " ".join(proc.stderr.split())
+
+    terms = tmp_path / "terms.json"
+    terms.write_text(
+        cli.ok(
+            "bounty", "evaluation", str(_evaluation(tmp_path)), "--classes", str(CLASSES), "--json"
+        )
+    )
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        cli.ok(
+            "bounty",
+            "template",
+            "--kind",
+            "ensemble",
+            "--ensemble",
+            str(terms),
+            "--min-participants",
+            "1",
+        )
+    )
+    job = cli.json(
+        "bounty",
+        "post",
+        str(spec),
+        "--budget",
+        "100",
+        "--deadline",
+        "2h",
+        "--account",
+        "buyer",
+        net=True,
+    )["job"]
+
+    # The light node loads the model, scores the public evaluation set (20 validation and 10
+    # test rows) and shares the probabilities; the table cannot take part in an ensemble.
+    policy = tmp_path / "ensembles.json"
+    policy.write_text(
+        json.dumps({"allowed_kinds": ["aggregate", "ensemble"], "min_participants": 1})
+    )
+    taken = {
+        t["dataset"]: t
+        for t in cli.json(
+            "node", "light", "--once", "--account", "holder", "--policy", str(policy), net=True
+        )
+    }
+    assert taken[model["dataset"]]["status"] == "submitted"
+    assert taken[model["dataset"]]["reason"].startswith("probabilities on 30 rows")
+    assert taken[clinic["dataset"]]["status"] == "refused"
+    assert "takes a model" in taken[clinic["dataset"]]["reason"]
+
+    # The committee's result, as the heavy nodes write it for an ensemble.
+    holder = cli.json("wallet", "list")
+    holder_address = next(a["address"] for a in holder if a["alias"] == "holder")
+    other = "0x" + "ab" * 32
+    values = [1 / 3] * (10 * CLASSES)
+    summary = {
+        "op": "weighted_sum",
+        "values": values,
+        "count": 2,
+        "participants": [model["dataset"], other],
+        "privacy": None,
+        "ensemble": {
+            "classes": CLASSES,
+            "test_rows": 10,
+            "validation_soft_accuracy": {model["dataset"]: 0.8125, other: 0.5},
+            "weights": {model["dataset"]: 0.75, other: 0.25},
+            "weight_scale": 2**16,
+            "values": "the weighted ensemble's probabilities, test row by test row",
+        },
+    }
+    _settle(cli, job, summary, {holder_address: 90 * TOKEN}, tmp_path)
+
+    shown = cli.ok("bounty", "result", str(job), net=True)
+    assert "weighted ensemble of 2 models: 3 classes, 10 test rows" in shown
+    assert model["dataset"] in shown and "0.7500" in shown and "0.8125" in shown
+    assert other in shown and "0.2500" in shown and "0.5000" in shown
+    assert "30 ensemble probabilities" in shown
+    assert "0.3333" not in shown  # the probabilities themselves only with --json
+    assert len(shown.splitlines()) < 30
+    result = cli.json("bounty", "result", str(job), net=True)
+    assert result["result"]["values"] == values
+    assert result["result"]["ensemble"]["weights"] == summary["ensemble"]["weights"]
+    assert "finalized" in cli.ok("bounty", "wait", str(job), net=True)
+    show = cli.json("bounty", "show", str(job), net=True)
+    assert show["state"] == "FINALIZED" and show["result_hash"] != "0x" + "00" * 32
+
+
+def _wait(cli: Cli, job: int, state: str, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = cli.json("bounty", "show", str(job), net=True)
+        if shown["state"] == state:
+            return shown
+        time.sleep(1)
+    raise AssertionError(f"job {job} not {state} after {timeout} s: {shown['state']}")
+
+
+@pytest.mark.anvil
+def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Path):
+    """Three `market node heavy` processes, two model holders' `market node light`: the
+    committee fits the weights, releases the ensemble, and pays by weight."""
+    cli = devnet_cli
+    holders = ("h0", "h1")
+    for who in ("buyer", "node0", "node1", "node2", *holders):
+        cli.ok("wallet", "new", who)
+        cli.ok("faucet", "--account", who, "--amount", "2000", net=True)
+    models = _models(tmp_path)
+    processes, urls = [], []
+    try:
+        for i in range(3):
+            port = free_port()
+            urls.append(f"http://127.0.0.1:{port}")
+            cli.ok(
+                "heavy",
+                "register",
+                "--account",
+                f"node{i}",
+                "--stake",
+                "1000",
+                "--endpoint",
+                urls[-1],
+                net=True,
+            )
+            processes.append(
+                subprocess.Popen(
+                    [
+                        MARKET,
+                        "node",
+                        "heavy",
+                        "--account",
+                        f"node{i}",
+                        "--peer-timeout",
+                        "5",
+                        *cli.network,
+                    ],
+                    env=cli.env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        wait_serving(urls, processes)
+        ids = {}
+        for who, model in zip(holders, ("logistic", "tree"), strict=True):
+            ids[who] = cli.json("dataset", "register", str(models[model]), "--name", who)["dataset"]
+            cli.ok("dataset", "stake", who, "--amount", "20", "--account", who, net=True)
+        terms = tmp_path / "terms.json"
+        terms.write_text(
+            cli.ok(
+                "bounty",
+                "evaluation",
+                str(_evaluation(tmp_path)),
+                "--classes",
+                str(CLASSES),
+                "--json",
+            )
+        )
+        spec = tmp_path / "spec.json"
+        spec.write_text(
+            cli.ok(
+                "bounty",
+                "template",
+                "--kind",
+                "ensemble",
+                "--ensemble",
+                str(terms),
+                "--min-participants",
+                "2",
+            )
+        )
+        job = cli.json(
+            "bounty",
+            "post",
+            str(spec),
+            "--budget",
+            "300",
+            "--deadline",
+            "40s",
+            "--account",
+            "buyer",
+            net=True,
+        )["job"]
+        policy = tmp_path / "ensembles.json"
+        policy.write_text(json.dumps({"allowed_kinds": ["ensemble"], "min_participants": 2}))
+        for who in holders:
+            taken = cli.json(
+                "node", "light", "--once", "--account", who, "--policy", str(policy), net=True
+            )
+            assert [t["status"] for t in taken] == ["submitted"], taken
+
+        _wait(cli, job, "FINALIZED")
+        result = cli.json("bounty", "result", str(job), net=True)["result"]
+        ensemble = result["ensemble"]
+        assert set(ensemble["weights"]) == set(ids.values())
+        assert sum(ensemble["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert len(result["values"]) == 10 * CLASSES
+        rows = np.array(result["values"]).reshape(10, CLASSES)
+        assert np.allclose(rows.sum(axis=1), 1.0, atol=1e-2)
+        shown = cli.ok("bounty", "result", str(job), net=True)
+        assert "weighted ensemble of 2 models" in shown and "30 ensemble probabilities" in shown
+
+        pool = 300 * TOKEN - 300 * TOKEN * 1_000 // 10_000
+        claimed = {who: cli.json("claim", "--account", who, net=True)["claimed"] for who in holders}
+        paid = {who: sum(c["amount"] for c in claimed[who]) for who in holders}
+        assert pool - 2 <= sum(paid.values()) <= pool
+        for who in holders:  # payouts follow the fitted weights
+            assert paid[who] / pool == pytest.approx(ensemble["weights"][ids[who]], abs=1e-3)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
