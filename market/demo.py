@@ -215,19 +215,11 @@ def run_demo(
 
             progress("the committee reduces and settles after the deadline")
             with _phase(phases, "secure reduce + finalize"):
-                clock.offset = deadline - time.time() + 1
-                state = wait_settled(market, job_id)
-            if state is not JobState.FINALIZED:
-                raise RuntimeError(f"the job ended {state.name.lower()}")
+                state = settle(market, clock, job_id, deadline)
 
             progress("clinics claim their payouts")
             with _phase(phases, "claims"):
-                event = market.escrow.finalized_event(job_id)
-                assert event is not None
-                endpoints = [market.staking.heavy_node(m).endpoint for m in committee]
-                document = ResultDocument.from_bytes(
-                    fetch(event["resultURI"], endpoints), market.escrow.job(job_id).result_hash
-                )
+                document = result_document(market, job_id, committee)
                 tree = document.payouts
                 assert tree is not None
                 earnings: dict[str, int] = {}
@@ -300,6 +292,25 @@ def running_committee(market: Sandbox, work: Path, clock: DemoClock) -> Iterator
             node.stop()
         for server in servers:
             server.stop()
+
+
+def settle(market: Sandbox, clock: DemoClock, job_id: int, deadline: int) -> JobState:
+    """Move the nodes' clock past the deadline and wait until the committee finalized."""
+    clock.offset = deadline - time.time() + 1
+    state = wait_settled(market, job_id)
+    if state is not JobState.FINALIZED:
+        raise RuntimeError(f"the job ended {state.name.lower()}")
+    return state
+
+
+def result_document(market: Sandbox, job_id: int, committee: list[str]) -> ResultDocument:
+    """The finalized job's result document, from its committee, checked against the chain."""
+    event = market.escrow.finalized_event(job_id)
+    assert event is not None
+    endpoints = [market.staking.heavy_node(m).endpoint for m in committee]
+    return ResultDocument.from_bytes(
+        fetch(event["resultURI"], endpoints), market.escrow.job(job_id).result_hash
+    )
 
 
 def wait_settled(market: Sandbox, job_id: int, timeout: float = 300.0) -> JobState:

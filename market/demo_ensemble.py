@@ -15,7 +15,6 @@ The buyer scores the released ensemble on its own test labels.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -31,10 +30,10 @@ from compute.node.light import Directory, LightNode, LightService, LightState, L
 from compute.policy import Policy
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
-from market.demo import DemoClock, Phase, _phase, running_committee, wait_settled
+from market.demo import DemoClock, Phase, _phase, result_document, running_committee, settle
 from market.ensemble import Holders, train_holders
 from market.escrow import JobParams, JobState
-from market.escrow.documents import ResultDocument, fetch
+from market.escrow.documents import ResultDocument
 from market.sandbox import Sandbox
 from market.storage import open_storage
 
@@ -128,19 +127,11 @@ def run_ensemble_demo(
 
         progress("the committee fits the weights and settles after the deadline")
         with _phase(phases, "secure fit + ensemble + finalize"):
-            clock.offset = deadline - time.time() + 1
-            state = wait_settled(market, job_id)
-        if state is not JobState.FINALIZED:
-            raise RuntimeError(f"the job ended {state.name.lower()}")
+            state = settle(market, clock, job_id, deadline)
 
         progress("holders claim their payouts")
         with _phase(phases, "claims"):
-            event = market.escrow.finalized_event(job_id)
-            assert event is not None
-            endpoints = [market.staking.heavy_node(m).endpoint for m in committee]
-            document = ResultDocument.from_bytes(
-                fetch(event["resultURI"], endpoints), market.escrow.job(job_id).result_hash
-            )
+            document = result_document(market, job_id, committee)
             tree = document.payouts
             assert tree is not None
             earnings = {}

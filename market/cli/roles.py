@@ -88,7 +88,8 @@ def _job_json(view: JobView) -> dict[str, Any]:
     }
 
 
-def _job(escrow: EscrowClient, job_id: int) -> JobView:
+def existing_job(escrow: EscrowClient, job_id: int) -> JobView:
+    """The job, or a `UserError` saying there is none."""
     try:
         view = escrow.job(job_id)
     except E.MarketplaceJobNotFound:
@@ -575,7 +576,7 @@ def bounty_show(job_id: int, network: Net, as_json: bool) -> None:
     """Everything the chain knows about JOB_ID."""
     with network() as net:
         escrow, _, _ = _clients(net)
-        view = _job(escrow, job_id)
+        view = existing_job(escrow, job_id)
     data = _job_json(view)
     if as_json:
         emit_json(data)
@@ -599,7 +600,7 @@ def bounty_wait(job_id: int, timeout: float, network: Net, as_json: bool) -> Non
 
     with network() as net:
         escrow, _, _ = _clients(net)
-        view = _job(escrow, job_id)
+        view = existing_job(escrow, job_id)
         end = time.monotonic() + timeout
         with step(f"waiting for job {job_id} to settle"):
             while view.state is JobState.POSTED and time.monotonic() < end:
@@ -626,7 +627,7 @@ def bounty_cancel(job_id: int, network: Net, signer: Signer, as_json: bool) -> N
     for it."""
     with network() as net:
         escrow, _, _ = _clients(net)
-        view = _job(escrow, job_id)
+        view = existing_job(escrow, job_id)
         if view.state is not JobState.POSTED:
             raise UserError(f"job {job_id} is already {view.state.name.lower()}; nothing to cancel")
         opens = view.deadline + net.deployment.config.settlement_grace + 1
@@ -653,7 +654,7 @@ def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
     """The settled result of JOB_ID, checked against its on-chain hash."""
     with network() as net:
         escrow, staking, _ = _clients(net)
-        view = _job(escrow, job_id)
+        view = existing_job(escrow, job_id)
         if view.state is not JobState.FINALIZED:
             raise UserError(f"job {job_id} is {view.state.name.lower()}: it has no result")
         event = escrow.finalized_event(job_id)
@@ -733,7 +734,7 @@ def claim(job_ids: tuple[int, ...], network: Net, signer: Signer, as_json: bool)
     with network() as net:
         escrow, staking, token = _clients(net)
         me = signer.address
-        views = [_job(escrow, j) for j in job_ids] if job_ids else escrow.jobs()
+        views = [existing_job(escrow, j) for j in job_ids] if job_ids else escrow.jobs()
         owed: list[tuple[JobView, PayoutTree]] = []
         for view in views:
             if view.state is not JobState.FINALIZED or view.payout_root == bytes(32):

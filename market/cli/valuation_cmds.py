@@ -29,6 +29,7 @@ from market.cli.common import (
     step,
     table,
 )
+from market.cli.roles import existing_job
 from market.home import Home
 
 Net = Callable[[], Any]
@@ -460,19 +461,6 @@ def publish_cmd(
 
 
 # ------------------------------------------------------------------------------ report
-def _job_view(escrow: Any, job_id: int) -> Any:
-    from market.chain import errors as E
-    from market.escrow import JobState
-
-    try:
-        view = escrow.job(job_id)
-    except E.MarketplaceJobNotFound:
-        view = None
-    if view is None or view.state is JobState.NONE:
-        raise UserError(f"there is no job {job_id} (`market bounty list` shows the jobs)")
-    return view
-
-
 def _job_proposal(escrow: Any, view: Any) -> Any:
     """The job's proposal, checked against its on-chain hash (None when it cannot be read)."""
     from compute.node.jobs import JobSpecError, proposal_for
@@ -514,7 +502,7 @@ def report_cmd(
     with network() as net:
         escrow = EscrowClient(net.chain, net.deployment)
         staking = StakingClient(net.chain, net.deployment)
-        view = _job_view(escrow, job_id)
+        view = existing_job(escrow, job_id)
         if view.state is not JobState.POSTED:
             raise UserError(
                 f"job {job_id} is already {view.state.name.lower()}; a report is too late"
