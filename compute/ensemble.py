@@ -100,11 +100,6 @@ def records(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> Floa
     return np.concatenate([val.ravel(), test.ravel()])[None, :]
 
 
-def contribution(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> NDArray[np.int64]:
-    """A model holder's vector to share: its probabilities, clipped to [0, 1], fixed point."""
-    return PROB_FIELD.encode(records(layout, val_probs, test_probs)[0])
-
-
 def stat_partial(
     scheme: Scheme, rows: NDArray[np.uint64], columns: NDArray[np.int64]
 ) -> NDArray[np.uint64]:

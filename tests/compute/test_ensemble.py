@@ -14,7 +14,6 @@ from compute.ensemble import (
     EnsemblePlan,
     Layout,
     align_probabilities,
-    contribution,
     fit_weights,
     plain_ensemble,
     records,
@@ -72,7 +71,9 @@ def test_only_the_statistics_are_reconstructed_not_a_models_outputs() -> None:
     layout = Layout(5, 3, 2)
     committee = scheme_named("shamir", n=3, threshold=2)
     rng = np.random.default_rng(0)
-    vectors = [contribution(layout, _probs(rng, 5, 2), _probs(rng, 3, 2)) for _ in range(4)]
+    reduction = layout.reduction()
+    vectors = [reduction.contribution(records(layout, _probs(rng, 5, 2), _probs(rng, 3, 2)))
+               for _ in range(4)]  # fmt: skip
     shares = [committee.share(v, AesCtrRandom(bytes(16))) for v in vectors]
     columns = layout.true_label_columns([0, 1, 1, 0, 1])
     partials = {h: stat_partial(committee, np.stack([s[h - 1] for s in shares]), columns)
@@ -91,9 +92,9 @@ def test_weights_favour_better_models_and_ignore_chance() -> None:
 def test_outputs_of_the_wrong_shape_are_refused() -> None:
     layout = Layout(2, 2, 3)
     with pytest.raises(EnsembleError, match=r"must be \(2, 3\) and \(2, 3\)"):
-        contribution(layout, np.zeros((2, 3)), np.zeros((3, 3)))
+        records(layout, np.zeros((2, 3)), np.zeros((3, 3)))
     with pytest.raises(EnsembleError, match="finite"):
-        contribution(layout, np.full((2, 3), np.nan), np.zeros((2, 3)))
+        records(layout, np.full((2, 3), np.nan), np.zeros((2, 3)))
     with pytest.raises(EnsembleError, match="validation labels in 0..2"):
         layout.true_label_columns([0, 3])
 
