@@ -29,14 +29,14 @@ import requests
 
 from compute.maps import run_map
 from compute.node.heavy import HeavyNode
-from compute.node.jobs import JobSpecs, proposal_for
+from compute.node.jobs import JobSpecs, job_params, proposal_for
 from compute.node.light import Directory, LightNode
 from compute.node.service import Server, create_app
 from compute.node.store import Store
 from compute.policy import Policy, evaluate
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
-from market.escrow import JobParams, JobState
+from market.escrow import JobState
 from market.escrow.documents import ResultDocument, fetch
 from market.keys import box_public_key
 from market.sandbox import Sandbox
@@ -172,17 +172,7 @@ def run_demo(
                 proposal = parse_proposal(_proposal(committee, deadline, max(3, providers // 2)))
                 spec = work / "proposal.json"
                 spec.write_bytes(proposal.canonical_bytes())
-                params = JobParams(
-                    spec_hash=proposal.content_hash(),
-                    spec_uri=spec.as_uri(),
-                    budget=BUDGET,
-                    fee_bps=FEE_BPS,
-                    deadline=deadline,
-                    min_participants=proposal.privacy.min_participants,
-                    committee=tuple(committee),
-                    quorum=2,
-                )
-                job_id = market.escrow.post_job(buyer, params)
+                job_id = market.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
                 view = market.escrow.job(job_id)
 
             progress("light nodes: policy, map, share, seal, submit")

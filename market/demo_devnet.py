@@ -24,13 +24,13 @@ import numpy as np
 import requests
 from eth_account import Account
 
+from compute.node.jobs import job_params
 from compute.proposal import parse_proposal
 from market.chain import Chain
 from market.chain.token import TokenClient
 from market.datasets import register_dataset
 from market.demo import (
     BUDGET,
-    FEE_BPS,
     STRICT_SHARE,
     DemoReport,
     Phase,
@@ -39,7 +39,7 @@ from market.demo import (
     clinic_tables,
     report,
 )
-from market.escrow import EscrowClient, JobParams, JobState
+from market.escrow import EscrowClient, JobState
 from market.escrow.documents import ResultDocument, fetch
 from market.home import HOME_ENV, Home
 from market.keys import box_public_key
@@ -132,12 +132,7 @@ def run_devnet_demo(
                 proposal = parse_proposal(_proposal(committee, deadline, max(3, providers // 2)))
                 spec = home.dir("proposals") / f"0x{proposal.content_hash().hex()}.json"
                 spec.write_bytes(proposal.canonical_bytes())
-                job_id = escrow.post_job(buyer, JobParams(
-                    spec_hash=proposal.content_hash(), spec_uri=spec.as_uri(), budget=BUDGET,
-                    fee_bps=FEE_BPS, deadline=deadline,
-                    min_participants=proposal.privacy.min_participants,
-                    committee=tuple(committee), quorum=2,
-                ))  # fmt: skip
+                job_id = escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
 
             progress("each clinic's light node: policy, map, share, seal, submit")
             refused: dict[str, str] = {}
@@ -187,16 +182,21 @@ def run_devnet_demo(
                         earnings[owner.address] = amount
             fees = {m: staking.heavy_node(m).fees_earned for m in committee}
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_processes(processes)
             devnet_down(home)
     used = [t for i, t in enumerate(tables) if i % STRICT_SHARE != 1]
     return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """Ask every node process to stop, then kill the ones still running after `timeout` s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def wait_serving(

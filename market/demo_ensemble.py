@@ -26,13 +26,14 @@ import numpy as np
 
 from compute.ensemble import plain_ensemble
 from compute.node.ensemble import load_model, publish_evaluation
+from compute.node.jobs import job_params
 from compute.node.light import Directory, LightNode, LightService, LightState, LocalData
 from compute.policy import Policy
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
 from market.demo import DemoClock, Phase, _phase, result_document, running_committee, settle
 from market.ensemble import Holders, train_holders
-from market.escrow import JobParams, JobState
+from market.escrow import JobState
 from market.escrow.documents import ResultDocument
 from market.sandbox import Sandbox
 from market.storage import open_storage
@@ -91,17 +92,7 @@ def run_ensemble_demo(
             proposal = parse_proposal(_proposal(committee, deadline, terms.model_dump()))
             spec = work / "proposal.json"
             spec.write_bytes(proposal.canonical_bytes())
-            params = JobParams(
-                spec_hash=proposal.content_hash(),
-                spec_uri=spec.as_uri(),
-                budget=BUDGET,
-                fee_bps=FEE_BPS,
-                deadline=deadline,
-                min_participants=proposal.privacy.min_participants,
-                committee=tuple(committee),
-                quorum=2,
-            )
-            job_id = market.escrow.post_job(buyer, params)
+            job_id = market.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
 
         progress("holders' light nodes: policy, their model on the evaluation set, share, submit")
         owners, names = {}, {}

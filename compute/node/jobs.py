@@ -13,13 +13,29 @@ from compute.messages import RoundConfig
 from compute.node.ensemble import EnsembleJobError, evaluation_for
 from compute.node.valuation import BlobCache
 from compute.proposal import Proposal, ProposalError, ValuationSpec, parse_proposal
-from market.escrow import EscrowClient, JobView
+from market.escrow import EscrowClient, JobParams, JobView
 from market.escrow.documents import DocumentError, fetch
 
 
 class JobSpecError(Exception):
     """A job whose proposal cannot be fetched, does not match its hash, or contradicts the
     chain."""
+
+
+def job_params(proposal: Proposal, spec_uri: str) -> JobParams:
+    """What a buyer posts for `proposal` (served at `spec_uri`): the terms the nodes check
+    against the proposal in `proposal_for`."""
+    return JobParams(
+        spec_hash=proposal.content_hash(),
+        spec_uri=spec_uri,
+        budget=proposal.economics.budget,
+        fee_bps=proposal.economics.fee_bps,
+        deadline=proposal.deadline,
+        min_participants=proposal.privacy.min_participants,
+        committee=tuple(proposal.committee),
+        quorum=proposal.quorum,
+        max_slash_bps=proposal.economics.max_slash_bps,
+    )
 
 
 def posted_params(escrow: EscrowClient, job_id: int) -> dict[str, Any]:

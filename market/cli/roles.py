@@ -30,7 +30,7 @@ from market.cli.common import (
     table,
 )
 from market.datasets import LocalDataset, read_table, register_dataset, registered_datasets
-from market.escrow import EscrowClient, JobParams, JobState, JobView
+from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.home import Home
 from market.keys import box_public_key
@@ -514,17 +514,9 @@ def bounty_post(
         _require_funds(token, signer.address, amount, "the budget")
         stored = Home.default().dir("proposals") / f"0x{proposal.content_hash().hex()}.json"
         stored.write_bytes(proposal.canonical_bytes())
-        params = JobParams(
-            spec_hash=proposal.content_hash(),
-            spec_uri=stored.as_uri(),
-            budget=amount,
-            fee_bps=proposal.economics.fee_bps,
-            deadline=proposal.deadline,
-            min_participants=proposal.privacy.min_participants,
-            committee=tuple(proposal.committee),
-            quorum=proposal.quorum,
-            max_slash_bps=proposal.economics.max_slash_bps,
-        )
+        from compute.node.jobs import job_params
+
+        params = job_params(proposal, stored.as_uri())
         account = signer.unlock()
         with step("escrowing the budget and posting the job"):
             job_id = escrow.post_job(account, params, use_permit=not no_permit)

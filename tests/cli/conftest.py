@@ -8,11 +8,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from market.demo_devnet import stop_processes, wait_serving
 
 MARKET = str(Path(sys.executable).with_name("market"))
 PASSWORD = "correct horse battery staple"
@@ -63,6 +67,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def heavy_node_processes(cli: Cli, count: int = 3) -> Iterator[list[str]]:
+    """`count` heavy nodes registered on the CLI's network (accounts node0.., already funded),
+    each a `market node heavy` process; yields their URLs once all serve, stops them after."""
+    processes: list[subprocess.Popen] = []
+    urls: list[str] = []
+    try:
+        for i in range(count):
+            urls.append(f"http://127.0.0.1:{free_port()}")
+            cli.ok("heavy", "register", "--account", f"node{i}", "--stake", "1000",
+                   "--endpoint", urls[-1], net=True)  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [MARKET, "node", "heavy", "--account", f"node{i}", "--peer-timeout", "5",
+                     *cli.network],
+                    env=cli.env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )  # fmt: skip
+        wait_serving(urls, processes)
+        yield urls
+    finally:
+        stop_processes(processes)
+
+
+def wait_for_state(cli: Cli, job: int, state: str, timeout: float) -> dict:
+    """`bounty show` of `job` once it reaches `state` (polled each second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = cli.json("bounty", "show", str(job), net=True)
+        if shown["state"] == state:
+            return shown
+        time.sleep(1)
+    raise AssertionError(f"job {job} not {state} after {timeout} s: {shown['state']}")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import io
 import json
 import pickle
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from sklearn.tree import DecisionTreeClassifier
 from compute.node.ensemble import EvaluationSet
 from compute.proposal import EnsembleSpec, parse_proposal
 from market.chain import TOKEN
-from market.demo_devnet import wait_serving
 from market.escrow import EscrowClient, Result
 from market.escrow.documents import ResultDocument
 from market.escrow.eip712 import result_digest, sign_digest
@@ -33,7 +31,14 @@ from market.network import open_network
 from market.storage import fetch_uri, open_storage
 from market.valuation.merkle import PayoutTree
 from market.wallet import Wallet
-from tests.cli.conftest import MARKET, PASSWORD, Cli, free_port
+from tests.cli.conftest import (
+    MARKET,
+    PASSWORD,
+    Cli,
+    free_port,
+    heavy_node_processes,
+    wait_for_state,
+)
 
 CLASSES = 3
 
@@ -395,16 +400,6 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
     assert show["state"] == "FINALIZED" and show["result_hash"] != "0x" + "00" * 32
 
 
-def _wait(cli: Cli, job: int, state: str, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        shown = cli.json("bounty", "show", str(job), net=True)
-        if shown["state"] == state:
-            return shown
-        time.sleep(1)
-    raise AssertionError(f"job {job} not {state} after {timeout} s: {shown['state']}")
-
-
 @pytest.mark.anvil
 def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Path):
     """Three `market node heavy` processes, two model holders' `market node light`: the
@@ -415,41 +410,7 @@ def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Pa
         cli.ok("wallet", "new", who)
         cli.ok("faucet", "--account", who, "--amount", "2000", net=True)
     models = _models(tmp_path)
-    processes, urls = [], []
-    try:
-        for i in range(3):
-            port = free_port()
-            urls.append(f"http://127.0.0.1:{port}")
-            cli.ok(
-                "heavy",
-                "register",
-                "--account",
-                f"node{i}",
-                "--stake",
-                "1000",
-                "--endpoint",
-                urls[-1],
-                net=True,
-            )
-            processes.append(
-                subprocess.Popen(
-                    [
-                        MARKET,
-                        "node",
-                        "heavy",
-                        "--account",
-                        f"node{i}",
-                        "--peer-timeout",
-                        "5",
-                        *cli.network,
-                    ],
-                    env=cli.env(),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        wait_serving(urls, processes)
+    with heavy_node_processes(cli):
         ids = {}
         for who, model in zip(holders, ("logistic", "tree"), strict=True):
             ids[who] = cli.json("dataset", "register", str(models[model]), "--name", who)["dataset"]
@@ -498,7 +459,7 @@ def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Pa
             )
             assert [t["status"] for t in taken] == ["submitted"], taken
 
-        _wait(cli, job, "FINALIZED")
+        wait_for_state(cli, job, "FINALIZED", 180.0)
         result = cli.json("bounty", "result", str(job), net=True)["result"]
         ensemble = result["ensemble"]
         assert set(ensemble["weights"]) == set(ids.values())
@@ -515,11 +476,3 @@ def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Pa
         assert pool - 2 <= sum(paid.values()) <= pool
         for who in holders:  # payouts follow the fitted weights
             assert paid[who] / pool == pytest.approx(ensemble["weights"][ids[who]], abs=1e-3)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()

@@ -5,25 +5,12 @@ committee's settlement on chain, claims."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from market.chain import TOKEN
-from market.demo_devnet import wait_serving
-from tests.cli.conftest import MARKET, Cli, free_port
-
-
-def _wait(cli: Cli, job: int, state: str, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        shown = cli.json("bounty", "show", str(job), net=True)
-        if shown["state"] == state:
-            return shown
-        time.sleep(1)
-    raise AssertionError(f"job {job} not {state} after {timeout} s: {shown['state']}")
+from tests.cli.conftest import Cli, heavy_node_processes, wait_for_state
 
 
 @pytest.mark.anvil
@@ -32,32 +19,7 @@ def test_a_job_settles_with_every_node_its_own_process(devnet_cli: Cli, tmp_path
     for who in ("buyer", "node0", "node1", "node2", "p0", "p1", "p2"):
         cli.ok("wallet", "new", who)
         cli.ok("faucet", "--account", who, "--amount", "2000", net=True)
-    processes, urls = [], []
-    try:
-        for i in range(3):
-            port = free_port()
-            urls.append(f"http://127.0.0.1:{port}")
-            cli.ok("heavy", "register", "--account", f"node{i}", "--stake", "1000",
-                   "--endpoint", f"http://127.0.0.1:{port}", net=True)  # fmt: skip
-            processes.append(
-                subprocess.Popen(
-                    [
-                        MARKET,
-                        "node",
-                        "heavy",
-                        "--account",
-                        f"node{i}",
-                        "--peer-timeout",
-                        "5",
-                        *cli.network,
-                    ],  # fmt: skip
-                    env=cli.env(),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        wait_serving(urls, processes)
+    with heavy_node_processes(cli):
         values = {"p0": [120, 130, 140], "p1": [110, 150], "p2": [125, 135, 145, 155]}
         for who, bp in values.items():
             data = tmp_path / f"{who}.csv"
@@ -87,7 +49,7 @@ def test_a_job_settles_with_every_node_its_own_process(devnet_cli: Cli, tmp_path
                          net=True)  # fmt: skip
         assert [t["status"] for t in taken] == ["submitted"]
 
-        _wait(cli, job, "FINALIZED")
+        wait_for_state(cli, job, "FINALIZED", 120.0)
         result = cli.json("bounty", "result", str(job), net=True)
         everything = [v for bp in values.values() for v in bp]
         assert result["result"]["values"][0] == pytest.approx(sum(everything) / len(everything))
@@ -103,11 +65,3 @@ def test_a_job_settles_with_every_node_its_own_process(devnet_cli: Cli, tmp_path
             for i in range(3)
         ]
         assert sum(earned) == fee
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()

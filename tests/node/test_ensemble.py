@@ -25,12 +25,12 @@ from sklearn.tree import DecisionTreeClassifier
 
 from compute.ensemble import align_probabilities, plain_ensemble
 from compute.node.ensemble import EvaluationSet, load_model, publish_evaluation
-from compute.node.jobs import JobSpecs
+from compute.node.jobs import JobSpecs, job_params
 from compute.node.light import LightNode, LightService, LightState, LocalData
 from compute.policy import Policy
 from compute.proposal import Proposal, parse_proposal
 from market.chain import Chain
-from market.escrow import JobParams, JobState
+from market.escrow import JobState
 from market.escrow.documents import ResultDocument
 from market.sandbox import TOKEN, Sandbox
 from market.storage import open_storage
@@ -109,12 +109,7 @@ def _proposal(committee: Committee, evaluation: Any, deadline: int) -> Proposal:
 def _post(tmp_path: Path, committee: Committee, proposal: Proposal, buyer: LocalAccount) -> int:
     spec = tmp_path / f"proposal-{proposal.content_hash().hex()[:8]}.json"
     spec.write_bytes(proposal.canonical_bytes())
-    return committee.market.escrow.post_job(
-        buyer,
-        JobParams(proposal.content_hash(), spec.as_uri(), BUDGET, FEE_BPS, proposal.deadline,
-                  proposal.privacy.min_participants, tuple(proposal.committee), proposal.quorum,
-                  0),
-    )  # fmt: skip
+    return committee.market.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
 
 
 def _holder(
