@@ -16,14 +16,14 @@ import pytest
 import requests
 from eth_account.signers.local import LocalAccount
 
-from compute.node.jobs import JobSpecs
+from compute.node.jobs import JobSpecs, job_params
 from compute.node.light import LightNode, LightService, LightState, LocalData
 from compute.node.valuation import publish_blobs, report_scores
 from compute.node.wire import sign_payload
 from compute.policy import Policy
 from compute.proposal import parse_proposal
 from market.chain import Chain
-from market.escrow import JobParams, JobState
+from market.escrow import JobState
 from market.escrow.documents import ResultDocument
 from market.sandbox import TOKEN, Sandbox
 from market.valuation.tip import SoftmaxRegression, TenSealCKKS, TrainConfig, train
@@ -106,11 +106,7 @@ def _submitted(tmp_path: Path, committee: Committee) -> ValuationMarket:
     )  # fmt: skip
     spec = tmp_path / "proposal.json"
     spec.write_bytes(proposal.canonical_bytes())
-    job_id = sandbox.escrow.post_job(
-        buyer,
-        JobParams(proposal.content_hash(), spec.as_uri(), BUDGET, FEE_BPS, deadline, 3,
-                  tuple(members), 2, MAX_SLASH_BPS),
-    )  # fmt: skip
+    job_id = sandbox.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
 
     policy = Policy(allowed_kinds=frozenset({"valuation"}), max_slash_bps=MAX_SLASH_BPS)
     projection = Projection(SEED, K, model.n_params)
