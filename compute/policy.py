@@ -1,8 +1,9 @@
 """A provider's privacy policy: declarative rules a light node checks every proposal against.
 
 A `Policy` is data (loaded from a JSON or TOML document with `Policy.model_validate`, or
-`parse_policy` for a one-line error); `evaluate(policy, proposal, buyer)` applies every rule and
-returns a `Decision`. Every rule that fails adds its own sentence to `reasons`, so a provider
+`parse_policy` for a one-line error); `evaluate(policy, proposal, buyer, committee)` applies every rule and
+returns a `Decision`. With `committee` (the members the contract drew and that accepted the
+job) the committee rules apply too; a light node submits only once they pass. Every rule that fails adds its own sentence to `reasons`, so a provider
 sees all that is wrong at once; the verdict is `accept` only when none fails, and `manual` (the
 node queues the job for `market node approve`) when none fails but the policy asks for manual
 approval.
@@ -18,6 +19,9 @@ approval.
 | `max_columns` | the map touches more columns than this, the filter column included |
 | `min_budget_per_participant` | `budget * (1 - fee) / min_participants` is below this |
 | `max_slash_bps` | the proposal may slash more of a stake than this |
+| `min_committee_size` | the committee is smaller than this (a proposal's size, and the members that accepted) |
+| `allowed_operators` | a list is given and a committee member is not on it |
+| `denied_operators` | a committee member is on this list |
 
 `min_budget_per_participant` uses the proposal's minimum number of participants, i.e. the most a
 participant can be paid under an equal split; more participants each get less.
@@ -75,6 +79,13 @@ class Policy(BaseModel):
     """Refuse proposals whose `economics.max_slash_bps` exceeds this."""
     manual_approval: StrictBool = False
     """Hold every proposal that passes the rules for the operator's approval."""
+    min_committee_size: Annotated[int, Field(strict=True, ge=1, le=16)] = 2
+    """Fewest heavy nodes that must hold shares (the proposal's size, and those that accepted):
+    with fewer, too few members stand between a provider's output and any one of them."""
+    allowed_operators: frozenset[Address] | None = None
+    """Heavy-node operators this provider shares with; `None` accepts any drawn member."""
+    denied_operators: frozenset[Address] = frozenset()
+    """Heavy-node operators this provider never shares with."""
 
     @field_validator("allowed_functions")
     @classmethod
@@ -121,9 +132,23 @@ def _listing(names: frozenset[str] | set[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
-def evaluate(policy: Policy, proposal: Proposal, buyer: str) -> Decision:
-    """Check `proposal`, posted by `buyer`, against every rule of `policy`."""
+def evaluate(
+    policy: Policy, proposal: Proposal, buyer: str, committee: tuple[str, ...] | None = None
+) -> Decision:
+    """Check `proposal`, posted by `buyer`, against every rule of `policy`; and, when given,
+    the `committee` that accepted the job (checksummed addresses)."""
     reasons: list[str] = []
+    size = proposal.committee_size if committee is None else min(len(committee), proposal.committee_size)
+    if size < policy.min_committee_size:
+        reasons.append(
+            f"a committee of {size} heavy node{'s' if size != 1 else ''} would hold the shares; "
+            f"this policy requires at least {policy.min_committee_size}"
+        )
+    for member in committee or ():
+        if member in policy.denied_operators:
+            reasons.append(f"committee member {member} is a denied operator")
+        elif policy.allowed_operators is not None and member not in policy.allowed_operators:
+            reasons.append(f"committee member {member} is not an allowed operator")
     if proposal.kind not in policy.allowed_kinds:
         reasons.append(
             f"kind {proposal.kind!r} is not allowed (allowed: {_listing(policy.allowed_kinds)})"

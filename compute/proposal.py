@@ -27,7 +27,7 @@ A full example (the JSON shape; `null` where an optional part is absent)::
       "economics": {"budget": 1000000000000000000000, "fee_bps": 500,
                     "payout_rule": "equal", "max_slash_bps": 0},
       "deadline": 1767225600,
-      "committee": ["0x...", "0x...", "0x..."],
+      "committee_size": 3,
       "quorum": 2
     }
 
@@ -50,18 +50,19 @@ Rules that span fields (each refusal names the field to change):
   learns how many rows were scored in all, and the scores travel CKKS-encrypted beside it.
 - Sharing: `additive` is n-of-n over the whole committee (at least 2 members; `threshold` may
   only be omitted or equal n). `shamir` is t-of-n with `t = threshold`, by default a strict
-  majority `n // 2 + 1`; `t >= 2` (with `t = 1` each share is the secret itself). Heavy node `i`
-  is `committee[i - 1]` and holds evaluation point `i`.
+  majority `n // 2 + 1`; `t >= 2` (with `t = 1` each share is the secret itself), so every
+  committee has at least 2 members. Heavy node `i` is the `i`-th member of the committee the
+  contract draws (ascending address order) and holds evaluation point `i`.
 - `threat_model` is declared, not assumed: `malicious-detect` needs `shamir` with
   `n >= t + 1`, so that one wrong partial is detected (named only when `n >= t + 2`).
-- `quorum` is a strict majority of the committee (as `Marketplace.sol` checks).
+- `quorum` is a strict majority of the committee (as `Marketplace.sol` checks); a job that may
+  slash (`max_slash_bps > 0`) needs a committee of at least 3.
 - Headroom: `max_values` records at the fields' bounds and scale must fit the scheme's ring or
   field (`Reduction.check_capacity`). The room DP noise needs is checked by `round_config`,
   which calibrates the noise (OpenDP) and can still raise `EncodingOverflowError`.
 
-The committee is normalized: addresses are EIP-55 checksummed (mixed-case input must carry a
-valid checksum) and sorted in ascending numeric order, the order the contract requires, so the
-hash does not depend on how the buyer listed them.
+Nobody names the committee: the proposal asks for its size and quorum, and the contract draws
+the members from the heavy-node registry after the job is posted.
 
 Pure: keccak-256 comes from pycryptodome (`Crypto.Hash.keccak`, the same function as
 `eth_utils.keccak`), because the chain libraries are off limits to `compute`'s pure modules.
@@ -152,6 +153,8 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 MAX_COMMITTEE = 16
 """`Marketplace.MAX_COMMITTEE`."""
+MIN_SLASHING_COMMITTEE = 3
+"""Fewest members of a committee that may slash (`Marketplace.MIN_SLASHING_COMMITTEE`)."""
 MAX_FEE_BPS = 5_000
 """`Marketplace.MAX_FEE_BPS`."""
 BPS = 10_000
@@ -510,24 +513,14 @@ class Proposal(_Strict):
     economics: EconomicsSpec
     deadline: Annotated[int, Field(gt=0, le=2**64 - 1)]
     """Unix seconds after which submissions close."""
-    committee: Annotated[list[Address], Field(min_length=1, max_length=MAX_COMMITTEE)]
-    """The heavy nodes, unique, sorted ascending on validation; node `i` is `committee[i-1]`."""
+    committee_size: Annotated[int, Field(ge=1, le=MAX_COMMITTEE)]
+    """Members the contract draws for the job; node `i` is the `i`-th in ascending order."""
     quorum: Annotated[int, Field(ge=1)]
     """Signatures needed to finalize or abort: a strict majority of the committee."""
     valuation: ValuationSpec | None = None
     """The TIP terms of a `valuation` job (required for it, refused for other kinds)."""
     ensemble: EnsembleSpec | None = None
     """The evaluation set of an `ensemble` job (required for it, refused for other kinds)."""
-
-    @field_validator("committee")
-    @classmethod
-    def _committee(cls, committee: list[str]) -> list[str]:
-        repeated = sorted({a for a in committee if committee.count(a) > 1})
-        if repeated:
-            raise ValueError(f"members must be unique; repeated: {', '.join(repeated)}")
-        if any(int(a, 16) == 0 for a in committee):
-            raise ValueError("the zero address cannot be a member")
-        return sorted(committee, key=lambda a: int(a, 16))
 
     @model_validator(mode="after")
     def _consistent(self) -> Proposal:
@@ -536,7 +529,7 @@ class Proposal(_Strict):
 
     def _problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         out: list[tuple[tuple[str | int, ...], str]] = []
-        n = len(self.committee)
+        n = self.committee_size
         op, fields = self.reduce.op, self.map.output.fields
         if not (2 * self.quorum > n and self.quorum <= n):
             out.append(
@@ -544,6 +537,14 @@ class Proposal(_Strict):
                     ("quorum",),
                     f"{self.quorum} is not a strict majority of the {n}-member committee "
                     f"(use {n // 2 + 1} to {n})",
+                )
+            )
+        if self.economics.max_slash_bps and n < MIN_SLASHING_COMMITTEE:
+            out.append(
+                (
+                    ("committee_size",),
+                    f"a job that may slash (max_slash_bps > 0) needs a committee of at least "
+                    f"{MIN_SLASHING_COMMITTEE} (as Marketplace.sol checks); {n} is too few",
                 )
             )
         function = MAP_FUNCTIONS[self.map.function]
@@ -681,7 +682,7 @@ class Proposal(_Strict):
         reduce = self.reduce
         if reduce.scheme == "additive":
             if n < 2:
-                return [(("committee",), "additive sharing needs at least 2 members")]
+                return [(("committee_size",), "additive sharing needs at least 2 members")]
             if reduce.threshold not in (None, n):
                 return [
                     (
@@ -725,7 +726,7 @@ class Proposal(_Strict):
     @property
     def threshold(self) -> int:
         """The sharing threshold in force: n for additive, Shamir's t (majority by default)."""
-        n = len(self.committee)
+        n = self.committee_size
         if self.reduce.scheme == "additive":
             return n
         return self.reduce.threshold if self.reduce.threshold is not None else n // 2 + 1
@@ -756,7 +757,7 @@ class Proposal(_Strict):
     def scheme(self) -> Scheme:
         """The sharing scheme over the committee (n = its size)."""
         threshold = None if self.reduce.scheme == "additive" else self.threshold
-        return scheme_named(self.reduce.scheme, n=len(self.committee), threshold=threshold)
+        return scheme_named(self.reduce.scheme, n=self.committee_size, threshold=threshold)
 
     def privacy_terms(self) -> PrivacyTerms | None:
         """The DP terms, when the proposal asks for DP."""

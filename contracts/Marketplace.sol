@@ -55,6 +55,8 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         uint16 equivocationSlashBps;
         /// Share of an equivocation slash paid to the reporter; the rest is burned.
         uint16 reporterRewardBps;
+        /// Time after posting during which drawn committee members accept the job.
+        uint64 acceptWindow;
     }
 
     /// @notice What a buyer posts.
@@ -69,8 +71,8 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         /// Unix time after which providers can no longer submit.
         uint64 deadline;
         uint32 minParticipants;
-        /// Registered, active heavy nodes in strictly ascending address order.
-        address[] committee;
+        /// Members the contract draws from the active heavy-node registry (nobody picks them).
+        uint8 committeeSize;
         /// Signatures needed to finalize or abort; a strict majority of the committee.
         uint8 quorum;
         /// Upper bound on any provider slash in this job, in basis points of its stake.
@@ -105,7 +107,8 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         bytes signature;
     }
 
-    /// @dev Slot 0 holds everything `claim` and the state checks read, slot 1 the money.
+    /// @dev Slot 0 holds everything `claim` and the state checks read, slot 1 the money, slot 2
+    /// the committee's draw and acceptance (masks: bit i is `committee[i]`, ≤ MAX_COMMITTEE bits).
     struct Job {
         address buyer; // 20 bytes
         uint64 deadline; // 8: unix seconds, fits until year 5e11
@@ -114,12 +117,20 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         JobState state; // 1
         uint128 budget; // checked ≤ type(uint128).max at post
         uint128 unclaimed; // ≤ budget + slashes, both < 2^128 tokens in any real supply
-        uint64 postedAt;
-        uint32 minParticipants;
-        uint16 maxSlashBps;
+        uint64 postedAt; // 8
+        uint32 minParticipants; // 4
+        uint16 maxSlashBps; // 2
+        uint8 committeeSize; // 1
+        uint16 acceptedMask; // 2
+        uint16 feePaidMask; // 2: accepted members paid their fee share
+        uint64 drawBlock; // 8: the block whose hash seeds the draw
+        uint64 acceptBy; // 8: last second a drawn member may accept
+        uint128 feeHeld; // ≤ budget: fee shares of accepted members that have not claimed yet
         bytes32 specHash;
         bytes32 payoutRoot;
         bytes32 resultHash;
+        /// The digest the committee finalized with; later signers over it claim their fee.
+        bytes32 settledDigest;
         address[] committee;
     }
 
@@ -135,10 +146,16 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         uint32 minParticipants;
         uint8 quorum;
         uint16 maxSlashBps;
+        /// The drawn committee in ascending order (empty until drawn).
         address[] committee;
         bytes32 resultHash;
         bytes32 payoutRoot;
         uint256 unclaimed;
+        uint8 committeeSize;
+        uint16 acceptedMask;
+        uint64 drawBlock;
+        uint64 acceptBy;
+        uint256 feeHeld;
     }
 
     struct HeavyNode {
@@ -171,9 +188,19 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     error MarketplaceDeadlineOutOfRange(uint64 deadline, uint256 earliest, uint256 latest);
     error MarketplaceInvalidMinParticipants();
     error MarketplaceInvalidCommitteeSize(uint256 size, uint256 max);
-    error MarketplaceCommitteeNotSorted(uint256 index);
     error MarketplaceInvalidQuorum(uint8 quorum, uint256 committeeSize);
-    error MarketplaceHeavyNodeNotActive(address node);
+    error MarketplaceCommitteeTooSmallToSlash(uint256 committeeSize, uint256 minimum);
+    error MarketplaceNotEnoughHeavyNodes(uint256 available, uint256 needed);
+    error MarketplaceCommitteeAlreadyDrawn(uint256 jobId);
+    error MarketplaceDrawTooEarly(uint256 jobId, uint256 fromBlock);
+    error MarketplaceAcceptWindowClosed(uint256 jobId, uint256 closedAt);
+    error MarketplaceAlreadyAccepted(uint256 jobId, address node);
+    error MarketplaceCommitteeNotReady(uint256 jobId);
+    error MarketplaceSignerNotAccepted(uint256 jobId, address signer);
+    error MarketplaceFeeAlreadyPaid(uint256 jobId, address node);
+    error MarketplaceFeeClaimClosed(uint256 jobId, uint256 closedAt);
+    error MarketplaceFeeClaimOpen(uint256 jobId, uint256 closesAt);
+    error MarketplaceSlashedOwnerInCommittee(bytes32 datasetId, address owner);
     error MarketplaceInvalidSignature(uint256 index);
     error MarketplaceSignerNotInCommittee(uint256 jobId, address signer);
     error MarketplaceSignaturesNotSorted(uint256 jobId, uint256 index);
@@ -183,7 +210,6 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     error MarketplaceSlashConsentMismatch(uint256 slashes, uint256 consents);
     error MarketplaceSlashesNotSorted(uint256 index);
     error MarketplaceParticipationNotSigned(uint256 jobId, bytes32 datasetId, address signer);
-    error MarketplaceSlashAboveCap(bytes32 datasetId, uint256 amount, uint256 cap);
     error MarketplaceSlashedToPayoutsTooHigh(uint256 slashedToPayouts, uint256 slashedTotal);
     error MarketplaceAlreadyClaimed(uint256 jobId, address account);
     error MarketplaceInvalidProof(uint256 jobId, address account, uint256 amount);
@@ -206,6 +232,11 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     // =================================================================== events
     /// @dev The whole `JobParams` as posted, so an indexer needs nothing else.
     event JobPosted(uint256 indexed jobId, address indexed buyer, JobParams params);
+    event CommitteeDrawDeferred(uint256 indexed jobId, uint256 drawBlock);
+    event CommitteeDrawn(uint256 indexed jobId, address[] committee, uint256 acceptBy);
+    event JobAccepted(uint256 indexed jobId, address indexed node);
+    event SlashCapped(uint256 indexed jobId, bytes32 indexed datasetId, uint256 signed, uint256 applied);
+    event FeesReleased(uint256 indexed jobId, uint256 refund);
     event JobFinalized(
         uint256 indexed jobId,
         bytes32 resultHash,
@@ -238,6 +269,11 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
 
     // =================================================================== constants
     uint256 public constant MAX_COMMITTEE = 16;
+    /// Fewest members of a committee that may slash providers: one or two members are no majority
+    /// that a single operator cannot be.
+    uint256 public constant MIN_SLASHING_COMMITTEE = 3;
+    /// Registry positions a draw may look at before it gives up (skipping inactive ones).
+    uint256 private constant MAX_DRAW_TRIES = 64;
     uint16 public constant MAX_FEE_BPS = 5_000;
     uint16 private constant BPS = 10_000;
 
@@ -261,6 +297,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     uint128 private immutable _livenessPenalty;
     uint16 private immutable _equivocationSlashBps;
     uint16 private immutable _reporterRewardBps;
+    uint64 private immutable _acceptWindow;
 
     uint256 private _jobCount;
     mapping(uint256 jobId => Job) private _jobs;
@@ -268,6 +305,9 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     mapping(uint256 jobId => mapping(address node => bool)) private _equivocationReported;
     mapping(address node => HeavyNode) private _heavyNodes;
     mapping(bytes32 datasetId => Dataset) private _datasets;
+    /// Active (registered, not unbonding) heavy nodes, the pool committees are drawn from.
+    address[] private _registry;
+    mapping(address node => uint256 position) private _registryPosition; // index + 1; 0 = absent
 
     uint256 private _totalEscrowed;
     uint256 private _totalStaked;
@@ -287,6 +327,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
                     <= uint256(config_.maxJobWindow) + config_.settlementGrace + config_.reportWindow
                 || config_.equivocationSlashBps > BPS || config_.reporterRewardBps > BPS
                 || config_.minHeavyNodeStake == 0 || config_.minDatasetStake == 0
+                || config_.acceptWindow == 0 || config_.acceptWindow > config_.maxJobWindow
         ) revert MarketplaceInvalidConfig();
         _token = IERC20(address(token_));
         _maxJobWindow = config_.maxJobWindow;
@@ -298,10 +339,13 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         _livenessPenalty = config_.livenessPenalty;
         _equivocationSlashBps = config_.equivocationSlashBps;
         _reporterRewardBps = config_.reporterRewardBps;
+        _acceptWindow = config_.acceptWindow;
     }
 
     // =================================================================== jobs
-    /// @notice Posts a job and escrows its budget (the caller must have approved it).
+    /// @notice Posts a job and escrows its budget (the caller must have approved it). Nobody
+    /// names the committee: `drawCommittee` draws it from the registry with the hash of this
+    /// transaction's block, which the buyer cannot know when it signs the transaction.
     /// @param p The job; see `JobParams`.
     /// @return jobId The new job's id (ids start at 1).
     function postJob(JobParams calldata p) external nonReentrant returns (uint256 jobId) {
@@ -320,12 +364,48 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         jobId = _postJob(p);
     }
 
-    /// @notice Settles a job with a quorum of committee signatures over `result`: pays the fee to the
-    /// signers, makes the payout pool claimable under `result.payoutRoot`, applies provider slashes
-    /// (each within its provider's signed cap), refunds `budget - fee - payoutTotal` to the buyer.
+    /// @notice Draws a posted job's committee: `committeeSize` distinct active heavy nodes other
+    /// than the buyer, uniformly from the registry, seeded by the hash of the job's draw block.
+    /// Anyone may call it from the block after the draw block on; if that hash is no longer
+    /// available (256 blocks later) the draw moves to the current block and must be called again.
+    function drawCommittee(uint256 jobId) external {
+        Job storage job = _job(jobId);
+        if (job.state != JobState.Posted) revert MarketplaceJobNotPosted(jobId, job.state);
+        if (job.committee.length != 0) revert MarketplaceCommitteeAlreadyDrawn(jobId);
+        if (block.timestamp > job.acceptBy) revert MarketplaceAcceptWindowClosed(jobId, job.acceptBy);
+        if (block.number <= job.drawBlock) revert MarketplaceDrawTooEarly(jobId, uint256(job.drawBlock) + 1);
+        bytes32 seed = blockhash(job.drawBlock);
+        if (seed == bytes32(0)) {
+            job.drawBlock = uint64(block.number);
+            emit CommitteeDrawDeferred(jobId, block.number);
+            return;
+        }
+        address[] memory drawn = _draw(keccak256(abi.encode(seed, jobId)), job.committeeSize, job.buyer);
+        job.committee = drawn;
+        emit CommitteeDrawn(jobId, drawn, job.acceptBy);
+    }
+
+    /// @notice A drawn member takes the job on: from now on it is paid for signing the result and
+    /// penalized if the job expires unsettled. A member that never accepts is never penalized.
+    function acceptJob(uint256 jobId) external {
+        Job storage job = _job(jobId);
+        if (job.state != JobState.Posted) revert MarketplaceJobNotPosted(jobId, job.state);
+        if (block.timestamp > job.acceptBy) revert MarketplaceAcceptWindowClosed(jobId, job.acceptBy);
+        uint256 bit = _memberBit(job, msg.sender);
+        if (bit == 0) revert MarketplaceSignerNotInCommittee(jobId, msg.sender);
+        if (job.acceptedMask & bit != 0) revert MarketplaceAlreadyAccepted(jobId, msg.sender);
+        job.acceptedMask |= uint16(bit);
+        emit JobAccepted(jobId, msg.sender);
+    }
+
+    /// @notice Settles a job with a quorum of accepted members' signatures over `result`: pays
+    /// each signer its share of the fee (the fee divided among the members that accepted; the
+    /// others claim theirs with `claimFee`), makes the payout pool claimable under
+    /// `result.payoutRoot`, applies provider slashes (each within its provider's signed cap, and
+    /// capped at what is left of its stake), refunds `budget - fee - payoutTotal` to the buyer.
     /// @param result The signed result.
     /// @param consents One per `result.slashes` entry, in the same order.
-    /// @param signatures Committee signatures over `result`, in ascending signer address order.
+    /// @param signatures Accepted members' signatures over `result`, in ascending signer order.
     function finalize(Result calldata result, SlashConsent[] calldata consents, bytes[] calldata signatures)
         external
         nonReentrant
@@ -334,20 +414,55 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         if (result.participants < job.minParticipants) {
             revert MarketplaceTooFewParticipants(result.jobId, result.participants, job.minParticipants);
         }
-        address[] memory signers =
-            _checkQuorum(result.jobId, job, _hashTypedDataV4(_hashResult(result)), signatures);
-        (uint256 fee, uint256 refund, uint256 burned) = _settle(job, result, consents);
-        _payFee(result.jobId, signers, fee);
+        bytes32 digest = _hashTypedDataV4(_hashResult(result));
+        (address[] memory signers, uint256 signerMask) = _checkQuorum(result.jobId, job, digest, signatures);
+        job.settledDigest = digest;
+        (uint256 feeEach, uint256 refund, uint256 burned) = _settle(job, result, consents, signerMask);
+        for (uint256 i = 0; i < signers.length; ++i) {
+            _payFee(result.jobId, signers[i], feeEach);
+        }
         if (refund > 0) _token.safeTransfer(job.buyer, refund);
         _burn(burned);
     }
 
-    /// @notice Ends a job that cannot meet its thresholds, with a quorum of committee signatures over
-    /// `Abort(jobId, reason)`. The buyer gets the whole budget back; nobody is paid or slashed.
+    /// @notice An accepted member that signed the finalized result but was left out of the
+    /// `finalize` call takes its fee share with its signature, until the report window closes.
+    function claimFee(uint256 jobId, bytes calldata signature) external nonReentrant {
+        Job storage job = _job(jobId);
+        if (job.state != JobState.Finalized) revert MarketplaceJobNotFinalized(jobId, job.state);
+        uint256 closesAt = _reportClosesAt(job);
+        if (block.timestamp > closesAt) revert MarketplaceFeeClaimClosed(jobId, closesAt);
+        address node = _recover(job.settledDigest, signature, 0);
+        uint256 bit = _memberBit(job, node);
+        if (bit == 0 || job.acceptedMask & bit == 0) revert MarketplaceSignerNotAccepted(jobId, node);
+        if (job.feePaidMask & bit != 0) revert MarketplaceFeeAlreadyPaid(jobId, node);
+        job.feePaidMask |= uint16(bit);
+        uint256 amount = _feeEach(job);
+        job.feeHeld -= uint128(amount); // held = amount × accepted members not yet paid
+        _totalEscrowed -= amount;
+        _payFee(jobId, node, amount);
+    }
+
+    /// @notice After the report window, refunds to the buyer the fee shares nobody claimed.
+    function releaseFees(uint256 jobId) external nonReentrant {
+        Job storage job = _job(jobId);
+        if (job.state != JobState.Finalized) revert MarketplaceJobNotFinalized(jobId, job.state);
+        uint256 closesAt = _reportClosesAt(job);
+        if (block.timestamp <= closesAt) revert MarketplaceFeeClaimOpen(jobId, closesAt);
+        uint256 held = job.feeHeld;
+        if (held == 0) revert MarketplaceZeroAmount();
+        job.feeHeld = 0;
+        _totalEscrowed -= held;
+        emit FeesReleased(jobId, held);
+        _token.safeTransfer(job.buyer, held);
+    }
+
+    /// @notice Ends a job that cannot meet its thresholds, with a quorum of accepted members'
+    /// signatures over `Abort(jobId, reason)`. The buyer gets the whole budget back; nobody is
+    /// paid or slashed.
     function abort(uint256 jobId, string calldata reason, bytes[] calldata signatures) external nonReentrant {
         Job storage job = _requireSettleable(jobId);
-        bytes32 structHash = keccak256(abi.encode(ABORT_TYPEHASH, jobId, keccak256(bytes(reason))));
-        _checkQuorum(jobId, job, _hashTypedDataV4(structHash), signatures);
+        _checkQuorum(jobId, job, _abortDigest(jobId, reason), signatures);
         uint256 budget = job.budget;
         job.state = JobState.Aborted;
         _totalEscrowed -= budget;
@@ -355,19 +470,24 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         _token.safeTransfer(job.buyer, budget);
     }
 
-    /// @notice Anyone may expire a job nobody settled by `deadline + settlementGrace`: the buyer gets
-    /// the whole budget back and every committee member loses the liveness penalty (burned).
+    /// @notice Anyone may expire a job nobody settled: the buyer gets the whole budget back. A job
+    /// whose committee was not drawn, or whose quorum did not accept, by `acceptBy` expires then and
+    /// penalizes nobody; a staffed job expires after `deadline + settlementGrace`, and every member
+    /// that accepted it loses the liveness penalty (burned). Members that never accepted lose nothing.
     function expire(uint256 jobId) external nonReentrant {
         Job storage job = _job(jobId);
         if (job.state != JobState.Posted) revert MarketplaceJobNotPosted(jobId, job.state);
-        uint256 expiresAt = uint256(job.deadline) + _settlementGrace;
+        bool staffed = _popcount(job.acceptedMask) >= job.quorum;
+        uint256 expiresAt = staffed ? uint256(job.deadline) + _settlementGrace : job.acceptBy;
         if (block.timestamp <= expiresAt) revert MarketplaceJobNotExpired(jobId, expiresAt + 1);
         uint256 budget = job.budget;
         job.state = JobState.Expired;
         _totalEscrowed -= budget;
         uint256 penalties;
         address[] storage committee = job.committee;
-        for (uint256 i = 0; i < committee.length; ++i) {
+        uint256 accepted = job.acceptedMask;
+        for (uint256 i = 0; staffed && i < committee.length; ++i) {
+            if (accepted & (1 << i) == 0) continue;
             HeavyNode storage node = _heavyNodes[committee[i]];
             uint256 penalty = _min(_livenessPenalty, node.stake);
             node.stake -= uint128(penalty);
@@ -395,8 +515,8 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             revert MarketplaceInvalidProof(jobId, account, amount);
         }
         uint256 unclaimed = job.unclaimed;
-        // A committee can only sign a tree whose leaves exceed its pool by misconduct; this stops
-        // such a tree from paying out other jobs' escrow.
+        // A committee can only sign a tree whose leaves exceed its pool by misconduct (or a slash
+        // capped below what it signed); this stops such a tree from paying out other jobs' escrow.
         if (amount > unclaimed) revert MarketplacePayoutPoolExhausted(jobId, amount, unclaimed);
         _claimed[jobId][leaf] = true;
         unchecked {
@@ -409,32 +529,35 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice Slashes a heavy node that signed two different results for the same job; the reporter
-    /// receives `reporterRewardBps` of the slash and the rest is burned. Once per node and job.
+    /// receives `reporterRewardBps` of the slash (nothing when it reports itself) and the rest is
+    /// burned. Once per node and job.
     function reportEquivocation(Result calldata a, bytes calldata sigA, Result calldata b, bytes calldata sigB)
         external
         nonReentrant
     {
         uint256 jobId = a.jobId;
-        Job storage job = _job(jobId);
         bytes32 hashA = _hashResult(a);
         bytes32 hashB = _hashResult(b);
         if (b.jobId != jobId || hashA == hashB) revert MarketplaceNotEquivocation(jobId);
-        address node = _recover(_hashTypedDataV4(hashA), sigA, 0);
-        if (_recover(_hashTypedDataV4(hashB), sigB, 1) != node) revert MarketplaceNotEquivocation(jobId);
-        if (!_isCommitteeMember(job, node)) revert MarketplaceSignerNotInCommittee(jobId, node);
-        uint256 closesAt = uint256(job.deadline) + _settlementGrace + _reportWindow;
-        if (block.timestamp > closesAt) revert MarketplaceReportWindowClosed(jobId, closesAt);
-        if (_equivocationReported[jobId][node]) revert MarketplaceAlreadyReported(jobId, node);
+        _slashEquivocation(jobId, _hashTypedDataV4(hashA), sigA, _hashTypedDataV4(hashB), sigB);
+    }
 
-        _equivocationReported[jobId][node] = true;
-        HeavyNode storage record = _heavyNodes[node];
-        uint256 slashed = uint256(record.stake) * _equivocationSlashBps / BPS;
-        uint256 reward = slashed * _reporterRewardBps / BPS;
-        record.stake -= uint128(slashed);
-        _totalStaked -= slashed;
-        emit EquivocationReported(jobId, node, msg.sender, slashed, reward);
-        if (reward > 0) _token.safeTransfer(msg.sender, reward);
-        _burn(slashed - reward);
+    /// @notice Slashes a heavy node that signed both a result and an abort for the same job, as
+    /// `reportEquivocation` does for two results.
+    function reportAbortEquivocation(
+        Result calldata result,
+        bytes calldata resultSignature,
+        string calldata reason,
+        bytes calldata abortSignature
+    ) external nonReentrant {
+        uint256 jobId = result.jobId;
+        _slashEquivocation(
+            jobId,
+            _hashTypedDataV4(_hashResult(result)),
+            resultSignature,
+            _abortDigest(jobId, reason),
+            abortSignature
+        );
     }
 
     // =================================================================== heavy nodes
@@ -454,6 +577,8 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         node.endpoint = endpoint;
         node.encryptionKey = encryptionKey;
         _totalStaked += amount;
+        _registry.push(msg.sender);
+        _registryPosition[msg.sender] = _registry.length;
         emit HeavyNodeRegistered(msg.sender, amount, endpoint, encryptionKey);
         _token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -482,6 +607,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     function requestHeavyNodeUnstake() external {
         HeavyNode storage node = _activeHeavyNode(msg.sender);
         node.unstakeRequestedAt = uint64(block.timestamp);
+        _registryRemove(msg.sender);
         emit HeavyNodeUnstakeRequested(msg.sender, block.timestamp + _unbondingPeriod);
     }
 
@@ -560,7 +686,8 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             _minDatasetStake,
             _livenessPenalty,
             _equivocationSlashBps,
-            _reporterRewardBps
+            _reporterRewardBps,
+            _acceptWindow
         );
     }
 
@@ -591,8 +718,27 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             job.committee,
             job.resultHash,
             job.payoutRoot,
-            job.unclaimed
+            job.unclaimed,
+            job.committeeSize,
+            job.acceptedMask,
+            job.drawBlock,
+            job.acceptBy,
+            job.feeHeld
         );
+    }
+
+    /// @notice Whether light nodes may submit to the job: its committee is drawn, a quorum
+    /// accepted, and acceptance is over (every member accepted, or `acceptBy` passed).
+    function committeeReady(uint256 jobId) external view returns (bool) {
+        Job storage job = _job(jobId);
+        uint256 accepted = _popcount(job.acceptedMask);
+        return job.state == JobState.Posted && job.committee.length != 0 && accepted >= job.quorum
+            && (accepted == job.committee.length || block.timestamp > job.acceptBy);
+    }
+
+    /// @notice The active heavy nodes committees are drawn from, in registry order.
+    function heavyNodeRegistry() external view returns (address[] memory) {
+        return _registry;
     }
 
     /// @notice Whether the leaf `(account, amount)` of a job's payout tree was claimed.
@@ -654,7 +800,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
 
     /// @notice The EIP-712 digest committee members sign to abort a job.
     function abortDigest(uint256 jobId, string calldata reason) external view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(ABORT_TYPEHASH, jobId, keccak256(bytes(reason)))));
+        return _abortDigest(jobId, reason);
     }
 
     /// @notice The EIP-712 digest a dataset owner signs to join a job with a slash cap.
@@ -682,17 +828,18 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             revert MarketplaceDeadlineOutOfRange(p.deadline, block.timestamp + 1, latest);
         }
         if (p.minParticipants == 0) revert MarketplaceInvalidMinParticipants();
-        uint256 size = p.committee.length;
+        uint256 size = p.committeeSize;
         if (size == 0 || size > MAX_COMMITTEE) revert MarketplaceInvalidCommitteeSize(size, MAX_COMMITTEE);
         // A strict majority: two conflicting results cannot both reach quorum unless some member
         // signed both, which `reportEquivocation` punishes.
         if (p.quorum == 0 || p.quorum > size || 2 * uint256(p.quorum) <= size) {
             revert MarketplaceInvalidQuorum(p.quorum, size);
         }
-        for (uint256 i = 0; i < size; ++i) {
-            if (i > 0 && p.committee[i] <= p.committee[i - 1]) revert MarketplaceCommitteeNotSorted(i);
-            if (!isActiveHeavyNode(p.committee[i])) revert MarketplaceHeavyNodeNotActive(p.committee[i]);
+        if (p.maxSlashBps > 0 && size < MIN_SLASHING_COMMITTEE) {
+            revert MarketplaceCommitteeTooSmallToSlash(size, MIN_SLASHING_COMMITTEE);
         }
+        uint256 available = _registry.length - (_registryPosition[msg.sender] != 0 ? 1 : 0);
+        if (available < size) revert MarketplaceNotEnoughHeavyNodes(available, size);
 
         jobId = ++_jobCount;
         Job storage job = _jobs[jobId];
@@ -705,8 +852,10 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         job.postedAt = uint64(block.timestamp);
         job.minParticipants = p.minParticipants;
         job.maxSlashBps = p.maxSlashBps;
+        job.committeeSize = uint8(size);
+        job.drawBlock = uint64(block.number);
+        job.acceptBy = uint64(_min(block.timestamp + _acceptWindow, p.deadline));
         job.specHash = p.specHash;
-        job.committee = p.committee;
         _totalEscrowed += p.budget;
         emit JobPosted(jobId, msg.sender, p);
         _token.safeTransferFrom(msg.sender, address(this), p.budget);
@@ -725,38 +874,42 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         if (job.state == JobState.None) revert MarketplaceJobNotFound(jobId);
     }
 
-    /// @dev Recovers each signer, requires strictly ascending committee members and a quorum.
-    /// Walks the (sorted) committee once: O(committee size).
+    /// @dev Recovers each signer, requires strictly ascending accepted members and a quorum.
+    /// Walks the (sorted) committee once: O(committee size). Returns the signers and their bits.
     function _checkQuorum(uint256 jobId, Job storage job, bytes32 digest, bytes[] calldata signatures)
         private
         view
-        returns (address[] memory signers)
+        returns (address[] memory signers, uint256 mask)
     {
         if (signatures.length < job.quorum) revert MarketplaceQuorumNotMet(jobId, signatures.length, job.quorum);
         address[] storage committee = job.committee;
         uint256 size = committee.length;
+        uint256 accepted = job.acceptedMask;
         signers = new address[](signatures.length);
         uint256 next;
         for (uint256 i = 0; i < signatures.length; ++i) {
             address signer = _recover(digest, signatures[i], i);
             while (next < size && committee[next] != signer) ++next;
             if (next == size) {
-                if (_isCommitteeMember(job, signer)) revert MarketplaceSignaturesNotSorted(jobId, i);
+                if (_memberBit(job, signer) != 0) revert MarketplaceSignaturesNotSorted(jobId, i);
                 revert MarketplaceSignerNotInCommittee(jobId, signer);
             }
+            if (accepted & (1 << next) == 0) revert MarketplaceSignerNotAccepted(jobId, signer);
             signers[i] = signer;
+            mask |= 1 << next;
             ++next;
         }
     }
 
-    /// @dev Checks and applies each slash; O(1) per slash. Returns the total slashed.
+    /// @dev Checks and applies each slash; O(1) per slash. Returns the totals signed and applied.
     function _applySlashes(uint256 jobId, Job storage job, Slash[] calldata slashes, SlashConsent[] calldata consents)
         private
-        returns (uint256 total)
+        returns (uint256 signed, uint256 total)
     {
         if (slashes.length != consents.length) revert MarketplaceSlashConsentMismatch(slashes.length, consents.length);
         for (uint256 i = 0; i < slashes.length; ++i) {
             if (i > 0 && slashes[i].datasetId <= slashes[i - 1].datasetId) revert MarketplaceSlashesNotSorted(i);
+            signed += slashes[i].amount;
             total += _applySlash(jobId, job, slashes[i], consents[i], i);
         }
     }
@@ -776,42 +929,63 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         }
         address signer = _recover(participationDigest(jobId, datasetId, consent.maxSlashBps), consent.signature, i);
         if (signer != d.owner) revert MarketplaceParticipationNotSigned(jobId, datasetId, signer);
+        // No provider sits on the committee that judges it (it could slash itself into payouts).
+        if (_memberBit(job, d.owner) != 0) revert MarketplaceSlashedOwnerInCommittee(datasetId, d.owner);
         uint256 bps = _min(consent.maxSlashBps, job.maxSlashBps);
         uint256 cap = uint256(d.stake) * bps / BPS;
-        amount = slash.amount;
-        if (amount > cap) revert MarketplaceSlashAboveCap(datasetId, amount, cap);
+        // Another job may have slashed this stake since the committee computed its slash: take
+        // what the cap allows of what is left rather than block an honest settlement.
+        amount = _min(slash.amount, cap);
+        if (amount < slash.amount) emit SlashCapped(jobId, datasetId, slash.amount, amount);
         d.stake -= uint128(amount); // amount ≤ cap ≤ stake
         emit DatasetSlashed(jobId, datasetId, amount);
     }
 
-    /// @dev Checks the money of a finalize and applies its effects (no transfers): the fee, the
+    /// @dev Checks the money of a finalize and applies its effects (no transfers): the fee (one
+    /// share per accepted member: the signers' paid now, the others' held for `claimFee`), the
     /// payout pool, the slashes, the refund and what is burned.
-    function _settle(Job storage job, Result calldata result, SlashConsent[] calldata consents)
+    function _settle(Job storage job, Result calldata result, SlashConsent[] calldata consents, uint256 signerMask)
         private
-        returns (uint256 fee, uint256 refund, uint256 burned)
+        returns (uint256 feeEach, uint256 refund, uint256 burned)
     {
         uint256 budget = job.budget;
-        fee = budget * job.feeBps / BPS;
+        uint256 fee = budget * job.feeBps / BPS;
         // fee ≤ budget / 2 because feeBps ≤ MAX_FEE_BPS, so budget - fee cannot underflow.
         if (result.payoutTotal > budget - fee) {
             revert MarketplacePayoutAboveBudget(result.jobId, result.payoutTotal, budget - fee);
         }
-        uint256 slashedTotal = _applySlashes(result.jobId, job, result.slashes, consents);
-        if (result.slashedToPayouts > slashedTotal) {
-            revert MarketplaceSlashedToPayoutsTooHigh(result.slashedToPayouts, slashedTotal);
-        }
-        uint256 claimable = result.payoutTotal + result.slashedToPayouts;
-        refund = budget - fee - result.payoutTotal;
-        burned = slashedTotal - result.slashedToPayouts;
+        uint256 accepted = _popcount(job.acceptedMask); // ≥ quorum ≥ 1: the signers accepted
+        feeEach = fee / accepted;
+        uint256 held = feeEach * (accepted - _popcount(signerMask));
+        // The rounding remainder of the fee goes back to the buyer.
+        refund = budget - result.payoutTotal - feeEach * accepted;
+        uint256 claimable;
+        (claimable, burned) = _slashAll(job, result, consents);
 
         job.state = JobState.Finalized;
         job.payoutRoot = result.payoutRoot;
         job.resultHash = result.resultHash;
         job.unclaimed = uint128(claimable); // ≤ budget + Σ stakes, both < 2^128
-        _totalEscrowed -= budget;
-        _totalStaked -= slashedTotal;
+        job.feePaidMask = uint16(signerMask);
+        job.feeHeld = uint128(held);
+        _totalEscrowed -= budget - held;
         _totalUnclaimed += claimable;
         _emitFinalized(result, claimable, fee, refund);
+    }
+
+    /// @dev Applies the slashes; returns what the payout tree may pay and what is burned.
+    function _slashAll(Job storage job, Result calldata result, SlashConsent[] calldata consents)
+        private
+        returns (uint256 claimable, uint256 burned)
+    {
+        (uint256 signedTotal, uint256 slashedTotal) = _applySlashes(result.jobId, job, result.slashes, consents);
+        if (result.slashedToPayouts > signedTotal) {
+            revert MarketplaceSlashedToPayoutsTooHigh(result.slashedToPayouts, signedTotal);
+        }
+        uint256 toPayouts = _min(result.slashedToPayouts, slashedTotal);
+        claimable = result.payoutTotal + toPayouts;
+        burned = slashedTotal - toPayouts;
+        _totalStaked -= slashedTotal;
     }
 
     function _emitFinalized(Result calldata result, uint256 claimable, uint256 fee, uint256 refund) private {
@@ -827,18 +1001,111 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         );
     }
 
-    /// @dev Splits `fee` equally among the signers; the first signer also gets the remainder.
-    function _payFee(uint256 jobId, address[] memory signers, uint256 fee) private {
-        if (fee == 0) return;
-        uint256 count = signers.length;
-        uint256 each = fee / count;
-        for (uint256 i = 0; i < count; ++i) {
-            uint256 amount = i == 0 ? each + fee % count : each;
-            HeavyNode storage node = _heavyNodes[signers[i]];
-            node.feesEarned += uint128(amount);
-            emit FeePaid(jobId, signers[i], amount);
-            _token.safeTransfer(signers[i], amount);
+    function _payFee(uint256 jobId, address node, uint256 amount) private {
+        if (amount == 0) return;
+        _heavyNodes[node].feesEarned += uint128(amount);
+        emit FeePaid(jobId, node, amount);
+        _token.safeTransfer(node, amount);
+    }
+
+    /// @dev One signer's slash for two conflicting signed digests of one job (checked distinct by
+    /// the caller); the reporter's reward is burned too when the node reports itself.
+    function _slashEquivocation(uint256 jobId, bytes32 digestA, bytes calldata sigA, bytes32 digestB, bytes calldata sigB)
+        private
+    {
+        Job storage job = _job(jobId);
+        address node = _recover(digestA, sigA, 0);
+        if (_recover(digestB, sigB, 1) != node) revert MarketplaceNotEquivocation(jobId);
+        if (_memberBit(job, node) == 0) revert MarketplaceSignerNotInCommittee(jobId, node);
+        uint256 closesAt = _reportClosesAt(job);
+        if (block.timestamp > closesAt) revert MarketplaceReportWindowClosed(jobId, closesAt);
+        if (_equivocationReported[jobId][node]) revert MarketplaceAlreadyReported(jobId, node);
+
+        _equivocationReported[jobId][node] = true;
+        HeavyNode storage record = _heavyNodes[node];
+        uint256 slashed = uint256(record.stake) * _equivocationSlashBps / BPS;
+        uint256 reward = msg.sender == node ? 0 : slashed * _reporterRewardBps / BPS;
+        record.stake -= uint128(slashed);
+        _totalStaked -= slashed;
+        emit EquivocationReported(jobId, node, msg.sender, slashed, reward);
+        if (reward > 0) _token.safeTransfer(msg.sender, reward);
+        _burn(slashed - reward);
+    }
+
+    /// @dev `size` distinct active heavy nodes other than `buyer`, by a partial Fisher-Yates shuffle
+    /// of the registry positions (swaps kept in memory), sorted ascending. Looks at no more than
+    /// MAX_DRAW_TRIES positions, so the gas is bounded whatever the registry's size.
+    function _draw(bytes32 seed, uint256 size, address buyer) private view returns (address[] memory picked) {
+        uint256 n = _registry.length;
+        uint256 tries = _min(n, MAX_DRAW_TRIES);
+        uint256[] memory swapFrom = new uint256[](tries);
+        uint256[] memory swapTo = new uint256[](tries);
+        picked = new address[](size);
+        uint256 found;
+        for (uint256 i = 0; i < tries && found < size; ++i) {
+            uint256 j = i + uint256(keccak256(abi.encode(seed, i))) % (n - i);
+            uint256 at = _swapped(swapFrom, swapTo, i, j);
+            // Position j now holds what position i held (positions < i are spent).
+            swapFrom[i] = j;
+            swapTo[i] = _swapped(swapFrom, swapTo, i, i);
+            address node = _registry[at];
+            if (node == buyer || !isActiveHeavyNode(node)) continue;
+            // Insertion keeps `picked` ascending (size ≤ MAX_COMMITTEE).
+            uint256 k = found++;
+            while (k > 0 && picked[k - 1] > node) {
+                picked[k] = picked[k - 1];
+                --k;
+            }
+            picked[k] = node;
         }
+        if (found < size) revert MarketplaceNotEnoughHeavyNodes(found, size);
+    }
+
+    /// @dev What registry position `position` holds after the first `count` swaps.
+    function _swapped(uint256[] memory from, uint256[] memory to, uint256 count, uint256 position)
+        private
+        pure
+        returns (uint256)
+    {
+        for (uint256 k = count; k > 0; --k) {
+            if (from[k - 1] == position) return to[k - 1];
+        }
+        return position;
+    }
+
+    function _registryRemove(address node) private {
+        uint256 position = _registryPosition[node];
+        if (position == 0) return;
+        address last = _registry[_registry.length - 1];
+        _registry[position - 1] = last;
+        _registryPosition[last] = position;
+        _registry.pop();
+        delete _registryPosition[node];
+    }
+
+    function _abortDigest(uint256 jobId, string calldata reason) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(ABORT_TYPEHASH, jobId, keccak256(bytes(reason)))));
+    }
+
+    function _reportClosesAt(Job storage job) private view returns (uint256) {
+        return uint256(job.deadline) + _settlementGrace + _reportWindow;
+    }
+
+    function _feeEach(Job storage job) private view returns (uint256) {
+        return uint256(job.budget) * job.feeBps / BPS / _popcount(job.acceptedMask);
+    }
+
+    /// @dev The bit of `node` in the job's committee masks; 0 when it is not a member.
+    function _memberBit(Job storage job, address node) private view returns (uint256) {
+        address[] storage committee = job.committee;
+        for (uint256 i = 0; i < committee.length; ++i) {
+            if (committee[i] == node) return 1 << i;
+        }
+        return 0;
+    }
+
+    function _popcount(uint256 mask) private pure returns (uint256 count) {
+        for (; mask != 0; mask &= mask - 1) ++count;
     }
 
     function _hashResult(Result calldata r) private pure returns (bytes32) {
@@ -865,14 +1132,6 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (err != ECDSA.RecoverError.NoError) revert MarketplaceInvalidSignature(index);
         return signer;
-    }
-
-    function _isCommitteeMember(Job storage job, address node) private view returns (bool) {
-        address[] storage committee = job.committee;
-        for (uint256 i = 0; i < committee.length; ++i) {
-            if (committee[i] == node) return true;
-        }
-        return false;
     }
 
     function _activeHeavyNode(address account) private view returns (HeavyNode storage node) {

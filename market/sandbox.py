@@ -89,7 +89,7 @@ class Sandbox:
     # ------------------------------------------------------------------ jobs
     def params(
         self,
-        committee: Iterable[LocalAccount],
+        committee: Iterable[LocalAccount] | int,
         budget: int = 1_000 * TOKEN,
         fee_bps: int = 1_000,
         quorum: int | None = None,
@@ -97,7 +97,9 @@ class Sandbox:
         max_slash_bps: int = 2_000,
         window: int = 3_600,
     ) -> JobParams:
-        members = [m.address for m in committee]
+        """A job asking for a committee of `committee` members (a count, or the accounts whose
+        number it is)."""
+        size = committee if isinstance(committee, int) else len(list(committee))
         return JobParams(
             spec_hash=secrets.token_bytes(32),
             spec_uri="ipfs://spec",
@@ -105,13 +107,36 @@ class Sandbox:
             fee_bps=fee_bps,
             deadline=self.chain.now() + window,
             min_participants=min_participants,
-            committee=tuple(members),
-            quorum=quorum or len(members) // 2 + 1,
+            committee_size=size,
+            quorum=quorum or size // 2 + 1,
             max_slash_bps=max_slash_bps,
         )
 
-    def post(self, buyer: LocalAccount, committee: Iterable[LocalAccount], **options: int) -> int:
-        return self.escrow.post_job(buyer, self.params(committee, **options))
+    def post(
+        self,
+        buyer: LocalAccount,
+        committee: Iterable[LocalAccount],
+        accept: Iterable[LocalAccount] | None = None,
+        **options: int,
+    ) -> int:
+        """Posts a job, draws its committee and has `accept` (default: every drawn member)
+        accept it. The registry must hold exactly `committee` (besides the buyer), so that the
+        draw gives those members."""
+        members = list(committee)
+        job_id = self.escrow.post_job(buyer, self.params(members, **options))
+        self.draw(job_id)
+        drawn = self.escrow.job(job_id).committee
+        expected = {m.address for m in members}
+        if set(drawn) != expected:
+            raise AssertionError(f"drew {drawn}, expected {sorted(expected)}")
+        for member in members if accept is None else accept:
+            self.escrow.accept_job(member, job_id)
+        return job_id
+
+    def draw(self, job_id: int) -> tuple[str, ...]:
+        """Draws a job's committee (from the next block on, as the contract requires)."""
+        self.escrow.draw_committee(self.deployer, job_id)
+        return self.escrow.job(job_id).committee
 
     def result(
         self,

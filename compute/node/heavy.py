@@ -6,6 +6,13 @@ HTTP in (light nodes' submissions, peers' messages and signatures), HTTP out (to
 chain (jobs, stakes, committee endpoints and keys, finalize/abort), SQLite (everything received,
 before it is acknowledged) and the clock (deadline, peer timeouts).
 
+Jobs: nobody names a committee. When a job is posted, any node draws its committee on chain
+(`drawCommittee`, seeded by a block hash the buyer could not know); a drawn node reads the job's
+proposal and accepts it on chain (`acceptJob`) only if it can serve it and its fee share is at
+least the operator's `min_fee`, so a job it cannot serve never costs it a liveness penalty. It
+builds a job's state only from its own look at the chain (never because a request names a job),
+and members that did not accept are peers it does not wait for.
+
 Settlement: every honest member reconstructs the same aggregate, so each derives the same result
 document (`market.escrow.documents.ResultDocument`: the decoded result and the payout tree) and
 the same EIP-712 `Result`, signs it and sends the signature to its peers; any member holding a
@@ -118,6 +125,7 @@ class HeavyNode:
         peer_timeout: float = 15.0,
         http: Any = None,
         valuation_for: ValuationFor | None = None,
+        min_fee: int = 0,
     ) -> None:
         self.account = account
         self.address = account.address
@@ -129,9 +137,15 @@ class HeavyNode:
         self.valuation_for = valuation_for
         self.clock = clock
         self.peer_timeout = peer_timeout
+        self.min_fee = min_fee
+        """The smallest fee share (token base units) for which this node accepts a job."""
         self.http = http or requests.Session()
         self._box = box_private_key(account)
         self._jobs: dict[int, _Job] = {}
+        self._watching: set[int] = set()
+        """Posted jobs whose committee is not drawn yet, or drawn with this node not accepted."""
+        self._refused: set[int] = set()
+        """Jobs this node was drawn for and will not serve."""
         self._seen = 0
         self._next_discovery = 0.0
         """Jobs up to this id have been looked at."""
@@ -141,16 +155,21 @@ class HeavyNode:
 
     # ------------------------------------------------------------------------- jobs
     def job(self, job_id: int) -> _Job:
-        """This node's state for `job_id`, created (and rebuilt from the store) on first use."""
+        """This node's state for a job it serves. A request never makes the node fetch or
+        build anything: a job it has not taken on (yet) is refused."""
         with self._lock:
             if job_id in self._jobs:
                 return self._jobs[job_id]
-            try:
-                view = self.escrow.job(job_id)
-            except E.MarketplaceJobNotFound:
-                raise Rejected(404, f"there is no job {job_id}") from None
-            if self.address not in view.committee:
-                raise Rejected(404, f"this heavy node does not serve job {job_id}")
+        raise Rejected(404, f"this heavy node does not serve job {job_id} (or has not yet "
+                       "accepted it on chain)")  # fmt: skip
+
+    def _open(self, view: JobView) -> _Job:
+        """Build (and rebuild from the store) this node's state for a job it accepted or is
+        about to accept; `Rejected` when its proposal cannot be served."""
+        job_id = view.job_id
+        with self._lock:
+            if job_id in self._jobs:
+                return self._jobs[job_id]
             try:
                 config = self.config_for(view)
                 valuation = self.valuation_for(view) if self.valuation_for else None
@@ -236,6 +255,11 @@ class HeavyNode:
             raise Rejected(403, "the dataset is not staked on chain")
         if record.owner != signer:
             raise Rejected(401, "the submission is not signed by the dataset's owner")
+        if record.owner in job.view.committee:
+            raise Rejected(
+                403, f"the dataset's owner sits on job {job_id}'s committee: a member cannot "
+                "provide data to a job it judges"
+            )
         try:
             consenting = sub.participation_signer(self.escrow.domain)
         except wire.WireError as exc:
@@ -473,37 +497,100 @@ class HeavyNode:
                 log.exception("heavy node %s: tick failed", self.address)
 
     def tick(self) -> None:
-        """One pass: discover jobs, close those past their deadline, time out silent peers,
-        deliver queued messages, settle finished rounds."""
+        """One pass: discover jobs (draw, accept), close those past their deadline, time out
+        silent peers, deliver queued messages, settle finished rounds."""
         if time.monotonic() >= self._next_discovery:
             self._discover()
         now = self.clock()
         for job in list(self._jobs.values()):
             with self._lock:
                 if job.closed_at is None and now > job.view.deadline:
-                    job.closed_at = now
-                    self._deliver(job, CloseSubmissions(str(job.view.job_id)))
+                    self._close(job, now)
                 if job.closed_at is not None and now - job.closed_at > self.peer_timeout:
                     for peer in job.config.committee:
                         if peer != job.index and peer not in job.heard:
-                            job.heard.add(peer)
-                            self._deliver(job, PeerUnavailable(str(job.view.job_id), peer))
+                            self._give_up(job, peer)
             self._flush(job)
             if job.round.outcome is not None and not job.settled:
                 self._settle(job)
 
+    def _close(self, job: _Job, now: float) -> None:
+        """The deadline passed: close submissions; members that never accepted the job are
+        peers this node does not wait for (acceptance is over by the deadline)."""
+        job.view = self.escrow.job(job.view.job_id)
+        job.closed_at = now
+        self._deliver(job, CloseSubmissions(str(job.view.job_id)))
+        for peer in job.config.committee:
+            if peer != job.index and job.view.committee[peer - 1] not in job.view.accepted:
+                self._give_up(job, peer)
+
+    def _give_up(self, job: _Job, peer: int) -> None:
+        """Stop waiting for `peer` in this job's round."""
+        if peer in job.heard:
+            return
+        job.heard.add(peer)
+        self._deliver(job, PeerUnavailable(str(job.view.job_id), peer))
+
     def _discover(self, every: float = 1.0) -> None:
-        """Look at jobs posted since the last look (at most once per `every` seconds)."""
+        """Look at jobs posted since the last look, and again at those still being staffed (at
+        most once per `every` seconds): draw committees that are due, accept jobs this node was
+        drawn for and can serve, and start serving accepted ones."""
         self._next_discovery = time.monotonic() + every
         count = self.escrow.job_count()
-        for job_id in range(self._seen + 1, count + 1):
-            view = self.escrow.job(job_id)
-            if self.address in view.committee and view.state is JobState.POSTED:
-                try:
-                    self.job(view.job_id)
-                except Rejected as exc:
-                    log.warning("heavy node %s: %s", self.address, exc.detail)
+        self._watching.update(range(self._seen + 1, count + 1))
         self._seen = count
+        for job_id in sorted(self._watching):
+            try:
+                if self._staff(self.escrow.job(job_id)):
+                    self._watching.discard(job_id)
+            except Rejected as exc:
+                self._watching.discard(job_id)
+                self._refused.add(job_id)
+                log.warning("heavy node %s: not taking job %s: %s", self.address, job_id,
+                            exc.detail)  # fmt: skip
+
+    def _staff(self, view: JobView) -> bool:
+        """Move one posted job along; True when there is nothing more to do for it here."""
+        if view.state is not JobState.POSTED or view.job_id in self._refused:
+            return True
+        if not view.drawn:
+            if self.chain.now() > view.accept_by:
+                return True  # nobody can staff it any more: `expire` refunds the buyer
+            if self.chain.web3.eth.block_number > view.draw_block:
+                try:
+                    self.escrow.draw_committee(self.account, view.job_id)
+                except (E.MarketplaceCommitteeAlreadyDrawn, E.MarketplaceJobNotPosted):
+                    pass  # another node drew it first
+                except E.MarketplaceNotEnoughHeavyNodes as exc:
+                    log.warning("job %s: cannot draw a committee yet: %s", view.job_id, exc)
+                    return False
+                view = self.escrow.job(view.job_id)
+            if not view.drawn:
+                return False
+        if self.address not in view.committee:
+            return True
+        if view.has_accepted(self.address):
+            self._open(view)
+            return True
+        if self.chain.now() > view.accept_by:
+            return True
+        share = view.budget * view.fee_bps // 10_000 // view.committee_size
+        if share < self.min_fee:
+            raise Rejected(402, f"its fee share, at most {share} base units, is below this "
+                           f"node's minimum of {self.min_fee}")  # fmt: skip
+        self._open(view)  # fetches and checks the proposal: raises what this node cannot serve
+        try:
+            self.escrow.accept_job(self.account, view.job_id)
+        except E.MarketplaceAlreadyAccepted:
+            pass
+        except (E.MarketplaceAcceptWindowClosed, E.MarketplaceJobNotPosted):
+            with self._lock:
+                self._jobs.pop(view.job_id, None)
+            return True
+        with self._lock:
+            self._jobs[view.job_id].view = self.escrow.job(view.job_id)
+        log.info("heavy node %s: accepted job %s", self.address, view.job_id)
+        return True
 
     def _endpoint(self, job: _Job, peer: int) -> str:
         if peer not in job.endpoints:

@@ -1,6 +1,6 @@
 """From an on-chain job to the proposal the nodes run: fetch the proposal its `specURI` names,
 check the bytes against its `specHash`, and check that what the proposal says about money,
-time and the committee is what the chain holds (the chain wins; a mismatch means the buyer
+time and the committee's size is what the chain holds (the chain wins; a mismatch means the buyer
 posted a proposal the job does not honour, and nodes refuse it)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def job_params(proposal: Proposal, spec_uri: str) -> JobParams:
         fee_bps=proposal.economics.fee_bps,
         deadline=proposal.deadline,
         min_participants=proposal.privacy.min_participants,
-        committee=tuple(proposal.committee),
+        committee_size=proposal.committee_size,
         quorum=proposal.quorum,
         max_slash_bps=proposal.economics.max_slash_bps,
     )
@@ -73,7 +73,7 @@ def proposal_for(escrow: EscrowClient, view: JobView) -> Proposal:
             ("max_slash_bps", view.max_slash_bps, proposal.economics.max_slash_bps),
             ("deadline", view.deadline, proposal.deadline),
             ("min_participants", view.min_participants, proposal.privacy.min_participants),
-            ("committee", list(view.committee), list(proposal.committee)),
+            ("committee_size", view.committee_size, proposal.committee_size),
             ("quorum", view.quorum, proposal.quorum),
         )
         if chain_value != spec_value

@@ -90,14 +90,18 @@ class LightNode:
         max_slash_bps: int = 0,
         payload: bytes = b"",
     ) -> Delivery:
-        """Share `records` (the map output) and post one sealed share to each committee member,
+        """Share `records` (the map output) and post one sealed share to each committee member
+        that accepted the job (the others hold nothing of it),
         with the owner's signed consent to slashes of up to `max_slash_bps` of its stake (and,
         for a valuation job, its encrypted scores as `payload`)."""
         dataset = "0x" + dataset_id.hex()
         delivery = Delivery(view.job_id, dataset)
         shares = LightNodeRound(config, dataset).submit(records, self.rng)
         for message in shares:
-            node = self.directory[view.committee[message.recipient - 1]]
+            member = view.committee[message.recipient - 1]
+            if member not in view.accepted:
+                continue
+            node = self.directory[member]
             body = SignedSubmission.create(
                 self.owner,
                 self.escrow.domain,
@@ -195,15 +199,22 @@ class LightService:
         self.policy = policy
         self.state = state
         self.clock = clock or time.time
-        self._seen = 0
+        self.staffing: dict[int, int] = {}
+        """Open jobs whose committee is still being drawn or accepting: job id -> accept_by."""
 
     def poll(self) -> list[tuple[int, str, str, str]]:
         """One pass over jobs not yet decided; returns the decisions taken in this pass."""
         escrow = self.node.escrow
         taken = []
+        self.staffing = {}
         for job_id in range(1, escrow.job_count() + 1):
             view = escrow.job(job_id)
             if view.state is not JobState.POSTED or self.clock() > view.deadline:
+                continue
+            # Only to a committee the contract drew and whose acceptance is over: never to
+            # members the buyer named, never to a member that may not take part.
+            if not escrow.committee_ready(job_id):
+                self.staffing[job_id] = view.accept_by
                 continue
             pending = [
                 d
@@ -219,7 +230,7 @@ class LightService:
                 for d in pending:
                     self._decide(taken, job_id, d, "refused", str(exc))
                 continue
-            decision = evaluate(self.policy, proposal, view.buyer)
+            decision = evaluate(self.policy, proposal, view.buyer, view.accepted)
             ensemble_job = proposal.ensemble is not None
             evaluation = None
             # The round (and an ensemble's evaluation set) is prepared only if a dataset here fits.

@@ -228,7 +228,9 @@ class Chain:
                 call = {k: dry[k] for k in ("from", "to", "data", "value") if k in dry}
                 self.web3.eth.call(call, block_identifier="pending")
             elif gas is None:
-                gas = int(fn.estimate_gas(params) * GAS_MARGIN)
+                # At the pending block: what the transaction will see when mined (a draw
+                # needs a block after the posting one).
+                gas = int(fn.estimate_gas(params, block_identifier="pending") * GAS_MARGIN)
                 gas = min(gas, int(self.web3.eth.get_block("latest")["gasLimit"]))
         except Exception as exc:
             raise translate(exc) from None

@@ -36,6 +36,9 @@ class MarketConfig:
     """Burned from each committee member's stake when its job expires."""
     equivocation_slash_bps: int = 5_000
     reporter_reward_bps: int = 1_000
+    accept_window: int = 10 * 60
+    """Time after posting in which drawn committee members accept the job (a job whose quorum
+    has not accepted by then is refunded); light nodes submit once acceptance is over."""
 
     def as_tuple(self) -> tuple[int, ...]:
         return tuple(asdict(self).values())

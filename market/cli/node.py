@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,12 +165,23 @@ def node_light(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
         decisions = []
+        # With --once, a job whose drawn committee is still accepting is waited for (at most
+        # until its acceptance window closes): its shares go only to members that accepted.
+        wait_until = None
         while True:
             taken = service.poll()
             decisions.extend(taken)
             if not as_json:
                 for job, dataset, status, reason in taken:
                     out.print(f"job {job}, dataset {dataset[:10]}…: {status} ({reason})")
+            if once and service.staffing:
+                if wait_until is None:
+                    left = max(service.staffing.values()) - net.chain.now()
+                    wait_until = time.monotonic() + max(left, 0) + 5
+                    err.print(f"waiting for the committees of jobs {sorted(service.staffing)} "
+                              "to accept", highlight=False)  # fmt: skip
+                if time.monotonic() < wait_until and not stop.wait(min(interval, 1.0)):
+                    continue
             if once or stop.wait(interval):
                 break
     if as_json:

@@ -81,7 +81,10 @@ def _job_json(view: JobView) -> dict[str, Any]:
         "min_participants": view.min_participants,
         "quorum": view.quorum,
         "max_slash_bps": view.max_slash_bps,
+        "committee_size": view.committee_size,
         "committee": list(view.committee),
+        "accepted": list(view.accepted),
+        "accept_by": view.accept_by,
         "result_hash": "0x" + view.result_hash.hex(),
         "payout_root": "0x" + view.payout_root.hex(),
         "unclaimed": view.unclaimed,
@@ -103,18 +106,6 @@ def existing_job(escrow: EscrowClient, job_id: int) -> JobView:
 @click.group("bounty")
 def bounty_group() -> None:
     """Post bounties, follow them, take unspent budgets back, read results."""
-
-
-def _pick_committee(staking: StakingClient, size: int) -> list[str]:
-    active = [n for n in staking.heavy_nodes() if staking.is_active_heavy_node(n.address)]
-    if len(active) < size:
-        raise UserError(
-            f"the bounty needs a committee of {size} active heavy nodes and {len(active)} "
-            "are registered; use a smaller --committee-size or register more "
-            "(`market heavy register`)"
-        )
-    active.sort(key=lambda n: (-n.stake, int(n.address, 16)))
-    return [n.address for n in active[:size]]
 
 
 def _load_template(spec: Path) -> dict[str, Any]:
@@ -420,8 +411,8 @@ def bounty_try(spec: Path, mocks: tuple[str, ...], as_json: bool) -> None:
     template = _load_template(spec)
     template.setdefault("economics", {}).setdefault("budget", 1)
     template.setdefault("deadline", 1)
-    template.setdefault("committee", ["0x" + f"{i:040x}" for i in (1, 2, 3)])
-    template.setdefault("quorum", len(template["committee"]) // 2 + 1)
+    template.setdefault("committee_size", 3)
+    template.setdefault("quorum", template["committee_size"] // 2 + 1)
     try:
         proposal = parse_proposal(template)
     except ProposalError as exc:
@@ -460,8 +451,12 @@ def bounty_try(spec: Path, mocks: tuple[str, ...], as_json: bool) -> None:
 @click.option("--deadline", default=None, help="When submissions close: 2h, 3d, or a time.")
 @click.option("--fee-bps", default=None, type=click.IntRange(0, 5_000), help="Default 1000.")
 @click.option("--min-participants", default=None, type=click.IntRange(1))
-@click.option("--committee", default=None, help="Comma-separated heavy-node addresses.")
-@click.option("--committee-size", default=3, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--committee-size",
+    default=None,
+    type=click.IntRange(1, 16),
+    help="Heavy nodes the contract draws for the job (default 3; nobody picks them).",
+)
 @click.option("--quorum", default=None, type=click.IntRange(1), help="Default: a majority.")
 @click.option("--max-slash-bps", default=None, type=click.IntRange(0, 10_000))
 @click.option("--no-permit", is_flag=True, help="Approve in a separate transaction.")
@@ -474,8 +469,7 @@ def bounty_post(
     deadline: str | None,
     fee_bps: int | None,
     min_participants: int | None,
-    committee: str | None,
-    committee_size: int,
+    committee_size: int | None,
     quorum: int | None,
     max_slash_bps: int | None,
     no_permit: bool,
@@ -500,33 +494,49 @@ def bounty_post(
         escrow, staking, token = _clients(net)
         if deadline is not None:
             template["deadline"] = parse_deadline(deadline, net.chain.now())
-        if committee:
-            template["committee"] = [m.strip() for m in committee.split(",") if m.strip()]
-        elif "committee" not in template:
-            template["committee"] = _pick_committee(staking, committee_size)
+        _set(template, "committee_size", committee_size)
+        template.setdefault("committee_size", 3)
         _set(template, "quorum", quorum)
-        template.setdefault("quorum", len(template["committee"]) // 2 + 1)
+        if isinstance(template["committee_size"], int):
+            template.setdefault("quorum", template["committee_size"] // 2 + 1)
         try:
             proposal = parse_proposal(template)
         except ProposalError as exc:
             raise UserError(f"the proposal is not valid: {exc}") from None
         amount = proposal.economics.budget
         _require_funds(token, signer.address, amount, "the budget")
-        stored = Home.default().dir("proposals") / f"0x{proposal.content_hash().hex()}.json"
-        stored.write_bytes(proposal.canonical_bytes())
+        available = [a for a in escrow.registry() if a != signer.address]
+        if len(available) < proposal.committee_size:
+            raise UserError(
+                f"the bounty needs a committee of {proposal.committee_size} drawn from "
+                f"{len(available)} active heavy nodes (besides your own); use a smaller "
+                "--committee-size or wait for more to register (`market heavy list`)"
+            )
         from compute.node.jobs import job_params
+        from market.storage import StorageError, open_storage, uri_for
 
-        params = job_params(proposal, stored.as_uri())
         account = signer.unlock()
+        try:  # by content address: every node checks what it fetches against it
+            spec_uri = uri_for(open_storage().put(proposal.canonical_bytes()))
+        except StorageError as exc:
+            raise UserError(f"cannot publish the proposal: {exc}") from None
+        params = job_params(proposal, spec_uri)
         with step("escrowing the budget and posting the job"):
             job_id = escrow.post_job(account, params, use_permit=not no_permit)
+        with step("drawing the committee"):
+            try:
+                escrow.draw_committee(account, job_id)
+            except E.ContractRevert as exc:  # any heavy node draws it on its next look
+                err.print(f"the committee is drawn later by the heavy nodes ({exc})")
         view = escrow.job(job_id)
     if as_json:
         emit_json({**_job_json(view), "spec_uri": params.spec_uri})
     else:
         out.print(
             f"posted job {job_id}: {format_tokens(amount)} escrowed, submissions close "
-            f"{format_time(view.deadline)}, committee {', '.join(view.committee)}"
+            f"{format_time(view.deadline)}, drawn committee "
+            f"{', '.join(view.committee) or '(not yet drawn)'}; members accept by "
+            f"{format_time(view.accept_by)}"
         )
 
 

@@ -1,4 +1,5 @@
-"""Bounty lifecycle client: post, inspect, finalize, abort, expire, claim, report equivocation."""
+"""Bounty lifecycle client: post, draw and accept the committee, inspect, finalize, abort, expire,
+claim, claim a fee, report equivocation."""
 
 from __future__ import annotations
 
@@ -63,6 +64,22 @@ class EscrowClient:
             fn = self.contract.functions.postJob(params.as_abi())
         return self.chain.transact(buyer, fn)
 
+    def draw_committee(self, sender: LocalAccount, job_id: int) -> Receipt:
+        """Draws the job's committee (anyone may, from the block after posting on). A draw whose
+        block hash has aged out only moves the draw block: call again then."""
+        return self.chain.transact(sender, self.contract.functions.drawCommittee(job_id))
+
+    def accept_job(self, member: LocalAccount, job_id: int) -> Receipt:
+        """A drawn member takes the job on (paid for its work, penalized if it lets it expire)."""
+        return self.chain.transact(member, self.contract.functions.acceptJob(job_id))
+
+    def claim_fee(self, sender: LocalAccount, job_id: int, signature: bytes) -> Receipt:
+        """Pays the signer of `signature` (over the finalized digest) its fee share."""
+        return self.chain.transact(sender, self.contract.functions.claimFee(job_id, signature))
+
+    def release_fees(self, sender: LocalAccount, job_id: int) -> Receipt:
+        return self.chain.transact(sender, self.contract.functions.releaseFees(job_id))
+
     def finalize(
         self,
         sender: LocalAccount,
@@ -100,7 +117,23 @@ class EscrowClient:
         fn = self.contract.functions.reportEquivocation(a.as_abi(), sig_a, b.as_abi(), sig_b)
         return self.chain.transact(reporter, fn)
 
+    def report_abort_equivocation(
+        self, reporter: LocalAccount, result: Result, sig_result: bytes, reason: str, sig_abort: bytes
+    ) -> Receipt:
+        fn = self.contract.functions.reportAbortEquivocation(
+            result.as_abi(), sig_result, reason, sig_abort
+        )
+        return self.chain.transact(reporter, fn)
+
     # ------------------------------------------------------------------ views
+    def committee_ready(self, job_id: int) -> bool:
+        """Whether light nodes may submit: drawn, a quorum accepted, acceptance over."""
+        return bool(self.chain.call(self.contract.functions.committeeReady(job_id)))
+
+    def registry(self) -> tuple[str, ...]:
+        """The active heavy nodes committees are drawn from."""
+        return tuple(self.chain.call(self.contract.functions.heavyNodeRegistry()))
+
     def job(self, job_id: int) -> JobView:
         return JobView.from_abi(job_id, self.chain.call(self.contract.functions.getJob(job_id)))
 

@@ -31,13 +31,14 @@ def _bytes32(value: bytes | str, name: str) -> bytes:
 
 
 def sort_committee(committee: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The committee in the strictly ascending address order the contract requires."""
+    """The committee in the strictly ascending address order the contract keeps."""
     return tuple(sorted((to_checksum_address(a) for a in committee), key=lambda a: int(a, 16)))
 
 
 @dataclass(frozen=True)
 class JobParams:
-    """What a buyer posts (`Marketplace.JobParams`). The committee is kept sorted."""
+    """What a buyer posts (`Marketplace.JobParams`). The buyer asks for a committee's size and
+    quorum; the contract draws its members."""
 
     spec_hash: bytes
     spec_uri: str
@@ -45,13 +46,12 @@ class JobParams:
     fee_bps: int
     deadline: int
     min_participants: int
-    committee: tuple[str, ...]
+    committee_size: int
     quorum: int
     max_slash_bps: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec_hash", _bytes32(self.spec_hash, "spec_hash"))
-        object.__setattr__(self, "committee", sort_committee(self.committee))
 
     def as_abi(self) -> tuple[Any, ...]:
         return (
@@ -61,7 +61,7 @@ class JobParams:
             self.fee_bps,
             self.deadline,
             self.min_participants,
-            list(self.committee),
+            self.committee_size,
             self.quorum,
             self.max_slash_bps,
         )
@@ -131,7 +131,9 @@ class SlashConsent:
 
 @dataclass(frozen=True)
 class JobView:
-    """A job as stored on chain (`Marketplace.getJob`)."""
+    """A job as stored on chain (`Marketplace.getJob`). `committee` is the drawn committee in
+    ascending order (empty until `drawCommittee`); `accepted_mask` has bit i set when
+    `committee[i]` accepted the job."""
 
     job_id: int
     state: JobState
@@ -148,13 +150,43 @@ class JobView:
     result_hash: bytes
     payout_root: bytes
     unclaimed: int
+    committee_size: int = 0
+    accepted_mask: int = 0
+    draw_block: int = 0
+    accept_by: int = 0
+    fee_held: int = 0
 
     @classmethod
     def from_abi(cls, job_id: int, raw: tuple[Any, ...]) -> JobView:
         (state, buyer, spec_hash, budget, fee_bps, posted_at, deadline, min_participants,
-         quorum, max_slash_bps, committee, result_hash, payout_root, unclaimed) = raw  # fmt: skip
+         quorum, max_slash_bps, committee, result_hash, payout_root, unclaimed,
+         committee_size, accepted_mask, draw_block, accept_by, fee_held) = raw  # fmt: skip
         return cls(
             job_id, JobState(state), buyer, bytes(spec_hash), budget, fee_bps, posted_at,
             deadline, min_participants, quorum, max_slash_bps, tuple(committee),
-            bytes(result_hash), bytes(payout_root), unclaimed,
+            bytes(result_hash), bytes(payout_root), unclaimed, committee_size, accepted_mask,
+            draw_block, accept_by, fee_held,
         )  # fmt: skip
+
+    @property
+    def drawn(self) -> bool:
+        return bool(self.committee)
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """The members that accepted the job, in committee order."""
+        return tuple(m for i, m in enumerate(self.committee) if self.accepted_mask >> i & 1)
+
+    def has_accepted(self, member: str) -> bool:
+        return member in self.accepted
+
+    def ready(self, now: int) -> bool:
+        """Whether light nodes may submit (the contract's `committeeReady` at time `now`):
+        drawn, a quorum accepted, and acceptance over."""
+        accepted = len(self.accepted)
+        return (
+            self.state is JobState.POSTED
+            and self.drawn
+            and accepted >= self.quorum
+            and (accepted == len(self.committee) or now > self.accept_by)
+        )
