@@ -6,17 +6,20 @@ the nodes themselves."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from compute.proposal import Proposal
 from market.chain import TOKEN, Chain, Deployment, MarketConfig, deploy_market
 from market.chain.token import TokenClient
-from market.escrow import EscrowClient, JobParams, Result, Slash, SlashConsent
+from market.escrow import EscrowClient, JobParams, JobView, Result, Slash, SlashConsent
 from market.escrow.eip712 import abort_digest, participation_digest, result_digest, sign_digest
 from market.staking import StakingClient
+from market.storage import Storage, open_storage, uri_for
 from market.valuation.merkle import PayoutTree
 
 ETHER = 10**18
@@ -132,6 +135,33 @@ class Sandbox:
         for member in members if accept is None else accept:
             self.escrow.accept_job(member, job_id)
         return job_id
+
+    def wait_ready(self, job_id: int, timeout: float = 30.0) -> JobView:
+        """Wait until the job's drawn committee has accepted (running heavy nodes accept it on
+        their own); the job as it then stands."""
+        limit = time.monotonic() + timeout
+        while not self.escrow.committee_ready(job_id):
+            if time.monotonic() > limit:
+                view = self.escrow.job(job_id)
+                raise TimeoutError(
+                    f"job {job_id}'s committee {view.committee} accepted only "
+                    f"{view.accepted} within {timeout:.0f} s"
+                )
+            time.sleep(0.05)
+        return self.escrow.job(job_id)
+
+    def post_proposal(
+        self, buyer: LocalAccount, proposal: Proposal, storage: Storage | None = None
+    ) -> JobView:
+        """Publish `proposal` by content address (`ipfs://`, the embedded store by default),
+        post it, draw its committee and wait until the running heavy nodes accepted it."""
+        from compute.node.jobs import job_params
+
+        store = storage if storage is not None else open_storage()
+        uri = uri_for(store.put(proposal.canonical_bytes()))
+        job_id = self.escrow.post_job(buyer, job_params(proposal, uri))
+        self.draw(job_id)
+        return self.wait_ready(job_id)
 
     def draw(self, job_id: int) -> tuple[str, ...]:
         """Draws a job's committee (from the next block on, as the contract requires)."""

@@ -150,6 +150,8 @@ class HeavyNode:
         self._next_discovery = 0.0
         """Jobs up to this id have been looked at."""
         self._lock = threading.RLock()
+        self._looked = threading.Event()
+        """Set once the node has looked at the chain's jobs since it started."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -160,6 +162,8 @@ class HeavyNode:
         with self._lock:
             if job_id in self._jobs:
                 return self._jobs[job_id]
+        if not self._looked.is_set():  # still rebuilding its jobs after a (re)start: retry
+            raise Rejected(503, f"this heavy node is starting; retry job {job_id} shortly")
         raise Rejected(404, f"this heavy node does not serve job {job_id} (or has not yet "
                        "accepted it on chain)")  # fmt: skip
 
@@ -481,6 +485,10 @@ class HeavyNode:
 
     # ------------------------------------------------------------------------- the driver
     def start(self, interval: float = 0.2) -> None:
+        try:  # rebuild the jobs it serves before the first tick, so requests find them
+            self._discover()
+        except Exception:
+            log.exception("heavy node %s: first look at the chain failed", self.address)
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
 
@@ -548,6 +556,7 @@ class HeavyNode:
                 self._refused.add(job_id)
                 log.warning("heavy node %s: not taking job %s: %s", self.address, job_id,
                             exc.detail)  # fmt: skip
+        self._looked.set()
 
     def _staff(self, view: JobView) -> bool:
         """Move one posted job along; True when there is nothing more to do for it here."""

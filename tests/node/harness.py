@@ -67,6 +67,13 @@ class Committee:
             self.accounts.append(account)
         self.accounts.sort(key=lambda a: int(a.address, 16))
 
+    def post(self, buyer: LocalAccount, **options: int) -> int:
+        """Post a job for this committee (the registry holds just its members), draw it and
+        wait until the running nodes have accepted it on their own."""
+        job_id = self.market.post(buyer, self.accounts, accept=(), **options)
+        self.market.wait_ready(job_id)
+        return job_id
+
     def serve(self, account: LocalAccount, port: int = 0) -> str:
         node = HeavyNode(
             account,

@@ -25,7 +25,7 @@ def setup(tmp_path):
         try:
             market = c.market
             buyer = market.account(10_000 * 10**18)
-            job_id = market.post(buyer, c.accounts, min_participants=1)
+            job_id = c.post(buyer, min_participants=1)
             yield c, market.escrow.job(job_id)
         finally:
             c.stop()

@@ -18,7 +18,7 @@ def served(tmp_path_factory):
         c = Committee(Sandbox.deploy(chain), tmp_path_factory.mktemp("fuzz"))
         c.start(3)
         market = c.market
-        market.post(market.account(10_000 * 10**18), c.accounts, min_participants=1)
+        c.post(market.account(10_000 * 10**18), min_participants=1)
         try:
             yield c, market.staking.heavy_node(c.accounts[0].address).endpoint
         finally:
