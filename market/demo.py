@@ -29,7 +29,7 @@ import requests
 
 from compute.maps import run_map
 from compute.node.heavy import HeavyNode
-from compute.node.jobs import JobSpecs, job_params, proposal_for
+from compute.node.jobs import JobSpecs, proposal_for
 from compute.node.light import Directory, LightNode
 from compute.node.service import Server, create_app
 from compute.node.store import Store
@@ -105,7 +105,7 @@ def _phase(phases: list[Phase], name: str) -> Iterator[None]:
     phases.append(Phase(name, time.perf_counter() - start))
 
 
-def _proposal(committee: list[str], deadline: int, min_participants: int) -> dict:
+def _proposal(committee_size: int, deadline: int, min_participants: int) -> dict:
     return {
         "version": 1,
         "kind": "aggregate",
@@ -131,7 +131,7 @@ def _proposal(committee: list[str], deadline: int, min_participants: int) -> dic
             "max_slash_bps": 0,
         },  # fmt: skip
         "deadline": deadline,
-        "committee": committee,
+        "committee_size": committee_size,
         "quorum": 2,
     }
 
@@ -169,11 +169,12 @@ def run_demo(
             progress("posting the bounty")
             with _phase(phases, "post bounty"):
                 deadline = chain.now() + 3_600
-                proposal = parse_proposal(_proposal(committee, deadline, max(3, providers // 2)))
-                spec = work / "proposal.json"
-                spec.write_bytes(proposal.canonical_bytes())
-                job_id = market.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
-                view = market.escrow.job(job_id)
+                terms = _proposal(len(committee), deadline, max(3, providers // 2))
+                proposal = parse_proposal(terms)
+                # Published by content address; the contract draws the committee and the
+                # heavy nodes accept it before any clinic sends a share.
+                view = market.post_proposal(buyer, proposal)
+                job_id = view.job_id
 
             progress("light nodes: policy, map, share, seal, submit")
             refused: dict[str, str] = {}

@@ -45,9 +45,19 @@ from market.home import HOME_ENV, Home
 from market.keys import box_public_key
 from market.network import ETHER, devnet_down, devnet_up
 from market.staking import StakingClient
+from market.storage import open_storage, uri_for
 from market.wallet import Wallet
 
 MARKET = str(Path(sys.executable).with_name("market"))
+
+
+def wait_accepted(escrow: EscrowClient, job_id: int, timeout: float = 60.0) -> None:
+    """Wait until the heavy nodes' processes have accepted the drawn committee's job."""
+    limit = time.monotonic() + timeout
+    while not escrow.committee_ready(job_id):
+        if time.monotonic() > limit:
+            raise RuntimeError(f"job {job_id}'s committee did not accept within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _free_port() -> int:
@@ -129,10 +139,13 @@ def run_devnet_demo(
             progress("posting the bounty")
             with _phase(phases, "post bounty"):
                 deadline = chain.now() + 30 + providers
-                proposal = parse_proposal(_proposal(committee, deadline, max(3, providers // 2)))
-                spec = home.dir("proposals") / f"0x{proposal.content_hash().hex()}.json"
-                spec.write_bytes(proposal.canonical_bytes())
-                job_id = escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
+                terms = _proposal(len(committee), deadline, max(3, providers // 2))
+                proposal = parse_proposal(terms)
+                # By content address, in the store the nodes' processes read (their home's).
+                spec_uri = uri_for(open_storage(home).put(proposal.canonical_bytes()))
+                job_id = escrow.post_job(buyer, job_params(proposal, spec_uri))
+                escrow.draw_committee(buyer, job_id)
+                wait_accepted(escrow, job_id)
 
             progress("each clinic's light node: policy, map, share, seal, submit")
             refused: dict[str, str] = {}

@@ -26,7 +26,6 @@ import numpy as np
 
 from compute.ensemble import plain_ensemble
 from compute.node.ensemble import load_model, publish_evaluation
-from compute.node.jobs import job_params
 from compute.node.light import Directory, LightNode, LightService, LightState, LocalData
 from compute.policy import Policy
 from compute.proposal import parse_proposal
@@ -89,10 +88,8 @@ def run_ensemble_demo(
         with _phase(phases, "publish, post bounty"):
             terms = publish_evaluation(holders.evaluation, open_storage())
             deadline = chain.now() + 3_600
-            proposal = parse_proposal(_proposal(committee, deadline, terms.model_dump()))
-            spec = work / "proposal.json"
-            spec.write_bytes(proposal.canonical_bytes())
-            job_id = market.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
+            proposal = parse_proposal(_proposal(len(committee), deadline, terms.model_dump()))
+            job_id = market.post_proposal(buyer, proposal).job_id
 
         progress("holders' light nodes: policy, their model on the evaluation set, share, submit")
         owners, names = {}, {}
@@ -147,7 +144,7 @@ def run_ensemble_demo(
     )
 
 
-def _proposal(committee: list[str], deadline: int, terms: dict) -> dict:
+def _proposal(committee_size: int, deadline: int, terms: dict) -> dict:
     return {
         "version": 1,
         "kind": "ensemble",
@@ -158,7 +155,7 @@ def _proposal(committee: list[str], deadline: int, terms: dict) -> dict:
         "privacy": {"min_participants": 3},
         "economics": {"budget": BUDGET, "fee_bps": FEE_BPS, "payout_rule": "ensemble_weight"},
         "deadline": deadline,
-        "committee": committee,
+        "committee_size": committee_size,
         "quorum": 2,
         "ensemble": terms,
     }  # fmt: skip
