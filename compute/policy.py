@@ -1,10 +1,11 @@
 """A provider's privacy policy: declarative rules a light node checks every proposal against.
 
 A `Policy` is data (loaded from a JSON or TOML document with `Policy.model_validate`, or
-`parse_policy` for a one-line error); `evaluate(policy, proposal, buyer, committee)` applies every rule and
-returns a `Decision`. With `committee` (the members the contract drew and that accepted the
-job) the committee rules apply too; a light node submits only once they pass. Every rule that fails adds its own sentence to `reasons`, so a provider
-sees all that is wrong at once; the verdict is `accept` only when none fails, and `manual` (the
+`parse_policy` for a one-line error); `evaluate(policy, proposal, buyer, committee)` applies
+every rule and returns a `Decision`. With `committee` (the members the contract drew and that
+accepted the job) the committee rules apply too; a light node submits only once they pass.
+Every rule that fails adds its own sentence to `reasons`, so a provider sees all that is wrong
+at once; the verdict is `accept` only when none fails, and `manual` (the
 node queues the job for `market node approve`) when none fails but the policy asks for manual
 approval.
 
@@ -19,7 +20,7 @@ approval.
 | `max_columns` | the map touches more columns than this, the filter column included |
 | `min_budget_per_participant` | `budget * (1 - fee) / min_participants` is below this |
 | `max_slash_bps` | the proposal may slash more of a stake than this |
-| `min_committee_size` | the committee is smaller than this (a proposal's size, and the members that accepted) |
+| `min_committee_size` | fewer heavy nodes would hold shares (the proposal's size, or those that accepted) |
 | `allowed_operators` | a list is given and a committee member is not on it |
 | `denied_operators` | a committee member is on this list |
 
@@ -138,7 +139,9 @@ def evaluate(
     """Check `proposal`, posted by `buyer`, against every rule of `policy`; and, when given,
     the `committee` that accepted the job (checksummed addresses)."""
     reasons: list[str] = []
-    size = proposal.committee_size if committee is None else min(len(committee), proposal.committee_size)
+    size = proposal.committee_size
+    if committee is not None:
+        size = min(size, len(committee))
     if size < policy.min_committee_size:
         reasons.append(
             f"a committee of {size} heavy node{'s' if size != 1 else ''} would hold the shares; "

@@ -32,7 +32,6 @@ from market.cli.common import (
 from market.datasets import LocalDataset, read_table, register_dataset, registered_datasets
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, ResultDocument, fetch
-from market.home import Home
 from market.keys import box_public_key
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
@@ -505,6 +504,10 @@ def bounty_post(
             raise UserError(f"the proposal is not valid: {exc}") from None
         amount = proposal.economics.budget
         _require_funds(token, signer.address, amount, "the budget")
+        from compute.node.jobs import job_params
+        from market.storage import StorageError, open_storage, uri_for
+
+        account = signer.unlock()
         available = [a for a in escrow.registry() if a != signer.address]
         if len(available) < proposal.committee_size:
             raise UserError(
@@ -512,10 +515,6 @@ def bounty_post(
                 f"{len(available)} active heavy nodes (besides your own); use a smaller "
                 "--committee-size or wait for more to register (`market heavy list`)"
             )
-        from compute.node.jobs import job_params
-        from market.storage import StorageError, open_storage, uri_for
-
-        account = signer.unlock()
         try:  # by content address: every node checks what it fetches against it
             spec_uri = uri_for(open_storage().put(proposal.canonical_bytes()))
         except StorageError as exc:

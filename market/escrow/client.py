@@ -118,7 +118,12 @@ class EscrowClient:
         return self.chain.transact(reporter, fn)
 
     def report_abort_equivocation(
-        self, reporter: LocalAccount, result: Result, sig_result: bytes, reason: str, sig_abort: bytes
+        self,
+        reporter: LocalAccount,
+        result: Result,
+        sig_result: bytes,
+        reason: str,
+        sig_abort: bytes,
     ) -> Receipt:
         fn = self.contract.functions.reportAbortEquivocation(
             result.as_abi(), sig_result, reason, sig_abort

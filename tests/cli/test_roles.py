@@ -12,13 +12,14 @@ from market.escrow.documents import ResultDocument
 from market.escrow.eip712 import result_digest, sign_digest
 from market.home import Home
 from market.network import open_network
+from market.storage import open_storage, uri_for
 from market.valuation.merkle import PayoutTree
 from market.wallet import Wallet
 from tests.cli.conftest import PASSWORD, Cli
 
 
 def settle_as_committee(cli: Cli, job_id: int, payouts: dict[str, int], tmp: Path) -> None:
-    """What the committee's heavy nodes do at the end of a job (they are not built yet): publish
+    """What the committee's heavy nodes do for a job (without running them): accept it, publish
     the result document with the payout tree, sign the result, and finalize with a quorum."""
     home = Home(cli.home)
     wallet = Wallet(home.accounts)
@@ -30,16 +31,19 @@ def settle_as_committee(cli: Cli, job_id: int, payouts: dict[str, int], tmp: Pat
         escrow = EscrowClient(net.chain, net.deployment)
         tree = PayoutTree.build(payouts)
         document = ResultDocument(job_id, {"mean": 42.0, "count": 3}, tree)
-        path = tmp / f"result-{job_id}.json"
-        path.write_bytes(document.to_bytes())
+        uri = uri_for(open_storage(home).put(document.to_bytes()))
         result = Result(
             job_id=job_id,
             result_hash=document.hash,
-            result_uri=path.as_uri(),
+            result_uri=uri,
             payout_root=tree.root,
             payout_total=tree.total,
             participants=len(payouts),
         )
+        # The drawn members accept the job (a running heavy node does it on its own).
+        for node in nodes:
+            if not escrow.job(job_id).has_accepted(node.address):
+                escrow.accept_job(node, job_id)
         digest = result_digest(escrow.domain, result)
         escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
 
@@ -96,20 +100,24 @@ def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
     settle_as_committee(cli, job_id, {addresses["provider"]: 400 * TOKEN}, tmp_path)
     result = cli.json("bounty", "result", str(job_id), net=True)
     assert result["result"] == {"mean": 42.0, "count": 3}
-    assert result["fee"] == 50 * TOKEN and result["refund"] == 50 * TOKEN
+    # The fee is split among the three members that accepted; its rounding remainder is refunded.
+    assert result["fee"] == 50 * TOKEN and result["refund"] == 50 * TOKEN + 50 * TOKEN % 3
 
     claimed = cli.json("claim", "--account", "provider", net=True)
     assert claimed["claimed"] == [{"job": job_id, "amount": 400 * TOKEN}]
     assert claimed["balance"] == (2_000 - 50 + 400) * TOKEN
     assert cli.json("claim", "--account", "provider", net=True)["claimed"] == []
 
-    # Balances: the buyer paid 450, the two signers earned 25 each.
-    assert cli.json("balance", "buyer", net=True)["tokens"] == (2_000 - 450) * TOKEN
+    # Balances: the buyer paid 450 (less the fee's rounding remainder); the fee is a third per
+    # accepted member: the two signers were paid theirs, the third may claim its own (claimFee).
+    each = 50 * TOKEN // 3
+    paid = (2_000 - 450) * TOKEN + 50 * TOKEN % 3
+    assert cli.json("balance", "buyer", net=True)["tokens"] == paid
     fees = {
         i: cli.json("heavy", "status", "--account", f"node{i}", net=True)["fees_earned"]
         for i in range(3)
     }
-    assert sorted(fees.values()) == [0, 25 * TOKEN, 25 * TOKEN]
+    assert sorted(fees.values()) == [0, each, each]
     status = cli.json("heavy", "status", "--account", "node0", net=True)
     assert status["jobs"] == [{"job": job_id, "state": "FINALIZED"}]
 
@@ -125,8 +133,7 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     cli.ok("faucet", "--account", "buyer", "--amount", "100", net=True)
     spec = tmp_path / "spec.json"
     spec.write_text(cli.ok("bounty", "template"))
-    someone = ",".join("0x" + f"{i:02x}" * 20 for i in (0x11, 0x22, 0x33))
-    post = ("bounty", "post", str(spec), "--deadline", "1h", "--committee", someone)
+    post = ("bounty", "post", str(spec), "--deadline", "1h")
 
     line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True,
                      MARKET_PASSWORD="wrong")  # fmt: skip
@@ -142,6 +149,9 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     spec.write_text(spec.read_text().replace('"op": "mean"', '"op": "median"'))
     line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True)
     assert "reduce.op" in line
+    spec.write_text(spec.read_text().replace('"op": "median"', '"op": "mean"'))
+    line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True)
+    assert "drawn from 0 active heavy nodes" in line and "--committee-size" in line
     line = cli.fails(4, "bounty", "list", "--rpc-url", "http://127.0.0.1:9")
     assert "unreachable" in line
 
