@@ -20,7 +20,7 @@ approval.
 | `max_columns` | the map touches more columns than this, the filter column included |
 | `min_budget_per_participant` | `budget * (1 - fee) / min_participants` is below this |
 | `max_slash_bps` | the proposal may slash more of a stake than this |
-| `min_committee_size` | fewer heavy nodes would hold shares (the proposal's size, or those that accepted) |
+| `min_committee_size` | fewer heavy nodes would hold shares (of the size, or that accepted) |
 | `allowed_operators` | a list is given and a committee member is not on it |
 | `denied_operators` | a committee member is on this list |
 
