@@ -22,6 +22,8 @@ from compute.errors import ReductionError
 from compute.maps import run_map
 from compute.messages import Result
 from compute.proposal import (
+    MAX_COMMITTEE,
+    MIN_SLASHING_COMMITTEE,
     Proposal,
     ProposalError,
     checksum_address,
@@ -31,12 +33,6 @@ from compute.proposal import (
 from compute.reduce import ReduceOp
 from compute.sharing import AdditiveScheme, ShamirScheme
 from compute.simulation import simulate_round
-
-COMMITTEE = [
-    "0x" + "c3" * 20,
-    "0x" + "a1" * 20,
-    "0x" + "b2" * 20,
-]
 
 
 def example(**changes: Any) -> dict[str, Any]:
@@ -65,7 +61,7 @@ def example(**changes: Any) -> dict[str, Any]:
             "max_slash_bps": 0,
         },
         "deadline": 1_767_225_600,
-        "committee": list(COMMITTEE),
+        "committee_size": 3,
         "quorum": 2,
     }
     raw.update(changes)
@@ -137,9 +133,7 @@ DELETE = object()
 
 def test_the_example_parses_and_normalizes() -> None:
     proposal = parse_proposal(example())
-    assert proposal.committee == sorted(
-        (to_checksum_address(a) for a in COMMITTEE), key=lambda a: int(a, 16)
-    )
+    assert proposal.committee_size == 3 and proposal.quorum == 2
     assert proposal.reduce.threshold is None and proposal.threshold == 2
     assert proposal.map.output.fields[0].lo == 0.0 and isinstance(
         proposal.map.output.fields[0].lo, float
@@ -157,6 +151,8 @@ def test_canonical_bytes_are_sorted_compact_json_and_round_trip() -> None:
     assert parse_proposal(canonical.decode()) == proposal
     assert parse_proposal(decoded) == proposal
     assert parse_proposal(canonical).canonical_bytes() == canonical
+    # The buyer names a size, never members: the hashed terms carry no address.
+    assert decoded["committee_size"] == 3 and "committee" not in decoded
 
 
 def test_canonical_bytes_are_ascii() -> None:
@@ -188,13 +184,12 @@ def _shuffled(value: Any, rng: random.Random) -> Any:
     seed=st.integers(0, 2**32 - 1),
     indent=st.one_of(st.none(), st.integers(0, 8)),
     separators=st.sampled_from([(",", ":"), (", ", ": "), (" ,  ", " :\t")]),
-    committee_order=st.permutations(COMMITTEE),
 )
-def test_canonical_form_ignores_key_order_whitespace_and_committee_order(
-    seed: int, indent: int | None, separators: tuple[str, str], committee_order: list[str]
+def test_canonical_form_ignores_key_order_and_whitespace(
+    seed: int, indent: int | None, separators: tuple[str, str]
 ) -> None:
     reference = parse_proposal(example())
-    raw = _shuffled(example(committee=list(committee_order)), random.Random(seed))
+    raw = _shuffled(example(), random.Random(seed))
     text = json.dumps(raw, indent=indent, separators=separators)
     parsed = parse_proposal(text.encode())
     assert parsed.canonical_bytes() == reference.canonical_bytes()
@@ -225,7 +220,7 @@ CHANGES: list[tuple[str, Any]] = [
     ("economics.fee_bps", 0),
     ("economics.max_slash_bps", 100),
     ("deadline", 1_767_225_601),
-    ("committee.0", "0x" + "d4" * 20),
+    ("committee_size", 4),  # with quorum 3, a majority of 4 (see the test below)
     ("quorum", 3),
 ]
 
@@ -233,7 +228,9 @@ CHANGES: list[tuple[str, Any]] = [
 def _valid_change(path: str, value: Any) -> dict[str, Any]:
     raw = edit(example(), path, value)
     if path == "kind":
-        raw = {**ensemble_example(), "committee": raw["committee"]}
+        raw = ensemble_example()
+    if path == "committee_size":
+        raw = edit(raw, "quorum", 3)
     if path in ("map.output.fields.0.lo", "map.output.fields.0.hi", "map.output.fields.0.scale"):
         raw = edit(raw, path.replace(".0.", ".1."), value)
     if path == "reduce.scheme":
@@ -248,6 +245,29 @@ def _valid_change(path: str, value: Any) -> dict[str, Any]:
 def test_any_change_changes_the_hash(path: str, value: Any) -> None:
     reference = parse_proposal(example()).content_hash()
     assert parse_proposal(_valid_change(path, value)).content_hash() != reference
+
+
+@pytest.mark.parametrize(
+    ("small", "large"),
+    [
+        ({"committee_size": 2, "reduce.threat_model": "semi-honest"}, {"committee_size": 3}),
+        ({"committee_size": 4, "quorum": 3}, {"committee_size": 5, "quorum": 3}),
+    ],
+)
+def test_the_committee_size_alone_changes_the_hash(
+    small: dict[str, Any], large: dict[str, Any]
+) -> None:
+    # Only the size differs (same quorum, threat model and everything else).
+    base = {k: v for k, v in small.items() if k != "committee_size"}
+    raws = []
+    for sizes in (small, large):
+        raw = example()
+        for path, value in {**base, **sizes}.items():
+            raw = edit(raw, path, value)
+        raws.append(raw)
+    a, b = (parse_proposal(r) for r in raws)
+    assert a.committee_size != b.committee_size and a.quorum == b.quorum
+    assert a.content_hash() != b.content_hash()
 
 
 def test_an_explicit_default_hashes_like_an_omitted_one() -> None:
@@ -295,30 +315,59 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("boolean fee", at("economics.fee_bps", True), "economics.fee_bps", "integer"),
     ("fee too high", at("economics.fee_bps", 5001), "economics.fee_bps", "5000"),
     ("slash too high", at("economics.max_slash_bps", 10_001), "economics.max_slash_bps", ""),
-    ("bad address", at("committee.1", "0x1234"), "committee[1]", "not an address"),
+    ("committee size 0", at("committee_size", 0), "committee_size", "greater than or equal to 1"),
     (
-        "bad checksum",
-        at("committee.1", "0xA1a1A1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1A1"),
-        "committee[1]",
-        "invalid EIP-55 checksum",
+        "committee size 17",
+        at("committee_size", 17),
+        "committee_size",
+        "less than or equal to 16, got 17",
     ),
-    ("address not a string", at("committee.1", 12), "committee[1]", "string"),
+    ("float committee size", at("committee_size", 3.0), "committee_size", "integer"),
+    ("string committee size", at("committee_size", "3"), "committee_size", "integer"),
+    ("boolean committee size", at("committee_size", True), "committee_size", "integer"),
+    ("missing committee size", at("committee_size", DELETE), "committee_size", "missing"),
     (
-        "duplicate members",
-        at("committee.2", "0x" + "C3" * 20),
+        "members named by the buyer",
+        chain(at("committee_size", DELETE), at("committee", ["0x" + "a1" * 20, "0x" + "b2" * 20])),
         "committee",
-        "unique",
-    ),
-    ("zero address", at("committee.0", "0x" + "00" * 20), "committee", "zero address"),
-    ("empty committee", at("committee", []), "committee", "at least 1"),
-    (
-        "17 members",
-        at("committee", ["0x" + f"{i + 1:040x}" for i in range(17)]),
-        "committee",
-        "at most 16",
+        "unknown field (expected: version",
     ),
     ("quorum not a majority", at("quorum", 1), "quorum", "not a strict majority"),
     ("quorum above committee", at("quorum", 4), "quorum", "use 2 to 3"),
+    (
+        "quorum half of an even committee",
+        at("committee_size", 4),
+        "quorum",
+        "2 is not a strict majority of the 4-member committee (use 3 to 4)",
+    ),
+    (
+        "quorum half of sixteen",
+        chain(at("committee_size", 16), at("quorum", 8)),
+        "quorum",
+        "use 9 to 16",
+    ),
+    (
+        "slashing with two members",
+        chain(
+            at("committee_size", 2),
+            at("reduce.threat_model", "semi-honest"),
+            at("economics.max_slash_bps", 1),
+        ),
+        "committee_size",
+        "a job that may slash (max_slash_bps > 0) needs a committee of at least 3 "
+        "(as Marketplace.sol checks); 2 is too few",
+    ),  # fmt: skip
+    (
+        "one-member additive committee",
+        chain(
+            at("committee_size", 1),
+            at("quorum", 1),
+            at("reduce.scheme", "additive"),
+            at("reduce.threat_model", "semi-honest"),
+        ),
+        "committee_size",
+        "additive sharing needs at least 2 members",
+    ),  # fmt: skip
     ("epsilon 0", at("privacy.dp", {"epsilon": 0}), "privacy.dp.epsilon", "greater than 0"),
     ("epsilon negative", at("privacy.dp", {"epsilon": -1.0}), "privacy.dp.epsilon", ""),
     ("delta 1", at("privacy.dp", {"epsilon": 1.0, "delta": 1}), "privacy.dp.delta", ""),
@@ -453,7 +502,7 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     (
         "one-member shamir committee",
         chain(
-            at("committee", COMMITTEE[:1]),
+            at("committee_size", 1),
             at("quorum", 1),
             at("reduce.threat_model", "semi-honest"),
         ),
@@ -517,14 +566,14 @@ def test_the_example_message_from_the_brief() -> None:
 def test_several_problems_are_reported_together_on_one_line() -> None:
     raw = chain(
         at("economics.budget", 2.5),
-        at("committee.0", "nope"),
+        at("committee_size", "3"),
         at("map.function", "eval"),
         at("surprise", 1),
     )(example())
     with pytest.raises(ProposalError) as caught:
         parse_proposal(raw)
     paths = [p for p, _ in caught.value.problems]
-    assert sorted(paths) == ["committee[0]", "economics.budget", "map.function", "surprise"]
+    assert sorted(paths) == ["committee_size", "economics.budget", "map.function", "surprise"]
     assert str(caught.value).count("; ") == 3 and "\n" not in str(caught.value)
 
 
@@ -591,12 +640,88 @@ def test_reduction_scheme_and_terms() -> None:
 
 @pytest.mark.parametrize(("n", "t"), [(2, 2), (3, 2), (4, 3), (5, 3), (16, 9)])
 def test_shamir_threshold_defaults_to_a_strict_majority(n: int, t: int) -> None:
-    committee = ["0x" + f"{i + 1:040x}" for i in range(n)]
     proposal = parse_proposal(
-        example(committee=committee, quorum=n // 2 + 1)
+        example(committee_size=n, quorum=n // 2 + 1)
         | {"reduce": {"op": "mean", "scheme": "shamir", "threat_model": "semi-honest"}}
     )
     assert proposal.scheme() == ShamirScheme(n, t)
+
+
+def test_the_committee_bounds_are_the_contracts() -> None:
+    # Marketplace.MAX_COMMITTEE and Marketplace.MIN_SLASHING_COMMITTEE.
+    assert (MAX_COMMITTEE, MIN_SLASHING_COMMITTEE) == (16, 3)
+    largest = chain(at("committee_size", MAX_COMMITTEE), at("quorum", MAX_COMMITTEE))(example())
+    assert parse_proposal(largest).scheme() == ShamirScheme(MAX_COMMITTEE, 9)
+    assert _problems(edit(largest, "committee_size", MAX_COMMITTEE + 1)) == [
+        ("committee_size", f"must be less than or equal to 16, got {MAX_COMMITTEE + 1}")
+    ]
+
+
+def _problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    try:
+        parse_proposal(raw)
+    except ProposalError as error:
+        return error.problems
+    return []
+
+
+@pytest.mark.parametrize("n", range(2, MAX_COMMITTEE + 1))
+def test_quorum_is_a_strict_majority_of_the_committee_size(n: int) -> None:
+    # Semi-honest: a 2-of-2 committee detects nothing, and the quorum is all this is about.
+    sized = chain(at("reduce.threat_model", "semi-honest"), at("committee_size", n))(example())
+    for quorum in range(1, MAX_COMMITTEE + 2):
+        problems = _problems(edit(sized, "quorum", quorum))
+        if n // 2 + 1 <= quorum <= n:
+            assert problems == [], (quorum, problems)
+        else:
+            assert problems == [
+                (
+                    "quorum",
+                    f"{quorum} is not a strict majority of the {n}-member committee "
+                    f"(use {n // 2 + 1} to {n})",
+                )
+            ]
+
+
+@pytest.mark.parametrize(
+    ("n", "slash", "refused"),
+    [(2, 0, False), (2, 1, True), (2, 10_000, True), (3, 1, False), (3, 10_000, False),
+     (16, 10_000, False)],
+)  # fmt: skip
+def test_a_job_that_may_slash_needs_three_members(n: int, slash: int, refused: bool) -> None:
+    raw = chain(
+        at("committee_size", n),
+        at("quorum", n // 2 + 1),
+        at("reduce.threat_model", "semi-honest"),
+        at("economics.max_slash_bps", slash),
+    )(example())
+    problems = _problems(raw)
+    if refused:
+        assert problems == [
+            (
+                "committee_size",
+                f"a job that may slash (max_slash_bps > 0) needs a committee of at least 3 (as "
+                f"Marketplace.sol checks); {n} is too few",
+            )
+        ]
+    else:
+        assert problems == []
+        assert parse_proposal(raw).economics.max_slash_bps == slash
+
+
+@pytest.mark.parametrize("scheme", ["additive", "shamir"])
+def test_every_scheme_needs_two_members(scheme: str) -> None:
+    one = chain(
+        at("committee_size", 1),
+        at("quorum", 1),
+        at("reduce.scheme", scheme),
+        at("reduce.threat_model", "semi-honest"),
+    )(example())
+    (problem,) = _problems(one)
+    path = "committee_size" if scheme == "additive" else "reduce.threshold"
+    assert problem[0] == path
+    two = chain(at("committee_size", 2), at("quorum", 2))(one)
+    assert parse_proposal(two).scheme().n == 2 and parse_proposal(two).threshold == 2
 
 
 def test_count_and_histogram_reductions() -> None:
@@ -739,15 +864,12 @@ def test_ensemble_terms_belong_to_ensemble_jobs_only() -> None:
 
 # --- generated proposals -------------------------------------------------------------------
 
-addresses = st.binary(min_size=20, max_size=20).filter(any).map(lambda b: "0x" + b.hex())
-
 
 @st.composite
 def proposals(draw: st.DrawFn) -> dict[str, Any]:
-    """Valid proposal documents across ops, schemes, filters and committees."""
+    """Valid proposal documents across ops, schemes, filters and committee sizes."""
     op = draw(st.sampled_from(["sum", "count", "mean", "histogram"]))
-    committee = draw(st.lists(addresses, min_size=2, max_size=16, unique_by=str.lower))
-    n = len(committee)
+    n = draw(st.integers(2, 16))
     scheme = draw(st.sampled_from(["additive", "shamir"]))
     scale = 2 ** draw(st.integers(0, 12))
     lo = draw(st.floats(-1000, 999, allow_nan=False).map(lambda x: round(x, 3)))
@@ -803,10 +925,11 @@ def proposals(draw: st.DrawFn) -> dict[str, Any]:
             "budget": draw(st.integers(1, 2**128 - 1)),
             "fee_bps": draw(st.integers(0, 5000)),
             "payout_rule": "equal",
-            "max_slash_bps": draw(st.integers(0, 10_000)),
+            # Slashing needs a committee of at least 3 (Marketplace.MIN_SLASHING_COMMITTEE).
+            "max_slash_bps": draw(st.integers(0, 10_000)) if n >= 3 else 0,
         },
         "deadline": draw(st.integers(1, 2**64 - 1)),
-        "committee": committee,
+        "committee_size": n,
         "quorum": draw(st.integers(n // 2 + 1, n)),
     }  # fmt: skip
 
