@@ -13,7 +13,7 @@ with the secret key only it holds, and posts one signed report of the totals to 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,17 +36,22 @@ class ValuationError(Exception):
 
 
 class BlobCache:
-    """The job's published blobs, fetched once each and checked against the proposal."""
+    """The job's published blobs, fetched once each and checked against the proposal.
 
-    def __init__(self) -> None:
+    Fetched by content-addressed `ipfs://` or `data:` URIs, and by the schemes in `allow`
+    (the operator's `--allow-fetch`: `http`, `https`, `file`); the node's proposals are fetched
+    under the same `allow`. A refusal never quotes what a URI served."""
+
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        self.allow = frozenset(s.lower() for s in allow)
         self._blobs: dict[str, bytes] = {}
 
     def get(self, ref: BlobRef) -> bytes:
         if ref.sha256 not in self._blobs:
             try:
-                raw = fetch(ref.uri)
+                raw = fetch(ref.uri, allow=self.allow)
             except DocumentError as exc:
-                raise ValuationError(f"cannot fetch {ref.uri}: {exc}") from None
+                raise ValuationError(str(exc)) from None
             if len(raw) != ref.size or hashlib.sha256(raw).hexdigest() != ref.sha256:
                 raise ValuationError(
                     f"{ref.uri} does not hold the blob the proposal names (size or SHA-256 "
@@ -152,19 +157,16 @@ def report_scores(
 
 
 # ------------------------------------------------------------------------------ publishing
-def publish_blobs(publication: Any, directory: Any) -> dict[str, BlobRef]:
-    """Write a `tip.release.Publication`'s public blobs (model, context, query) as files named
-    by their SHA-256 under `directory` (a `pathlib.Path`), and their references for the
-    proposal (`file://` URIs; any URI that serves the same bytes will do)."""
-    directory.mkdir(parents=True, exist_ok=True)
+def publish_blobs(publication: Any, storage: Any) -> dict[str, BlobRef]:
+    """Put a `tip.release.Publication`'s public blobs (model, context, query) in content-
+    addressed `storage` (`market.storage.Storage`) and return their references for the
+    proposal (`ipfs://` URIs, each with its SHA-256 and size)."""
+    from market.storage import uri_for
+
     refs = {}
     for name in ("model", "context", "query"):
         raw: bytes = getattr(publication, name)
-        digest = hashlib.sha256(raw).hexdigest()
-        path = directory / digest
-        if not path.exists():
-            partial = path.with_suffix(".partial")
-            partial.write_bytes(raw)
-            partial.replace(path)
-        refs[name] = BlobRef(uri=path.resolve().as_uri(), sha256=digest, size=len(raw))
+        refs[name] = BlobRef(
+            uri=uri_for(storage.put(raw)), sha256=hashlib.sha256(raw).hexdigest(), size=len(raw)
+        )
     return refs

@@ -351,8 +351,9 @@ def publish_cmd(
 
     from pydantic import ValidationError
 
-    from compute.proposal import BlobRef, ValuationSpec, describe
-    from market.storage import open_storage, uri_for
+    from compute.node.valuation import publish_blobs
+    from compute.proposal import ValuationSpec, describe
+    from market.storage import open_storage
     from market.storage.errors import StorageError
     from market.valuation.tip.errors import TipError
     from market.valuation.tip.he import TenSealCKKS
@@ -387,14 +388,8 @@ def publish_cmd(
             )  # fmt: skip
     except TipError as exc:
         raise UserError(f"cannot build the valuation: {exc}") from None
-    refs = {}
     try:
-        storage = open_storage()
-        for name in ("model", "context", "query"):
-            raw: bytes = getattr(publication, name)
-            refs[name] = BlobRef(
-                uri=uri_for(storage.put(raw)), sha256=hashlib.sha256(raw).hexdigest(), size=len(raw)
-            )
+        refs = publish_blobs(publication, open_storage())
     except StorageError as exc:
         raise UserError(f"cannot publish the valuation's blobs: {exc}") from None
     terms = {

@@ -16,7 +16,7 @@ import pytest
 import requests
 from eth_account.signers.local import LocalAccount
 
-from compute.node.jobs import JobSpecs, job_params
+from compute.node.jobs import JobSpecs
 from compute.node.light import LightNode, LightService, LightState, LocalData
 from compute.node.valuation import publish_blobs, report_scores
 from compute.node.wire import sign_payload
@@ -26,6 +26,7 @@ from market.chain import Chain
 from market.escrow import JobState
 from market.escrow.documents import ResultDocument
 from market.sandbox import TOKEN, Sandbox
+from market.storage import open_storage
 from market.valuation.tip import SoftmaxRegression, TenSealCKKS, TrainConfig, train
 from market.valuation.tip.data import make_market
 from market.valuation.tip.influence import (
@@ -42,6 +43,8 @@ SEED = 11
 BUDGET = 1_000 * TOKEN
 STAKE = 100 * TOKEN
 FEE_BPS = 500
+FEE_REMAINDER = BUDGET * FEE_BPS // 10_000 % 3
+"""The fee is split among the three accepted members; what does not divide goes back."""
 MAX_SLASH_BPS = 2_000
 DECRYPT_WINDOW = 600
 
@@ -76,7 +79,7 @@ def _submitted(tmp_path: Path, committee: Committee) -> ValuationMarket:
         model, theta, config, data.train, data.eval, data.mean, data.scale,
         k=K, projection_seed=SEED, backend=TenSealCKKS(),
     )  # fmt: skip
-    refs = publish_blobs(publication, tmp_path / "blobs")
+    refs = publish_blobs(publication, open_storage())
     features = [f"px{i}" for i in range(data.n_features)]
     members = [a.address for a in committee.accounts]
     buyer = sandbox.account(10 * BUDGET)
@@ -93,7 +96,7 @@ def _submitted(tmp_path: Path, committee: Committee) -> ValuationMarket:
             "economics": {"budget": BUDGET, "fee_bps": FEE_BPS, "payout_rule": "influence",
                           "max_slash_bps": MAX_SLASH_BPS},
             "deadline": deadline,
-            "committee": members,
+            "committee_size": len(members),
             "quorum": 2,
             "valuation": {
                 "tip": publication.terms.to_json(),
@@ -104,9 +107,7 @@ def _submitted(tmp_path: Path, committee: Committee) -> ValuationMarket:
             },
         }
     )  # fmt: skip
-    spec = tmp_path / "proposal.json"
-    spec.write_bytes(proposal.canonical_bytes())
-    job_id = sandbox.escrow.post_job(buyer, job_params(proposal, spec.as_uri()))
+    job_id = sandbox.post_proposal(buyer, proposal).job_id
 
     policy = Policy(allowed_kinds=frozenset({"valuation"}), max_slash_bps=MAX_SLASH_BPS)
     projection = Projection(SEED, K, model.n_params)
@@ -213,12 +214,12 @@ def test_valuation_job_pays_by_influence_and_slashes_the_flipped_provider(
     assert paid == sorted(paid) and paid[0] < paid[-1]
     assert tree.total == BUDGET - BUDGET * FEE_BPS // 10_000 + sum(slashes.values())
 
-    # Conservation: the buyer gets nothing back (every token of the pool is paid out), claims
-    # empty the pool, and the marketplace's books balance.
+    # Conservation: the buyer gets nothing back (every token of the pool is paid out) but the
+    # fee's rounding remainder, claims empty the pool, and the marketplace's books balance.
     sandbox.claim_all(market.job_id, tree)
     for name, amount in zip(positive, paid, strict=True):
         assert sandbox.token.balance_of(market.providers[name][0].address) == amount
-    assert sandbox.token.balance_of(market.buyer.address) == 9 * BUDGET
+    assert sandbox.token.balance_of(market.buyer.address) == 9 * BUDGET + FEE_REMAINDER
     assert sandbox.escrow.job(market.job_id).unclaimed == 0
     sandbox.assert_accounting()
 
@@ -323,6 +324,6 @@ def test_a_report_with_no_positive_score_does_not_refund_the_buyer(
     assert tree is not None and tree.total == BUDGET - BUDGET * FEE_BPS // 10_000
     burned_before = market.sandbox.escrow.totals().burned
     market.sandbox.claim_all(market.job_id, tree)
-    assert market.sandbox.token.balance_of(market.buyer.address) == 9 * BUDGET
+    assert market.sandbox.token.balance_of(market.buyer.address) == 9 * BUDGET + FEE_REMAINDER
     assert market.sandbox.escrow.totals().burned == burned_before
     market.sandbox.assert_accounting()
