@@ -17,6 +17,7 @@ PURE = [
     "reduce",
     "messages",
     "round",
+    "settlement",
     "dp",
     "simulation",
     "errors",
