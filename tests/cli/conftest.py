@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,65 @@ class Cli:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, proc.stderr
         return lines[0]
+
+
+def _committee_nodes(cli: Cli) -> list[Any]:
+    """The accounts node0..node2 of `cli`'s wallet, in the contract's (ascending) order."""
+    from market.home import Home
+    from market.wallet import Wallet
+
+    wallet = Wallet(Home(cli.home).accounts)
+    nodes = (wallet.unlock(f"node{i}", PASSWORD) for i in range(3))
+    return sorted(nodes, key=lambda a: int(a.address, 16))
+
+
+@contextmanager
+def _escrow(cli: Cli) -> Iterator[Any]:
+    from market.escrow import EscrowClient
+    from market.home import Home
+    from market.network import open_network
+
+    network = "devnet" if "devnet" in cli.network else "embedded"
+    with open_network(Home(cli.home), network) as net:
+        yield EscrowClient(net.chain, net.deployment)
+
+
+def accept_as_committee(cli: Cli, job_id: int) -> None:
+    """What the drawn heavy nodes node0..node2 do first (without running them): accept."""
+    with _escrow(cli) as escrow:
+        for node in _committee_nodes(cli):
+            if not escrow.job(job_id).has_accepted(node.address):
+                escrow.accept_job(node, job_id)
+
+
+def settle_as_committee(
+    cli: Cli, job_id: int, summary: dict[str, Any], payouts: dict[str, int]
+) -> None:
+    """What the committee's heavy nodes do for a job (without running them): accept it, publish
+    the result document with the payout tree by content address, sign the result, and
+    finalize with a quorum."""
+    from market.escrow import Result
+    from market.escrow.documents import ResultDocument
+    from market.escrow.eip712 import result_digest, sign_digest
+    from market.home import Home
+    from market.storage import open_storage, uri_for
+    from market.valuation.merkle import PayoutTree
+
+    accept_as_committee(cli, job_id)
+    nodes = _committee_nodes(cli)
+    with _escrow(cli) as escrow:
+        tree = PayoutTree.build(payouts)
+        document = ResultDocument(job_id, summary, tree)
+        result = Result(
+            job_id=job_id,
+            result_hash=document.hash,
+            result_uri=uri_for(open_storage(Home(cli.home)).put(document.to_bytes())),
+            payout_root=tree.root,
+            payout_total=tree.total,
+            participants=len(summary.get("participants", payouts)),
+        )
+        digest = result_digest(escrow.domain, result)
+        escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ import json
 import pickle
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
@@ -23,20 +22,15 @@ from sklearn.tree import DecisionTreeClassifier
 from compute.node.ensemble import EvaluationSet
 from compute.proposal import EnsembleSpec, parse_proposal
 from market.chain import TOKEN
-from market.escrow import EscrowClient, Result
-from market.escrow.documents import ResultDocument
-from market.escrow.eip712 import result_digest, sign_digest
 from market.home import Home
-from market.network import open_network
 from market.storage import fetch_uri, open_storage
-from market.valuation.merkle import PayoutTree
-from market.wallet import Wallet
 from tests.cli.conftest import (
     MARKET,
-    PASSWORD,
     Cli,
+    accept_as_committee,
     free_port,
     heavy_node_processes,
+    settle_as_committee,
     wait_for_state,
 )
 
@@ -183,7 +177,7 @@ def test_a_buyer_publishes_an_evaluation_set_and_templates_an_ensemble(
             **template,
             "economics": {**template["economics"], "budget": 10 * TOKEN},
             "deadline": 2_000_000_000,
-            "committee": ["0x" + f"{i:02x}" * 20 for i in (0x11, 0x22, 0x33)],
+            "committee_size": 3,
             "quorum": 2,
         }
     )
@@ -257,32 +251,6 @@ def test_bad_evaluation_files_say_what_is_wrong(embedded_cli: Cli, tmp_path: Pat
     assert not storage.exists() or not any(p.is_file() for p in storage.rglob("*"))
 
 
-def _settle(cli: Cli, job_id: int, summary: dict[str, Any], payouts: dict[str, int], tmp: Path):
-    """What the committee's heavy nodes publish and sign at the end of a job (no node runs on
-    the embedded chain): the result document with the payout tree, and `finalize`."""
-    home = Home(cli.home)
-    wallet = Wallet(home.accounts)
-    nodes = sorted(
-        (wallet.unlock(f"node{i}", PASSWORD) for i in range(3)), key=lambda a: int(a.address, 16)
-    )
-    with open_network(home, "embedded") as net:
-        escrow = EscrowClient(net.chain, net.deployment)
-        tree = PayoutTree.build(payouts)
-        document = ResultDocument(job_id, summary, tree)
-        path = tmp / f"result-{job_id}.json"
-        path.write_bytes(document.to_bytes())
-        result = Result(
-            job_id=job_id,
-            result_hash=document.hash,
-            result_uri=path.as_uri(),
-            payout_root=tree.root,
-            payout_total=tree.total,
-            participants=len(summary["participants"]),
-        )
-        digest = result_digest(escrow.domain, result)
-        escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
-
-
 def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
     embedded_cli: Cli, tmp_path: Path
 ):
@@ -290,7 +258,7 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
     for who in ("buyer", "holder", "node0", "node1", "node2"):
         cli.ok("wallet", "new", who)
         cli.ok("faucet", "--account", who, "--amount", "2000", net=True)
-    for i in range(3):  # registered, not running: the light node's shares find no one
+    for i in range(3):  # registered and accepting, not running: the shares find no one
         cli.ok(
             "heavy",
             "register",
@@ -346,6 +314,8 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
         net=True,
     )["job"]
 
+    accept_as_committee(cli, job)
+
     # The light node loads the model, scores the public evaluation set (20 validation and 10
     # test rows) and shares the probabilities; the table cannot take part in an ensemble.
     policy = tmp_path / "ensembles.json"
@@ -383,7 +353,7 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
             "values": "the weighted ensemble's probabilities, test row by test row",
         },
     }
-    _settle(cli, job, summary, {holder_address: 90 * TOKEN}, tmp_path)
+    settle_as_committee(cli, job, summary, {holder_address: 90 * TOKEN})
 
     shown = cli.ok("bounty", "result", str(job), net=True)
     assert "weighted ensemble of 2 models: 3 classes, 10 test rows" in shown

@@ -7,45 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from market.chain import TOKEN
-from market.escrow import EscrowClient, Result
-from market.escrow.documents import ResultDocument
-from market.escrow.eip712 import result_digest, sign_digest
-from market.home import Home
-from market.network import open_network
-from market.storage import open_storage, uri_for
-from market.valuation.merkle import PayoutTree
-from market.wallet import Wallet
-from tests.cli.conftest import PASSWORD, Cli
-
-
-def settle_as_committee(cli: Cli, job_id: int, payouts: dict[str, int], tmp: Path) -> None:
-    """What the committee's heavy nodes do for a job (without running them): accept it, publish
-    the result document with the payout tree, sign the result, and finalize with a quorum."""
-    home = Home(cli.home)
-    wallet = Wallet(home.accounts)
-    nodes = sorted(
-        (wallet.unlock(f"node{i}", PASSWORD) for i in range(3)), key=lambda a: int(a.address, 16)
-    )
-    network = "devnet" if "devnet" in cli.network else "embedded"
-    with open_network(home, network) as net:
-        escrow = EscrowClient(net.chain, net.deployment)
-        tree = PayoutTree.build(payouts)
-        document = ResultDocument(job_id, {"mean": 42.0, "count": 3}, tree)
-        uri = uri_for(open_storage(home).put(document.to_bytes()))
-        result = Result(
-            job_id=job_id,
-            result_hash=document.hash,
-            result_uri=uri,
-            payout_root=tree.root,
-            payout_total=tree.total,
-            participants=len(payouts),
-        )
-        # The drawn members accept the job (a running heavy node does it on its own).
-        for node in nodes:
-            if not escrow.job(job_id).has_accepted(node.address):
-                escrow.accept_job(node, job_id)
-        digest = result_digest(escrow.domain, result)
-        escrow.finalize(nodes[0], result, [sign_digest(n, digest) for n in nodes[:2]])
+from tests.cli.conftest import Cli, settle_as_committee
 
 
 def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
@@ -97,7 +59,9 @@ def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
     assert cli.json("bounty", "show", str(job_id), net=True)["buyer"] == addresses["buyer"]
 
     # The committee settles: 400 to the provider, a 10% fee, the rest back to the buyer.
-    settle_as_committee(cli, job_id, {addresses["provider"]: 400 * TOKEN}, tmp_path)
+    settle_as_committee(
+        cli, job_id, {"mean": 42.0, "count": 3}, {addresses["provider"]: 400 * TOKEN}
+    )
     result = cli.json("bounty", "result", str(job_id), net=True)
     assert result["result"] == {"mean": 42.0, "count": 3}
     # The fee is split among the three members that accepted; its rounding remainder is refunded.

@@ -124,7 +124,7 @@ def test_publish_prints_terms_stores_blobs_and_keeps_the_secret_private(
     assert template["valuation"] == summary["valuation"]
     proposal = parse_proposal(
         {**template, "economics": {**template["economics"], "budget": 10**18},
-         "deadline": 2_000_000_000, "committee": ["0x" + f"{i:040x}" for i in (1, 2, 3)],
+         "deadline": 2_000_000_000, "committee_size": 3,
          "quorum": 2}
     )  # fmt: skip
     assert proposal.kind == "valuation" and proposal.valuation == spec
@@ -277,6 +277,7 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
     assert posted.exit_code == 0, posted.stderr
     job = json.loads(posted.stdout)
     job_id, members = job["job"], job["committee"]
+    sandbox.wait_ready(job_id)  # the drawn members accept before providers send anything
 
     # Five providers of different quality score their rows under the buyer's key.
     policy = Policy(allowed_kinds=frozenset({"valuation"}), max_slash_bps=MAX_SLASH_BPS)
