@@ -55,6 +55,8 @@ class Committee:
     config_for: Callable[[JobView], RoundConfig] = mean_config
     valuation_for: Callable[[JobView], Any] | None = None
     accounts: list[LocalAccount] = field(default_factory=list)
+    min_fee: int = 0
+    """Each node's smallest fee share for a job it accepts."""
     nodes: dict[str, HeavyNode] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
 
@@ -84,6 +86,7 @@ class Committee:
             clock=self.clock,
             peer_timeout=3.0,
             valuation_for=self.valuation_for,
+            min_fee=self.min_fee,
         )
         server = Server(create_app(node), port=port)
         url = server.start()
