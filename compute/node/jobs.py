@@ -5,6 +5,7 @@ posted a proposal the job does not honour, and nodes refuse it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from eth_utils import keccak
@@ -38,6 +39,10 @@ def job_params(proposal: Proposal, spec_uri: str) -> JobParams:
     )
 
 
+def _shown(uri: str) -> str:
+    return uri if len(uri) <= 120 else uri[:117] + "..."
+
+
 def posted_params(escrow: EscrowClient, job_id: int) -> dict[str, Any]:
     event = escrow.posted_event(job_id)
     if event is None:
@@ -45,23 +50,33 @@ def posted_params(escrow: EscrowClient, job_id: int) -> dict[str, Any]:
     return dict(event["params"])
 
 
-def proposal_for(escrow: EscrowClient, view: JobView) -> Proposal:
+def proposal_for(escrow: EscrowClient, view: JobView, allow: Iterable[str] = ()) -> Proposal:
+    """The proposal of a posted job, fetched from its `specURI` and checked against its
+    `specHash` and its posted terms. Only content-addressed (`ipfs://`) and `data:` URIs are
+    fetched, and the schemes in `allow` (the operator's `--allow-fetch`). A refusal never
+    quotes bytes that do not hash to `specHash` (they may be a file or an internal page the
+    buyer pointed the node at)."""
     params = posted_params(escrow, view.job_id)
     uri = params["specURI"]
     try:
-        raw = fetch(uri)
+        raw = fetch(uri, allow=allow)
     except DocumentError as exc:
         raise JobSpecError(f"job {view.job_id}: cannot fetch its proposal: {exc}") from None
     if keccak(raw) != view.spec_hash:
         # The URI may serve non-canonical JSON of the same proposal: compare canonical forms.
+        # Whatever else it serves is not described: only that it is not the posted proposal.
         try:
             proposal = parse_proposal(raw)
-        except ProposalError as exc:
-            raise JobSpecError(f"job {view.job_id}: its proposal is invalid: {exc}") from None
-        if proposal.content_hash() != view.spec_hash:
-            raise JobSpecError(f"job {view.job_id}: the proposal at {uri} does not match specHash")
+        except ProposalError:
+            proposal = None
+        if proposal is None or proposal.content_hash() != view.spec_hash:
+            raise JobSpecError(
+                f"job {view.job_id}: what {_shown(uri)} serves is not the proposal the job "
+                "posted (it does not match specHash); the buyer must publish the proposal "
+                "itself, by content address"
+            )
     else:
-        try:
+        try:  # the bytes the buyer committed to on chain: its own, safe to describe
             proposal = parse_proposal(raw)
         except ProposalError as exc:
             raise JobSpecError(f"job {view.job_id}: its proposal is invalid: {exc}") from None
@@ -97,16 +112,23 @@ class JobSpecs:
     """A heavy node's reading of jobs' proposals, each fetched and checked once. Called with a
     job, it is the node's `ConfigFor` (the round configuration); `valuation` gives a valuation
     job's TIP terms (None for other kinds). An ensemble job's evaluation set is fetched and
-    checked here too (its validation labels are part of the round's configuration)."""
+    checked here too (its validation labels are part of the round's configuration).
 
-    def __init__(self, escrow: EscrowClient, blobs: BlobCache | None = None) -> None:
+    Proposals and blobs are fetched by the URI schemes `blobs` allows: content-addressed
+    `ipfs://` and `data:`, plus `allow` (the operator's `--allow-fetch`) for the `BlobCache`
+    made here when `blobs` is None. The node calls it only from its own look at the chain,
+    never on a request."""
+
+    def __init__(
+        self, escrow: EscrowClient, blobs: BlobCache | None = None, allow: Iterable[str] = ()
+    ) -> None:
         self.escrow = escrow
-        self.blobs = blobs or BlobCache()
+        self.blobs = blobs if blobs is not None else BlobCache(allow)
         self._proposals: dict[int, Proposal] = {}
 
     def proposal(self, view: JobView) -> Proposal:
         if view.job_id not in self._proposals:
-            self._proposals[view.job_id] = proposal_for(self.escrow, view)
+            self._proposals[view.job_id] = proposal_for(self.escrow, view, self.blobs.allow)
         return self._proposals[view.job_id]
 
     def __call__(self, view: JobView) -> RoundConfig:

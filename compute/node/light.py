@@ -225,7 +225,7 @@ class LightService:
             if not pending:
                 continue
             try:
-                proposal = proposal_for(escrow, view)
+                proposal = proposal_for(escrow, view, self.blobs.allow)
             except JobSpecError as exc:
                 for d in pending:
                     self._decide(taken, job_id, d, "refused", str(exc))

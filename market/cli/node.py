@@ -37,6 +37,22 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+def allow_fetch_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--allow-fetch SCHEME` (repeatable): URI schemes besides ipfs:// and data: by which this
+    node fetches the documents a buyer names."""
+    return click.option(
+        "--allow-fetch",
+        "allow_fetch",
+        multiple=True,
+        type=click.Choice(["http", "https", "file"]),
+        help="Also fetch job proposals and blobs by this URI scheme; repeat for several. By "
+        "default only content-addressed ipfs:// URIs (checked against their address) and "
+        "inline data: URIs are fetched. With http/https any buyer can make this node request "
+        "any URL it can reach, internal services included; with file, read any file this "
+        "process can: allow them only where you trust every buyer.",
+    )(f)
+
+
 @click.group("node")
 def node_group() -> None:
     """Run a heavy node (HTTP service) or a light node (provider), and approve jobs."""
@@ -50,10 +66,20 @@ def node_group() -> None:
     help="Default: the port of the registered endpoint.",
 )
 @click.option("--peer-timeout", default=30.0, show_default=True, help="Seconds to wait for peers.")
+@allow_fetch_option
 @network_options
 @account_options
-def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Signer) -> None:
-    """Serve as the registered heavy node --account until interrupted (Ctrl-C)."""
+def node_heavy(
+    port: int | None,
+    peer_timeout: float,
+    allow_fetch: tuple[str, ...],
+    network: Net,
+    signer: Signer,
+) -> None:
+    """Serve as the registered heavy node --account until interrupted (Ctrl-C).
+
+    The node fetches a job's proposal only once it is drawn for the job, never because of a
+    request; by content address (ipfs://) or data: URI unless --allow-fetch says more."""
     from compute.node.heavy import HeavyNode
     from compute.node.jobs import JobSpecs
     from compute.node.service import Server, create_app
@@ -72,7 +98,7 @@ def node_heavy(port: int | None, peer_timeout: float, network: Net, signer: Sign
             port = int(record.endpoint.rstrip("/").rsplit(":", 1)[-1])
         escrow = EscrowClient(net.chain, net.deployment)
         store = Store(Home.default().dir("heavy") / f"{signer.alias}.db")
-        specs = JobSpecs(escrow)
+        specs = JobSpecs(escrow, allow=allow_fetch)
         node = HeavyNode(account, net.chain, net.deployment, store, specs,
                          valuation_for=specs.valuation, peer_timeout=peer_timeout)  # fmt: skip
         server = Server(create_app(node), port=port)
@@ -114,6 +140,7 @@ def _local_data(d: LocalDataset) -> Any:
 )
 @click.option("--once", is_flag=True, help="One pass over open jobs, then exit.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
+@allow_fetch_option
 @network_options
 @account_options
 @json_option
@@ -121,6 +148,7 @@ def node_light(
     policy_file: Path | None,
     once: bool,
     interval: float,
+    allow_fetch: tuple[str, ...],
     network: Net,
     signer: Signer,
     as_json: bool,
@@ -131,8 +159,12 @@ def node_light(
     A model dataset (`market dataset register MODEL.joblib`) takes part in ensemble jobs: the
     node runs the model on the job's public evaluation set and shares its class probabilities;
     the model never leaves this machine. The default policy takes aggregates only: allow
-    ensembles with a --policy whose allowed_kinds lists "ensemble"."""
+    ensembles with a --policy whose allowed_kinds lists "ensemble".
+
+    A job's proposal and blobs are fetched by content address (ipfs://) or data: URI; a job
+    naming another scheme is refused unless --allow-fetch allows it."""
     from compute.node.light import LightNode, LightService
+    from compute.node.valuation import BlobCache
     from compute.policy import Policy, PolicyError, parse_policy
 
     try:
@@ -158,8 +190,9 @@ def node_light(
                 highlight=False,
             )
         service = LightService(
-            LightNode(account, escrow, staking), datasets, policy, _light_state(signer.alias)
-        )
+            LightNode(account, escrow, staking), datasets, policy, _light_state(signer.alias),
+            blobs=BlobCache(allow_fetch),
+        )  # fmt: skip
         stop = threading.Event()
         if not once:
             for sig in (signal.SIGINT, signal.SIGTERM):
