@@ -6,8 +6,10 @@ count, the path of the data) and mock data (`mock.csv`: synthetic rows with the 
 drawn column by column from the described marginals, never copied rows). Buyers develop
 their proposals against mock data (Mock/Real); the real rows never leave the machine.
 
-Note what the description reveals if published: each numeric column's range, mean and
-standard deviation, and each categorical column's category frequencies.
+`market dataset stake` publishes the public part of the description (no local path, no file
+hash) and the mock rows by content address and records the description's `ipfs://` URI on
+chain (`LocalDataset.publish_metadata`). Note what it reveals: each numeric column's range,
+mean and standard deviation, and each categorical column's category frequencies.
 
 A dataset can also be a model (kind `model`, for ensemble jobs): a fitted scikit-learn style
 classifier saved with `joblib` or `pickle` (`.joblib`, `.pkl`, `.pickle`). Its description
@@ -106,7 +108,39 @@ class LocalDataset:
 
     @property
     def metadata_uri(self) -> str:
-        return (self.directory / "dataset.json").as_uri()
+        """The `ipfs://` URI `market dataset stake` records on chain: `publish_metadata()`
+        (content-addressed, so publishing again gives the same URI)."""
+        return self.publish_metadata()
+
+    def public_metadata(self, mock_uri: str | None = None) -> dict[str, Any]:
+        """The description anyone may read: id, name, kind, rows and schema (or the model's
+        estimator, classes and features), and the mock rows' URI. Nothing of this machine's
+        (the data's path, its file's SHA-256, local paths) is in it."""
+        meta: dict[str, Any] = {
+            "dataset": "0x" + self.dataset_id.hex(),
+            "name": self.name,
+            "kind": self.kind,
+        }
+        if self.model is not None:
+            meta["model"] = self.model.to_json()
+        else:
+            meta["rows"] = self.rows
+            meta["schema"] = [c.to_json() for c in self.schema]
+            meta["mock"] = mock_uri
+        return meta
+
+    def publish_metadata(self, storage: Any = None) -> str:
+        """Put the public description (`public_metadata`) and, for a table, its mock rows in
+        content-addressed storage (`market.storage.open_storage()` unless `storage`); the
+        description's `ipfs://` URI, which any node fetches and checks against its address."""
+        from market.escrow.documents import canonical_json
+        from market.storage import open_storage, uri_for
+
+        store = storage if storage is not None else open_storage()
+        mock = None
+        if self.model is None and self.mock_path.exists():
+            mock = uri_for(store.put(self.mock_path.read_bytes()))
+        return uri_for(store.put(canonical_json(self.public_metadata(mock))))
 
     def to_json(self) -> dict[str, Any]:
         if self.model is not None:
