@@ -139,15 +139,24 @@ def evaluate(
     """Check `proposal`, posted by `buyer`, against every rule of `policy`; and, when given,
     the `committee` that accepted the job (checksummed addresses)."""
     reasons: list[str] = []
+    members: list[str] = []
+    for member in committee or ():
+        try:
+            address = checksum_address(member)
+        except ValueError as error:
+            reasons.append(f"committee member {member!r} is not a valid address: {error}")
+            continue
+        if address not in members:  # the contract draws distinct members; count them once
+            members.append(address)
     size = proposal.committee_size
     if committee is not None:
-        size = min(size, len(committee))
+        size = min(size, len(members))
     if size < policy.min_committee_size:
         reasons.append(
             f"a committee of {size} heavy node{'s' if size != 1 else ''} would hold the shares; "
             f"this policy requires at least {policy.min_committee_size}"
         )
-    for member in committee or ():
+    for member in members:
         if member in policy.denied_operators:
             reasons.append(f"committee member {member} is a denied operator")
         elif policy.allowed_operators is not None and member not in policy.allowed_operators:

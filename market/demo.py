@@ -187,7 +187,7 @@ def run_demo(
 
                 def provide(clinic: tuple, table: pd.DataFrame, policy: Policy) -> None:
                     (owner, dataset_id) = clinic
-                    decision = evaluate(policy, seen, buyer.address)
+                    decision = evaluate(policy, seen, buyer.address, view.accepted)
                     if decision.verdict != "accept":
                         refused["0x" + dataset_id.hex()] = "; ".join(decision.reasons)
                         return

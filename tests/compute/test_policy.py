@@ -472,3 +472,12 @@ def test_verdict_follows_the_reasons(
     assert len(evaluate(lenient, candidate, buyer, committee).reasons) <= len(decision.reasons)
     # Knowing who accepted can only add reasons: a subset of the size, members on the lists.
     assert len(evaluate(policy, candidate, buyer).reasons) <= len(decision.reasons)
+
+
+def test_committee_members_are_normalized_and_counted_once() -> None:
+    """A member given in lowercase is still denied, and a repeated member counts once."""
+    lower = A.lower()
+    denied = evaluate(Policy(denied_operators=frozenset({A})), proposal(), BUYER, (lower, B))
+    assert denied.reasons == [f"committee member {A} is a denied operator"]
+    repeated = evaluate(Policy(min_committee_size=3), proposal(), BUYER, (B, B, B))
+    assert repeated.reasons[0].startswith("a committee of 1 heavy node would hold the shares")
