@@ -65,8 +65,12 @@ REVERT_HINTS = {
     "get more (`market faucet` on a devnet) or use a smaller amount",
     "ERC20InsufficientAllowance": "the marketplace may not spend that much of the account's "
     "DATA; the command approves it itself, so retry",
-    "MarketplaceHeavyNodeNotActive": "a committee member is not an active heavy node "
-    "(unregistered, unbonding or below the minimum stake); pick others (`market heavy list`)",
+    "MarketplaceNotEnoughHeavyNodes": "fewer active heavy nodes are registered than the "
+    "committee needs; use a smaller --committee-size (`market heavy list`)",
+    "MarketplaceCommitteeTooSmallToSlash": "a job that may slash needs a committee of at "
+    "least 3; raise --committee-size or set --max-slash-bps 0",
+    "MarketplaceAcceptWindowClosed": "the job's acceptance window is over",
+    "MarketplaceAlreadyAccepted": "this heavy node already accepted the job",
     "MarketplaceDeadlineOutOfRange": "the deadline must be in the future and within the "
     "maximum job window; choose another --deadline",
     "MarketplaceStakeTooLow": "the stake is below the market's minimum; stake more",
@@ -90,8 +94,8 @@ REVERT_HINTS = {
     "MarketplaceInvalidProof": "the payout proof does not match the job's payout root",
     "MarketplaceAlreadyClaimed": "this payout was already claimed",
     "MarketplaceJobNotFinalized": "the job has not been settled yet; claim after it is",
-    "MarketplaceJobNotExpired": "the job can still be settled by its committee; it can be "
-    "cancelled after the time shown",
+    "MarketplaceJobNotExpired": "the job can still be staffed or settled by its committee; "
+    "it can be cancelled after the time shown",
     "MarketplaceJobNotPosted": "the job is already settled, aborted or expired",
     "DataTokenFaucetDisabled": "this deployment has no faucet (not a devnet)",
     "DataTokenFaucetAboveLimit": "ask the faucet for less at a time",

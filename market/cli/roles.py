@@ -623,15 +623,18 @@ def bounty_wait(job_id: int, timeout: float, network: Net, as_json: bool) -> Non
 def bounty_cancel(job_id: int, network: Net, signer: Signer, as_json: bool) -> None:
     """Take back the whole budget of a job its committee never settled.
 
-    Possible once the job's settlement window (deadline + grace) is over; before that only the
-    committee can end the job (finalize or abort), because providers may already have computed
-    for it."""
+    Possible once the job's acceptance window is over without a quorum of its drawn committee
+    having accepted, or else once its settlement window (deadline + grace) is over; before that
+    only the committee can end the job (finalize or abort), because providers may already have
+    computed for it."""
     with network() as net:
         escrow, _, _ = _clients(net)
         view = existing_job(escrow, job_id)
         if view.state is not JobState.POSTED:
             raise UserError(f"job {job_id} is already {view.state.name.lower()}; nothing to cancel")
-        opens = view.deadline + net.deployment.config.settlement_grace + 1
+        grace = net.deployment.config.settlement_grace
+        staffed = len(view.accepted) >= view.quorum  # else the contract refunds after acceptance
+        opens = (view.deadline + grace if staffed else view.accept_by) + 1
         if net.chain.now() < opens:
             raise UserError(
                 f"job {job_id} can still be settled by its committee; it can be cancelled from "
