@@ -1,7 +1,8 @@
 """The heavy node's HTTP API (FastAPI; OpenAPI docs at `/docs`, schema at `/openapi.json`).
 
 Every refusal is a 4xx with a JSON `{"detail": "..."}` that says why; nothing is stored for a
-refused request. Bodies larger than `max_body` bytes are refused before they are read.
+refused request. Bodies larger than `max_body` bytes are refused with 413 once that many bytes
+have been read (at once when their Content-Length says so), and the connection is closed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import uvicorn
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from compute.node.heavy import HeavyNode, Rejected
 
@@ -83,24 +83,58 @@ class Stored(BaseModel):
     duplicate: bool = False
 
 
-class BodyLimit(BaseHTTPMiddleware):
+class BodyLimit:
+    """Refuses a request body larger than `max_body` bytes with 413, counting the bytes as they
+    arrive: a Content-Length above the limit is refused before any is read; a chunked body, or
+    one whose Content-Length understates it, is cut off once the bytes read pass the limit.
+    The body is read here (at most `max_body` bytes, as the endpoint would) before the endpoint
+    runs, and the 413 closes the connection, so the server reads no more of it."""
+
     def __init__(self, app: Any, max_body: int) -> None:
-        super().__init__(app)
+        self.app = app
         self.max_body = max_body
 
-    async def dispatch(self, request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return JSONResponse(
-                {"detail": f"body larger than {self.max_body} bytes"}, status_code=413
-            )
-        if length is None and request.method == "POST":
-            body = await request.body()
+            await self._refuse(scope, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
             if len(body) > self.max_body:
-                return JSONResponse(
-                    {"detail": f"body larger than {self.max_body} bytes"}, status_code=413
-                )
-        return await call_next(request)
+                await self._refuse(scope, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, send: Any) -> None:
+        response = JSONResponse(
+            {"detail": f"body larger than {self.max_body} bytes"},
+            status_code=413,
+            headers={"connection": "close"},  # the server reads no more of this body
+        )
+        await response(scope, _nothing, send)
+
+
+async def _nothing() -> Any:
+    return {"type": "http.disconnect"}
 
 
 def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
@@ -160,8 +194,13 @@ def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
 class Server:
     """A uvicorn server in a thread, on 127.0.0.1 (for tests, the demo, and `market node`)."""
 
-    def __init__(self, app: FastAPI, port: int = 0, host: str = "127.0.0.1") -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    def __init__(
+        self, app: FastAPI, port: int = 0, host: str = "127.0.0.1", http: Any = "auto"
+    ) -> None:
+        """`http`: uvicorn's HTTP protocol (a name, or an `asyncio.Protocol` class)."""
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", http=http
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
