@@ -20,6 +20,7 @@ from market.cli.common import (
     json_option,
     network_options,
     out,
+    parse_tokens,
     table,
 )
 from market.datasets import LocalDataset, read_table, registered_datasets
@@ -66,25 +67,35 @@ def node_group() -> None:
     help="Default: the port of the registered endpoint.",
 )
 @click.option("--peer-timeout", default=30.0, show_default=True, help="Seconds to wait for peers.")
+@click.option(
+    "--min-fee",
+    default="0",
+    show_default=True,
+    help="Accept only jobs whose fee share for this node is at least this many DATA.",
+)
 @allow_fetch_option
 @network_options
 @account_options
 def node_heavy(
     port: int | None,
     peer_timeout: float,
+    min_fee: str,
     allow_fetch: tuple[str, ...],
     network: Net,
     signer: Signer,
 ) -> None:
     """Serve as the registered heavy node --account until interrupted (Ctrl-C).
 
-    The node fetches a job's proposal only once it is drawn for the job, never because of a
-    request; by content address (ipfs://) or data: URI unless --allow-fetch says more."""
+    When the contract draws it for a job, the node accepts the job on chain if it can serve it
+    and its fee share is at least --min-fee; it is never penalized for a job it did not accept.
+    It fetches a job's proposal only once it is drawn for the job, never because of a request;
+    by content address (ipfs://) or data: URI unless --allow-fetch says more."""
     from compute.node.heavy import HeavyNode
     from compute.node.jobs import JobSpecs
     from compute.node.service import Server, create_app
     from compute.node.store import Store
 
+    least = parse_tokens(min_fee, "--min-fee")
     with network() as net:
         account = signer.unlock()
         staking = StakingClient(net.chain, net.deployment)
@@ -100,7 +111,8 @@ def node_heavy(
         store = Store(Home.default().dir("heavy") / f"{signer.alias}.db")
         specs = JobSpecs(escrow, allow=allow_fetch)
         node = HeavyNode(account, net.chain, net.deployment, store, specs,
-                         valuation_for=specs.valuation, peer_timeout=peer_timeout)  # fmt: skip
+                         valuation_for=specs.valuation, peer_timeout=peer_timeout,
+                         min_fee=least)  # fmt: skip
         server = Server(create_app(node), port=port)
         url = server.start()
         node.start()
