@@ -126,6 +126,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         uint64 drawBlock; // 8: the block whose hash seeds the draw
         uint64 acceptBy; // 8: last second a drawn member may accept
         uint128 feeHeld; // ≤ budget: fee shares of accepted members that have not claimed yet
+        uint32 poolSize; // 4: draw-pool entries when the draw block was fixed (the draw's range)
         bytes32 specHash;
         bytes32 payoutRoot;
         bytes32 resultHash;
@@ -174,6 +175,17 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         string metadataURI;
     }
 
+    /// @dev A heavy node's place in the draw pool, one per node ever active (kept when it leaves,
+    /// reused when it comes back), packed in one slot. A job draws from the entries that existed
+    /// when its draw block was fixed and were in the pool at the end of that block, so nothing
+    /// done once the seed is known (registering, unstaking, topping up, being penalized) moves
+    /// its draw.
+    struct PoolEntry {
+        address node; // 20
+        uint48 joinedAt; // 6: block in which the node (last) became active
+        uint48 leftAt; // 6: block in which it stopped being active; 0 while it is active
+    }
+
     // =================================================================== errors
     error MarketplaceZeroAmount();
     error MarketplaceAmountTooLarge(uint256 amount, uint256 max);
@@ -195,7 +207,6 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     error MarketplaceDrawTooEarly(uint256 jobId, uint256 fromBlock);
     error MarketplaceAcceptWindowClosed(uint256 jobId, uint256 closedAt);
     error MarketplaceAlreadyAccepted(uint256 jobId, address node);
-    error MarketplaceCommitteeNotReady(uint256 jobId);
     error MarketplaceSignerNotAccepted(uint256 jobId, address signer);
     error MarketplaceFeeAlreadyPaid(uint256 jobId, address node);
     error MarketplaceFeeClaimClosed(uint256 jobId, uint256 closedAt);
@@ -305,9 +316,12 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     mapping(uint256 jobId => mapping(address node => bool)) private _equivocationReported;
     mapping(address node => HeavyNode) private _heavyNodes;
     mapping(bytes32 datasetId => Dataset) private _datasets;
-    /// Active (registered, not unbonding) heavy nodes, the pool committees are drawn from.
-    address[] private _registry;
-    mapping(address node => uint256 position) private _registryPosition; // index + 1; 0 = absent
+    /// Every heavy node that was ever active, in the order it first became so: committees are
+    /// drawn from positions of this array, which never move (see `PoolEntry`).
+    PoolEntry[] private _pool;
+    mapping(address node => uint256 position) private _poolPosition; // index + 1; 0 = never active
+    /// Entries of `_pool` active now (`isActiveHeavyNode`).
+    uint256 private _activeHeavyNodes;
 
     uint256 private _totalEscrowed;
     uint256 private _totalStaked;
@@ -364,10 +378,12 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         jobId = _postJob(p);
     }
 
-    /// @notice Draws a posted job's committee: `committeeSize` distinct active heavy nodes other
-    /// than the buyer, uniformly from the registry, seeded by the hash of the job's draw block.
-    /// Anyone may call it from the block after the draw block on; if that hash is no longer
-    /// available (256 blocks later) the draw moves to the current block and must be called again.
+    /// @notice Draws a posted job's committee: `committeeSize` distinct heavy nodes other than the
+    /// buyer, uniformly from those active at the end of the job's draw block, seeded by that
+    /// block's hash. Registry changes made after that block (when the seed is known) do not move
+    /// the draw. Anyone may call it from the block after the draw block on; if that hash is no
+    /// longer available (256 blocks later) the draw moves to the current block and must be
+    /// called again.
     function drawCommittee(uint256 jobId) external {
         Job storage job = _job(jobId);
         if (job.state != JobState.Posted) revert MarketplaceJobNotPosted(jobId, job.state);
@@ -377,10 +393,11 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         bytes32 seed = blockhash(job.drawBlock);
         if (seed == bytes32(0)) {
             job.drawBlock = uint64(block.number);
+            job.poolSize = uint32(_pool.length);
             emit CommitteeDrawDeferred(jobId, block.number);
             return;
         }
-        address[] memory drawn = _draw(keccak256(abi.encode(seed, jobId)), job.committeeSize, job.buyer);
+        address[] memory drawn = _draw(keccak256(abi.encode(seed, jobId)), job);
         job.committee = drawn;
         emit CommitteeDrawn(jobId, drawn, job.acceptBy);
     }
@@ -492,6 +509,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             uint256 penalty = _min(_livenessPenalty, node.stake);
             node.stake -= uint128(penalty);
             penalties += penalty;
+            _syncPool(committee[i]);
             emit HeavyNodePenalized(jobId, committee[i], penalty);
         }
         _totalStaked -= penalties;
@@ -577,8 +595,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         node.endpoint = endpoint;
         node.encryptionKey = encryptionKey;
         _totalStaked += amount;
-        _registry.push(msg.sender);
-        _registryPosition[msg.sender] = _registry.length;
+        _syncPool(msg.sender);
         emit HeavyNodeRegistered(msg.sender, amount, endpoint, encryptionKey);
         _token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -599,6 +616,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         _checkAmount(uint256(node.stake) + amount);
         node.stake += uint128(amount);
         _totalStaked += amount;
+        _syncPool(msg.sender); // back in the pool if a penalty had left it below the minimum
         emit HeavyNodeToppedUp(msg.sender, amount, node.stake);
         _token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -607,7 +625,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     function requestHeavyNodeUnstake() external {
         HeavyNode storage node = _activeHeavyNode(msg.sender);
         node.unstakeRequestedAt = uint64(block.timestamp);
-        _registryRemove(msg.sender);
+        _syncPool(msg.sender);
         emit HeavyNodeUnstakeRequested(msg.sender, block.timestamp + _unbondingPeriod);
     }
 
@@ -736,9 +754,13 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             && (accepted == job.committee.length || block.timestamp > job.acceptBy);
     }
 
-    /// @notice The active heavy nodes committees are drawn from, in registry order.
-    function heavyNodeRegistry() external view returns (address[] memory) {
-        return _registry;
+    /// @notice The active heavy nodes committees are drawn from, in the order they joined.
+    function heavyNodeRegistry() external view returns (address[] memory active) {
+        active = new address[](_activeHeavyNodes);
+        uint256 found;
+        for (uint256 i = 0; found < active.length; ++i) {
+            if (_pool[i].leftAt == 0) active[found++] = _pool[i].node;
+        }
     }
 
     /// @notice Whether the leaf `(account, amount)` of a job's payout tree was claimed.
@@ -838,7 +860,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         if (p.maxSlashBps > 0 && size < MIN_SLASHING_COMMITTEE) {
             revert MarketplaceCommitteeTooSmallToSlash(size, MIN_SLASHING_COMMITTEE);
         }
-        uint256 available = _registry.length - (_registryPosition[msg.sender] != 0 ? 1 : 0);
+        uint256 available = _activeHeavyNodes - (isActiveHeavyNode(msg.sender) ? 1 : 0);
         if (available < size) revert MarketplaceNotEnoughHeavyNodes(available, size);
 
         jobId = ++_jobCount;
@@ -854,6 +876,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         job.maxSlashBps = p.maxSlashBps;
         job.committeeSize = uint8(size);
         job.drawBlock = uint64(block.number);
+        job.poolSize = uint32(_pool.length);
         job.acceptBy = uint64(_min(block.timestamp + _acceptWindow, p.deadline));
         job.specHash = p.specHash;
         _totalEscrowed += p.budget;
@@ -1027,16 +1050,21 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         uint256 reward = msg.sender == node ? 0 : slashed * _reporterRewardBps / BPS;
         record.stake -= uint128(slashed);
         _totalStaked -= slashed;
+        _syncPool(node);
         emit EquivocationReported(jobId, node, msg.sender, slashed, reward);
         if (reward > 0) _token.safeTransfer(msg.sender, reward);
         _burn(slashed - reward);
     }
 
-    /// @dev `size` distinct active heavy nodes other than `buyer`, by a partial Fisher-Yates shuffle
-    /// of the registry positions (swaps kept in memory), sorted ascending. Looks at no more than
-    /// MAX_DRAW_TRIES positions, so the gas is bounded whatever the registry's size.
-    function _draw(bytes32 seed, uint256 size, address buyer) private view returns (address[] memory picked) {
-        uint256 n = _registry.length;
+    /// @dev `committeeSize` distinct heavy nodes other than the buyer that were active at the end
+    /// of the draw block, by a partial Fisher-Yates shuffle of the first `poolSize` pool positions
+    /// (swaps kept in memory), sorted ascending. Looks at no more than MAX_DRAW_TRIES positions,
+    /// so the gas is bounded whatever the pool's size.
+    function _draw(bytes32 seed, Job storage job) private view returns (address[] memory picked) {
+        uint256 n = job.poolSize;
+        uint256 size = job.committeeSize;
+        uint256 drawBlock = job.drawBlock;
+        address buyer = job.buyer;
         uint256 tries = _min(n, MAX_DRAW_TRIES);
         uint256[] memory swapFrom = new uint256[](tries);
         uint256[] memory swapTo = new uint256[](tries);
@@ -1048,8 +1076,11 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
             // Position j now holds what position i held (positions < i are spent).
             swapFrom[i] = j;
             swapTo[i] = _swapped(swapFrom, swapTo, i, i);
-            address node = _registry[at];
-            if (node == buyer || !isActiveHeavyNode(node)) continue;
+            PoolEntry memory entry = _pool[at];
+            address node = entry.node;
+            // In the pool at the end of the draw block: joined by then and not left by then.
+            bool inPool = entry.joinedAt <= drawBlock && (entry.leftAt == 0 || entry.leftAt > drawBlock);
+            if (node == buyer || !inPool) continue;
             // Insertion keeps `picked` ascending (size ≤ MAX_COMMITTEE).
             uint256 k = found++;
             while (k > 0 && picked[k - 1] > node) {
@@ -1073,14 +1104,28 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         return position;
     }
 
-    function _registryRemove(address node) private {
-        uint256 position = _registryPosition[node];
-        if (position == 0) return;
-        address last = _registry[_registry.length - 1];
-        _registry[position - 1] = last;
-        _registryPosition[last] = position;
-        _registry.pop();
-        delete _registryPosition[node];
+    /// @dev Puts `node` in the draw pool or takes it out, as `isActiveHeavyNode` now says. Called
+    /// after every change to a heavy node's registration, unbonding or stake.
+    function _syncPool(address node) private {
+        bool active = isActiveHeavyNode(node);
+        uint256 position = _poolPosition[node];
+        if (position == 0) {
+            if (!active) return;
+            _pool.push(PoolEntry(node, uint48(block.number), 0));
+            _poolPosition[node] = _pool.length;
+            ++_activeHeavyNodes;
+            return;
+        }
+        PoolEntry storage entry = _pool[position - 1];
+        if (active == (entry.leftAt == 0)) return;
+        if (active) {
+            // Back after leaving: drawable only by jobs whose draw block comes from now on.
+            (entry.joinedAt, entry.leftAt) = (uint48(block.number), 0);
+            ++_activeHeavyNodes;
+        } else {
+            entry.leftAt = uint48(block.number);
+            --_activeHeavyNodes;
+        }
     }
 
     function _abortDigest(uint256 jobId, string calldata reason) private view returns (bytes32) {
