@@ -56,7 +56,7 @@ def test_wrong_amount_or_proof_is_refused(world: World, settled):
 def test_claim_on_a_job_that_is_not_finalized(world: World):
     committee = world.heavy_nodes(1)
     buyer = world.account(10 * TOKEN)
-    job_id = world.post(buyer, committee, budget=10 * TOKEN, quorum=1)
+    job_id = world.post(buyer, committee, budget=10 * TOKEN, max_slash_bps=0)
     with pytest.raises(E.MarketplaceJobNotFinalized):
         world.escrow.claim(buyer, job_id, buyer.address, 1, [])
     with pytest.raises(E.MarketplaceJobNotFinalized):
@@ -66,8 +66,8 @@ def test_claim_on_a_job_that_is_not_finalized(world: World):
 def test_a_tree_larger_than_its_pool_cannot_drain_other_escrow(world: World):
     committee = world.heavy_nodes(1)
     buyer = world.account(200 * TOKEN)
-    other_job = world.post(buyer, committee, budget=100 * TOKEN, quorum=1, fee_bps=0)
-    job_id = world.post(buyer, committee, budget=100 * TOKEN, quorum=1, fee_bps=0)
+    other_job = world.post(buyer, committee, budget=100 * TOKEN, max_slash_bps=0, fee_bps=0)
+    job_id = world.post(buyer, committee, budget=100 * TOKEN, max_slash_bps=0, fee_bps=0)
     a, b = world.account(), world.account()
     # A misbehaving committee signs a tree worth 160 while funding only 100.
     result, tree = world.result(

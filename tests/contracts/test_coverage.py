@@ -56,8 +56,8 @@ def _client_methods() -> dict[str, set[str]]:
     return found
 
 
-CONSTANTS = {"MAX_COMMITTEE", "MAX_FEE_BPS", "SLASH_TYPEHASH", "RESULT_TYPEHASH", "ABORT_TYPEHASH",
-             "PARTICIPATION_TYPEHASH"}  # fmt: skip
+CONSTANTS = {"MAX_COMMITTEE", "MAX_FEE_BPS", "MIN_SLASHING_COMMITTEE", "SLASH_TYPEHASH",
+             "RESULT_TYPEHASH", "ABORT_TYPEHASH", "PARTICIPATION_TYPEHASH"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", [n for n in _abi("function", "Marketplace") if n not in CONSTANTS])
@@ -80,3 +80,4 @@ def test_constants_match_python(world):
     assert world.chain.call(fns.PARTICIPATION_TYPEHASH()) == eip712.PARTICIPATION_TYPEHASH
     assert world.chain.call(fns.MAX_FEE_BPS()) == 5_000
     assert world.chain.call(fns.MAX_COMMITTEE()) == 16
+    assert world.chain.call(fns.MIN_SLASHING_COMMITTEE()) == 3

@@ -1,16 +1,15 @@
-"""postJob, postJobWithPermit, finalize, abort, expire: behaviour and every revert."""
+"""postJob, postJobWithPermit, finalize, abort, expire: behaviour and every revert. (Drawing and
+accepting the committee, and fee claims, are in test_committee.py.)"""
 
 from __future__ import annotations
 
 import pytest
-from eth_utils import to_checksum_address
 
 from market.chain import TOKEN, MarketConfig
 from market.chain import errors as E
 from market.escrow import JobState, Slash
 from market.escrow.eip712 import sign_digest
-from market.valuation.payouts import settlement
-from tests.contracts.world import World
+from tests.contracts.world import World, fee_split
 
 
 @pytest.fixture
@@ -26,13 +25,18 @@ def buyer(world: World):
 # ---------------------------------------------------------------------------------- posting
 def test_post_job_escrows_budget_and_records_everything(world: World, committee, buyer):
     params = world.params(committee, budget=500 * TOKEN, fee_bps=300, min_participants=2)
-    job_id = world.escrow.post_job(buyer, params, use_permit=False)
+    receipt = world.escrow.submit_job(buyer, params, use_permit=False)
+    job_id = world.escrow.posted_job_id(receipt)
     job = world.escrow.job(job_id)
     assert job_id == 1 == world.escrow.job_count()
     assert job.state is JobState.POSTED and job.buyer == buyer.address
     assert (job.budget, job.fee_bps, job.min_participants) == (500 * TOKEN, 300, 2)
-    assert job.committee == params.committee and job.spec_hash == params.spec_hash
+    assert (job.committee_size, job.quorum, job.spec_hash) == (3, 2, params.spec_hash)
     assert job.posted_at <= params.deadline == job.deadline
+    # Nobody named the committee: it is drawn later from the hash of the posting block.
+    assert job.committee == () and job.accepted_mask == 0
+    assert job.draw_block == receipt.block_number
+    assert job.accept_by == min(job.posted_at + world.config.accept_window, job.deadline)
     assert world.token.balance_of(buyer.address) == 9_500 * TOKEN
     assert world.escrow.totals().escrowed == 500 * TOKEN
     world.assert_accounting()
@@ -64,45 +68,38 @@ def test_post_job_without_allowance_reverts_with_erc20_error(world: World, commi
         ({"min_participants": 0}, E.MarketplaceInvalidMinParticipants),
         ({"quorum": 1}, E.MarketplaceInvalidQuorum),
         ({"quorum": 4}, E.MarketplaceInvalidQuorum),
+        ({"committee": 0}, E.MarketplaceInvalidCommitteeSize),
+        ({"committee": 17}, E.MarketplaceInvalidCommitteeSize),
+        ({"committee": 4}, E.MarketplaceNotEnoughHeavyNodes),
+        ({"committee": 2, "quorum": 2}, E.MarketplaceCommitteeTooSmallToSlash),
+        ({"committee": 1, "max_slash_bps": 1}, E.MarketplaceCommitteeTooSmallToSlash),
     ],
 )
 def test_post_job_rejects_bad_parameters(world: World, committee, buyer, options, error):
+    size = options.pop("committee", committee)
     with pytest.raises(error):
-        world.post(buyer, committee, **options)
+        world.escrow.post_job(buyer, world.params(size, **options))
     assert world.escrow.job_count() == 0
     assert world.token.balance_of(buyer.address) == 10_000 * TOKEN
 
 
-def test_post_job_committee_rules(world: World, committee, buyer):
-    stranger = world.account()
-    with pytest.raises(E.MarketplaceHeavyNodeNotActive) as info:
-        world.post(buyer, [*committee[:2], stranger])
-    assert info.value.values["node"] == stranger.address
-    with pytest.raises(E.MarketplaceInvalidCommitteeSize):
-        world.escrow.post_job(buyer, _with_committee(world.params(committee), ()))
-    with pytest.raises(E.MarketplaceInvalidCommitteeSize):
-        world.escrow.post_job(
-            buyer,
-            _with_committee(
-                world.params(committee),
-                tuple(to_checksum_address(f"0x{i:040x}") for i in range(1, 18)),
-            ),
-        )
-    descending = tuple(reversed([c.address for c in committee]))
-    fn = world.escrow.contract.functions.postJob(
-        (*world.params(committee).as_abi()[:6], list(descending), 2, 0)
-    )
-    world.token.approve(buyer, world.market, 10**30)
-    with pytest.raises(E.MarketplaceCommitteeNotSorted):
-        world.chain.transact(buyer, fn)
-    world.staking.request_heavy_node_unstake(committee[0])
-    with pytest.raises(E.MarketplaceHeavyNodeNotActive):
-        world.post(buyer, committee)
-
-
-def _with_committee(params, committee):
-    object.__setattr__(params, "committee", committee)
-    return params
+def test_post_job_needs_enough_active_heavy_nodes_besides_the_buyer(world: World, committee):
+    """The size is checked against the active registry: unbonding nodes and the buyer's own
+    node do not count."""
+    assert set(world.escrow.registry()) == {n.address for n in committee}
+    buyer = committee[0]
+    world.token.transfer(world.deployer, buyer.address, 100 * TOKEN)
+    with pytest.raises(E.MarketplaceNotEnoughHeavyNodes) as info:
+        world.escrow.post_job(buyer, world.params(3, budget=10 * TOKEN))
+    assert info.value.values == {"available": 2, "needed": 3}
+    job_id = world.post(buyer, committee[1:], budget=10 * TOKEN, max_slash_bps=0)
+    assert buyer.address not in world.escrow.job(job_id).committee
+    world.staking.request_heavy_node_unstake(committee[1])
+    assert committee[1].address not in world.escrow.registry()
+    with pytest.raises(E.MarketplaceNotEnoughHeavyNodes):
+        world.escrow.post_job(buyer, world.params(2, budget=10 * TOKEN, max_slash_bps=0))
+    # A committee of one or two may serve a job that slashes nobody.
+    world.post(buyer, committee[2:], budget=10 * TOKEN, max_slash_bps=0)
 
 
 # ---------------------------------------------------------------------------------- finalize
@@ -116,16 +113,20 @@ def test_finalize_pays_fee_payouts_and_refund(world: World, committee, buyer):
     node_before = [world.token.balance_of(n.address) for n in committee]
     world.escrow.finalize(committee[2], result, world.sign(signers, result))
 
-    expected = settlement(budget, fee_bps, 2, result.payout_total, 0, 0)
+    # Three members accepted: each earns a third of the fee, the signers now, the third member
+    # when it claims; the remainder of the division goes back to the buyer.
+    split = fee_split(budget, fee_bps, 3)
     job = world.escrow.job(job_id)
     assert job.state is JobState.FINALIZED and job.payout_root == tree.root
-    assert job.result_hash == result.result_hash and job.unclaimed == expected.claimable
-    assert world.token.balance_of(buyer.address) == 10_000 * TOKEN - budget + expected.refund
+    assert job.result_hash == result.result_hash and job.unclaimed == result.payout_total
+    assert job.fee_held == split.each
+    refund = budget - split.fee - result.payout_total + split.remainder
+    assert world.token.balance_of(buyer.address) == 10_000 * TOKEN - budget + refund
     gained = [
         world.token.balance_of(n.address) - b for n, b in zip(committee, node_before, strict=True)
     ]
-    assert gained == [*expected.fee_per_signer, 0]
-    assert world.staking.heavy_node(committee[0].address).fees_earned == expected.fee_per_signer[0]
+    assert gained == [split.each, split.each, 0]
+    assert world.staking.heavy_node(committee[0].address).fees_earned == split.each
     world.claim_all(job_id, tree)
     for p in providers:
         assert world.token.balance_of(p.address) == payouts[p.address]
@@ -138,7 +139,9 @@ def test_finalize_with_no_payout_refunds_everything_but_the_fee(world: World, co
     job_id = world.post(buyer, committee, budget=100 * TOKEN, fee_bps=500)
     result, _ = world.result(job_id, {}, participants=1)
     world.escrow.finalize(buyer, result, world.sign(committee, result))
-    assert world.token.balance_of(buyer.address) == 10_000 * TOKEN - 5 * TOKEN
+    split = fee_split(100 * TOKEN, 500, 3)
+    assert world.token.balance_of(buyer.address) == 10_000 * TOKEN - split.fee + split.remainder
+    assert world.escrow.job(job_id).fee_held == 0  # every accepted member signed: all paid
     world.assert_accounting()
 
 
@@ -218,8 +221,11 @@ def test_finalize_slashes_within_signed_caps(world: World, committee, buyer):
     # 35 slashed: 20 into the payout pool, 15 burned; the buyer's refund ignores slashes.
     assert world.token.total_supply() == supply - 15 * TOKEN
     assert world.escrow.totals().burned == 15 * TOKEN
-    fee = 1_000 * TOKEN // 10
-    assert world.token.balance_of(buyer.address) - buyer_before == 1_000 * TOKEN - fee - 40 * TOKEN
+    split = fee_split(1_000 * TOKEN, 1_000, 3)
+    assert (
+        world.token.balance_of(buyer.address) - buyer_before
+        == 1_000 * TOKEN - split.fee + split.remainder - 40 * TOKEN
+    )
     world.claim_all(job_id, tree)
     assert world.token.balance_of(good.address) == 60 * TOKEN
     world.assert_accounting()
@@ -237,9 +243,6 @@ def test_slash_reverts(world: World, committee, buyer):
     ok = world.consent(owner, job_id, ds, 1_000)
     with pytest.raises(E.MarketplaceSlashConsentMismatch):
         attempt([Slash(ds, TOKEN)], [])
-    with pytest.raises(E.MarketplaceSlashAboveCap) as info:
-        attempt([Slash(ds, 10 * TOKEN + 1)], [ok])
-    assert info.value.values["cap"] == 10 * TOKEN
     with pytest.raises(E.MarketplaceParticipationNotSigned):
         attempt([Slash(ds, TOKEN)], [world.consent(other_owner, job_id, ds, 1_000)])
     with pytest.raises(E.MarketplaceParticipationNotSigned):  # the cap is part of what is signed
@@ -264,6 +267,21 @@ def test_slash_reverts(world: World, committee, buyer):
         result, _ = world.result(job_id, {}, participants=1, slashes=[Slash(ds, TOKEN)], funded=0)
         result = type(result)(**{**result.__dict__, "slashed_to_payouts": TOKEN + 1})
         world.escrow.finalize(buyer, result, world.sign(committee, result), [ok])
+
+
+def test_a_slash_above_the_cap_is_capped_not_refused(world: World, committee, buyer):
+    """A slash the signed cap does not allow (of the stake as it now is) takes what the cap
+    allows and settles the job; the committee's excess is burned from nobody."""
+    job_id = world.post(buyer, committee, max_slash_bps=3_000)
+    owner, ds = world.dataset(stake=100 * TOKEN)
+    result, _ = world.result(job_id, {}, participants=1, slashes=[Slash(ds, 10 * TOKEN + 1)])
+    receipt = world.escrow.finalize(
+        buyer, result, world.sign(committee, result), [world.consent(owner, job_id, ds, 1_000)]
+    )
+    (capped,) = receipt.events(world.escrow.contract, "SlashCapped")
+    assert (capped["signed"], capped["applied"]) == (10 * TOKEN + 1, 10 * TOKEN)
+    assert world.staking.dataset(ds).stake == 90 * TOKEN
+    world.assert_accounting()
 
 
 def test_dataset_that_unbonded_before_the_job_cannot_be_slashed(world: World, committee, buyer):
@@ -312,7 +330,7 @@ def test_abort_needs_quorum_over_the_same_reason(world: World, committee, buyer)
         world.escrow.abort(buyer, job_id, "x", world.sign_abort(committee[:2], job_id, "y"))
 
 
-def test_expire_refunds_and_penalizes_the_committee(world: World, committee, buyer):
+def test_expire_refunds_and_penalizes_the_members_that_accepted(world: World, committee, buyer):
     stake = world.config.min_heavy_node_stake
     job_id = world.post(buyer, committee, window=50)
     with pytest.raises(E.MarketplaceJobNotExpired) as info:
