@@ -172,5 +172,38 @@ def sign_digest(account: LocalAccount, digest: bytes) -> bytes:
 
 
 def recover(digest: bytes, signature: bytes) -> str:
-    """The address that signed `digest`."""
+    """The address that signed `digest`, as eth-account recovers it: lenient, it also takes
+    high-s twins and v in {0, 1}, which the contract refuses. Check anything the contract will
+    see with `recover_strict`."""
     return str(Account._recover_hash(digest, signature=signature))
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+"""The order of secp256k1's group."""
+MAX_S = SECP256K1_N // 2
+"""The largest `s` OpenZeppelin's ECDSA takes (EIP-2: only the low-s one of the two twins)."""
+
+
+class InvalidSignature(ValueError):
+    """A signature the contract (OpenZeppelin `ECDSA.tryRecover`) refuses."""
+
+
+def recover_strict(digest: bytes, signature: bytes) -> str:
+    """The signer of `digest` exactly as OpenZeppelin's `ECDSA.tryRecover` finds it: 65 bytes
+    `r || s || v`, `s` at most n/2, `v` 27 or 28, and a point ecrecover accepts; anything else
+    raises `InvalidSignature` (where the contract would revert `MarketplaceInvalidSignature`)."""
+    if len(signature) != 65:
+        raise InvalidSignature(f"a signature is 65 bytes, not {len(signature)}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if s > MAX_S:
+        raise InvalidSignature("s is in the upper half of the curve order (a high-s twin)")
+    if v not in (27, 28):
+        raise InvalidSignature(f"v must be 27 or 28, not {v}")
+    if not (0 < r < SECP256K1_N and 0 < s):
+        raise InvalidSignature("r or s is out of range: ecrecover finds no signer")
+    try:
+        return str(Account._recover_hash(digest, vrs=(v, r, s)))
+    except Exception:  # no point on the curve for this r: ecrecover returns address(0)
+        raise InvalidSignature("no signer recovers from this signature") from None
