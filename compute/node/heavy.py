@@ -15,10 +15,17 @@ and members that did not accept are peers it does not wait for.
 
 Settlement: every honest member reconstructs the same aggregate, so each derives the same result
 document (`market.escrow.documents.ResultDocument`: the decoded result and the payout tree) and
-the same EIP-712 `Result`, signs it and sends the signature to its peers; any member holding a
-quorum of signatures calls `finalize` (a second call finds the job settled and stops). Below the
+the same EIP-712 `Result`, signs it once (`compute.node.settle`: recorded in the store before it
+is signed, never a second digest for a job) and sends the signature to its peers; any member
+holding a quorum of valid signatures calls `finalize` with every one it holds
+(`compute.settlement` decides what to submit, when to retry and when to give up). Below the
 participant minimum, or with a peer caught cheating, the round aborts and the members sign and
-submit `abort` the same way, which refunds the buyer in full.
+submit `abort` the same way, which refunds the buyer in full. A peer's signature counts only if
+the contract would take it. The result document is served once the chain has finalized it.
+
+Restarts: every input (submissions, peer messages and signatures) and every decision that
+changes what the node would sign (closing submissions, giving up on a peer) is logged in the
+store before the node acts on it, and replayed in that order (`compute.node.store`).
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
 from compute.dp import sample_noise
-from compute.ensemble import WEIGHT_SCALE
 from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
 from compute.messages import (
     CloseSubmissions,
@@ -47,25 +53,36 @@ from compute.messages import (
     Submission,
 )
 from compute.messages import Result as RoundResult
-from compute.node import wire
-from compute.node.store import Duplicate, Store
+from compute.node import results, wire
+from compute.node.settle import Decision, JobSettlement, Settler
+from compute.node.store import Duplicate, Entry, Input, Store
 from compute.proposal import ValuationSpec
 from compute.randomness import AesCtrRandom
 from compute.reduce import Abort
 from compute.round import HeavyNodeRound
-from market.chain import Chain, ContractRevert, Deployment
+from compute.settlement import (
+    ConflictingSignatureError,
+    Kind,
+    Phase,
+    SignatureRefusedError,
+    Signed,
+    TooManyDigestsError,
+)
+from market.chain import Chain, Deployment
 from market.chain import errors as E
-from market.escrow import EscrowClient, JobState, JobView, Result, Slash, SlashConsent
-from market.escrow.documents import ResultDocument
-from market.escrow.eip712 import abort_digest, recover, result_digest, sign_digest
+from market.escrow import EscrowClient, JobState, JobView
+from market.escrow.eip712 import (
+    InvalidSignature,
+    abort_digest,
+    participation_digest,
+    recover_strict,
+    result_digest,
+)
 from market.keys import box_private_key
 from market.staking import StakingClient
-from market.valuation.merkle import PayoutTree
-from market.valuation.payouts import split_by_weights
 from market.valuation.tip.errors import TipError
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, scores_count
-from market.valuation.tip.settle import settle_valuation
 
 log = logging.getLogger("market.heavy")
 
@@ -73,11 +90,6 @@ ConfigFor = Callable[[JobView], RoundConfig]
 """How a node learns a job's round configuration (from its proposal)."""
 ValuationFor = Callable[[JobView], ValuationSpec | None]
 """How a node learns a valuation job's TIP terms (None for other kinds)."""
-
-
-def result_uri(job_id: int) -> str:
-    """Where a job's result document is: `GET /jobs/{id}/result` on any committee member."""
-    return f"committee:/jobs/{job_id}/result"
 
 
 class Rejected(Exception):
@@ -95,16 +107,12 @@ class _Job:
     index: int
     config: RoundConfig
     round: HeavyNodeRound
+    settlement: JobSettlement
     closed_at: float | None = None
     heard: set[int] = field(default_factory=set)
     outbox: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     """(peer index, path, body) still to deliver."""
-    settled: bool = False
     endpoints: dict[int, str] = field(default_factory=dict)
-    digest: bytes | None = None
-    kind: str | None = None
-    payload: Any = None
-    consents: tuple[SlashConsent, ...] = ()
     valuation: ValuationSpec | None = None
     backend: str = ""
     """A valuation job's HE backend (its TIP terms, checked when the job is first seen)."""
@@ -126,12 +134,16 @@ class HeavyNode:
         http: Any = None,
         valuation_for: ValuationFor | None = None,
         min_fee: int = 0,
+        escrow: EscrowClient | None = None,
+        staking: StakingClient | None = None,
     ) -> None:
+        """`escrow` and `staking` default to clients of `deployment` on `chain`; tests pass plain
+        in-memory ones instead."""
         self.account = account
         self.address = account.address
         self.chain = chain
-        self.escrow = EscrowClient(chain, deployment)
-        self.staking = StakingClient(chain, deployment)
+        self.escrow = escrow or EscrowClient(chain, deployment)
+        self.staking = staking or StakingClient(chain, deployment)
         self.store = store
         self.config_for = config_for
         self.valuation_for = valuation_for
@@ -150,6 +162,9 @@ class HeavyNode:
         self._next_discovery = 0.0
         """Jobs up to this id have been looked at."""
         self._lock = threading.RLock()
+        self.settler = Settler(account, self.escrow, store, self._lock)
+        self._finalized: set[int] = set()
+        """Jobs whose finalization on chain (of this node's result) has been seen."""
         self._looked = threading.Event()
         """Set once the node has looked at the chain's jobs since it started."""
         self._stop = threading.Event()
@@ -192,26 +207,45 @@ class HeavyNode:
                     )
                     return np.frombuffer(raw, dtype="<i8").astype(np.int64)
 
-            job = _Job(view, index, config, HeavyNodeRound(config, index, rng, sampler))
+            round_ = HeavyNodeRound(config, index, rng, sampler)
+            job = _Job(view, index, config, round_, self.settler.open(view))
             job.valuation, job.backend = valuation, backend
             self._jobs[job_id] = job
             self._replay(job)
+            decision, signature = job.settlement.decision, job.settlement.machine.signature
+            if decision is not None and signature is not None:
+                self._send_signature(job, decision.digest, signature)  # lost in a crash, maybe
             return job
 
     def _replay(self, job: _Job) -> None:
-        """Feed back what the store holds (after a restart, the node continues where it was)."""
-        for dataset, share in self.store.submissions(job.view.job_id):
-            job.round.handle(
-                Submission(str(job.view.job_id), dataset, job.index, np.frombuffer(share, "<u8"))
-            )
-        for payload in self.store.peer_messages(job.view.job_id):
-            job.heard.add(int(payload["sender"]))
+        """Feed back the job's input log in its order (after a restart, the node continues
+        where it was: the same round, the same outcome)."""
+        for entry in self.store.inputs(job.view.job_id):
             try:
-                self._deliver(job, wire.peer_message(payload))
-            except ComputeError as exc:  # taken before the restart; the round moved on since
-                log.warning(
-                    "job %s: replaying peer %s: %s", job.view.job_id, payload["sender"], exc
-                )
+                self._replay_one(job, entry)
+            except ComputeError as exc:  # taken before the restart; cannot differ now
+                log.warning("job %s: replaying %s %s: %s", job.view.job_id, entry.kind,
+                            entry.key, exc)  # fmt: skip
+
+    def _replay_one(self, job: _Job, entry: Entry) -> None:
+        job_id = str(job.view.job_id)
+        if entry.kind is Input.SUBMISSION:
+            assert entry.blob is not None
+            share = np.frombuffer(entry.blob, "<u8")
+            job.round.handle(Submission(job_id, entry.key, job.index, share))
+        elif entry.kind is Input.PEER:
+            job.heard.add(int(entry.body["sender"]))
+            self._deliver(job, wire.peer_message(entry.body))
+        elif entry.kind is Input.CLOSE:
+            job.closed_at = float(entry.body["at"])
+            self._deliver(job, CloseSubmissions(job_id))
+        elif entry.kind is Input.GIVE_UP:
+            job.heard.add(int(entry.key))
+            self._deliver(job, PeerUnavailable(job_id, int(entry.key)))
+        elif entry.kind is Input.DECIDE:
+            job.deciding = True
+        else:
+            self.settler.replay(job.settlement, entry)
 
     def _deliver(self, job: _Job, event: Any) -> None:
         for message in job.round.handle(event):
@@ -270,6 +304,16 @@ class HeavyNode:
             raise Rejected(401, str(exc)) from None
         if consenting != signer:
             raise Rejected(401, "the participation is not signed by the dataset's owner")
+        try:  # the contract checks it with OpenZeppelin's ECDSA when it applies a slash
+            recover_strict(
+                participation_digest(self.escrow.domain, job_id, sub.dataset_id,
+                                     sub.participation_bps),
+                sub.participation,
+            )  # fmt: skip
+        except InvalidSignature as exc:
+            raise Rejected(
+                401, f"the participation signature would not pass on chain: {exc}"
+            ) from None
         if record.unstake_requested_at and record.unstake_requested_at <= job.view.posted_at:
             raise Rejected(403, "the dataset was unbonding when the job was posted")
         try:
@@ -290,7 +334,7 @@ class HeavyNode:
                 raise Rejected(400, f"share refused: {exc}") from None
             try:
                 self.store.add_submission(
-                    job_id, dataset, sub.nonce, share.astype("<u8").tobytes(), sub.to_json()
+                    job_id, dataset, share.astype("<u8").tobytes(), sub.to_json()
                 )
             except BaseException:
                 self._jobs.pop(job_id, None)  # the round saw it, the store did not: rebuild
@@ -349,6 +393,10 @@ class HeavyNode:
         return {"job": job_id, "stored": True}
 
     def accept_signature(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """A peer's signature over the job's result or abort digest, taken only if the contract
+        would take it: strict ECDSA (65 bytes, low s, v 27 or 28), recovering to the claimed
+        signer, a committee member that accepted the job. One over a digest this node has not
+        computed (yet) is held: at most one per signer and digest, and two digests per signer."""
         job = self.job(job_id)
         try:
             digest = bytes.fromhex(str(body["digest"]).removeprefix("0x"))
@@ -356,14 +404,34 @@ class HeavyNode:
             signer = to_checksum_address(body["signer"])
         except (KeyError, TypeError, ValueError) as exc:
             raise Rejected(422, f"malformed signature message: {exc}") from None
+        if len(digest) != 32:
+            raise Rejected(422, "the digest must be 32 bytes")
         try:
-            recovered = recover(digest, signature)
-        except Exception:
-            raise Rejected(401, "malformed signature") from None
+            recovered = recover_strict(digest, signature)
+        except InvalidSignature as exc:
+            raise Rejected(401, f"the contract would refuse this signature: {exc}") from None
         if recovered != signer or signer not in job.view.committee:
             raise Rejected(401, "the signature is not a committee member's")
-        self.store.add_signature(job_id, digest, signer, signature)
-        return {"job": job_id, "stored": True}
+        if signer == self.address:
+            raise Rejected(400, "this node's own signature is not taken from a peer")
+        if not job.view.has_accepted(signer) and job.closed_at is None:
+            job.view = self.escrow.job(job_id)  # it may have accepted since this node looked
+        if not job.view.has_accepted(signer):
+            raise Rejected(403, f"{signer} did not accept job {job_id}: the contract does not "
+                           "count its signature")  # fmt: skip
+        try:
+            stored = self.settler.take(job.settlement, Signed(signer, digest, signature))
+        except TooManyDigestsError as exc:
+            raise Rejected(429, str(exc)) from None
+        except ConflictingSignatureError as exc:
+            raise Rejected(409, str(exc)) from None
+        except SignatureRefusedError as exc:
+            raise Rejected(400, str(exc)) from None
+        except BaseException:
+            with self._lock:
+                self._jobs.pop(job_id, None)  # the machine took it, the store did not: rebuild
+            raise
+        return {"job": job_id, "stored": stored, "duplicate": not stored}
 
     # ------------------------------------------------------------------------- valuation
     def _participants(self, job: _Job) -> tuple[str, ...]:
@@ -395,7 +463,7 @@ class HeavyNode:
             "rows": job.round.outcome.aggregate.count,  # type: ignore[union-attr]
             "report_due": due,
             "reports": len(self.store.score_reports(job_id)),
-            "decided": job.digest is not None,
+            "decided": job.settlement.decision is not None,
         }
 
     def scores_payload(self, job_id: int, dataset: str) -> bytes:
@@ -467,20 +535,32 @@ class HeavyNode:
         return peer
 
     def result_document(self, job_id: int) -> bytes:
-        status = self.store.status(job_id)
-        if status is None or status[1] is None:
+        """The result document this node signed, once the chain has finalized that result
+        (before, nobody may rely on it: 409)."""
+        held = self.store.protected(job_id)
+        if held is None or held.kind != Kind.RESULT or held.document is None:
             raise Rejected(404, f"job {job_id} has no result here (yet)")
-        return status[1]
+        if job_id not in self._finalized:
+            view = self.escrow.job(job_id)
+            if view.state is not JobState.FINALIZED:
+                raise Rejected(409, f"job {job_id} is {view.state.name.lower()}: its result is "
+                               "served once the chain has finalized it")  # fmt: skip
+            decision = Decision.from_message(held.kind, held.digest, held.message, held.document)
+            assert decision.result is not None
+            if view.result_hash != decision.result.result_hash:
+                raise Rejected(409, f"job {job_id} was finalized with another result than "
+                               "this node's; ask another committee member")  # fmt: skip
+            self._finalized.add(job_id)
+        return held.document
 
     def status(self, job_id: int) -> dict[str, Any]:
         job = self.job(job_id)
-        stored = self.store.status(job_id)
         return {
             "job": job_id,
             "index": job.index,
             "phase": str(job.round.phase),
             "submissions": self.store.submission_count(job_id),
-            "status": stored[0] if stored else "collecting",
+            "settlement": str(job.settlement.phase),
         }
 
     # ------------------------------------------------------------------------- the driver
@@ -519,13 +599,14 @@ class HeavyNode:
                         if peer != job.index and peer not in job.heard:
                             self._give_up(job, peer)
             self._flush(job)
-            if job.round.outcome is not None and not job.settled:
+            if job.round.outcome is not None:
                 self._settle(job)
 
     def _close(self, job: _Job, now: float) -> None:
         """The deadline passed: close submissions; members that never accepted the job are
         peers this node does not wait for (acceptance is over by the deadline)."""
         job.view = self.escrow.job(job.view.job_id)
+        self.store.append(job.view.job_id, Input.CLOSE, body={"at": now})  # before acting
         job.closed_at = now
         self._deliver(job, CloseSubmissions(str(job.view.job_id)))
         for peer in job.config.committee:
@@ -536,6 +617,7 @@ class HeavyNode:
         """Stop waiting for `peer` in this job's round."""
         if peer in job.heard:
             return
+        self.store.append(job.view.job_id, Input.GIVE_UP, str(peer))  # before acting
         job.heard.add(peer)
         self._deliver(job, PeerUnavailable(str(job.view.job_id), peer))
 
@@ -625,187 +707,43 @@ class HeavyNode:
 
     # ------------------------------------------------------------------------- settlement
     def _settle(self, job: _Job) -> None:
-        job_id = job.view.job_id
-        if job.digest is None:
-            outcome = job.round.outcome
-            if isinstance(outcome, RoundResult) and job.valuation is not None:
-                if self.clock() <= self.report_window(job)[1]:
-                    if self.store.status(job_id) in (None, ("collecting", None)):
-                        self.store.set_status(job_id, "awaiting scores")
-                    return
+        """Sign the round's outcome once it is final (`compute.node.settle` records it before
+        signing), send the signature to the peers, and move the settlement on."""
+        settlement = job.settlement
+        if settlement.decision is None and (
+            settlement.phase is Phase.AWAITING_OUTCOME
+            or (settlement.phase is Phase.SETTLED and isinstance(job.round.outcome, RoundResult))
+        ):  # a result settled by the peers first: this node signs it to claim its fee share
+            decision = self._decision(job)
+            if decision is not None:
+                signature = self.settler.decide(settlement, decision)
                 with self._lock:
+                    self._send_signature(job, decision.digest, signature)
+        self.settler.step(settlement, self.clock())
+
+    def _decision(self, job: _Job) -> Decision | None:
+        """What this node signs for the round's outcome; None while a valuation job still
+        waits for the buyer's score report."""
+        job_id, outcome = job.view.job_id, job.round.outcome
+        if isinstance(outcome, RoundResult):
+            if job.valuation is not None and not job.deciding:
+                if self.clock() <= self.report_window(job)[1]:
+                    return None
+                with self._lock:  # no report is taken after this
+                    self.store.append(job_id, Input.DECIDE)
                     job.deciding = True
-            if isinstance(outcome, RoundResult):
-                document, result = self._result(job, outcome)
-                self.store.set_status(job_id, "result", document.to_bytes())
-                job.kind, job.payload = "result", result
-                job.digest = result_digest(self.escrow.domain, result)
-            else:
-                assert isinstance(outcome, Abort)
-                job.kind, job.payload = "abort", outcome.reason.value
-                job.digest = abort_digest(self.escrow.domain, job_id, job.payload)
-                self.store.set_status(job_id, "aborting")
-            signature = sign_digest(self.account, job.digest)
-            self.store.add_signature(job_id, job.digest, self.address, signature)
-            body = {
-                "digest": "0x" + job.digest.hex(),
-                "signer": self.address,
-                "signature": "0x" + signature.hex(),
-            }
-            with self._lock:
-                for peer in job.config.committee:
-                    if peer != job.index:
-                        job.outbox.append((peer, f"/jobs/{job_id}/signatures", body))
-        state = self.escrow.job_state(job_id)
-        if state is not JobState.POSTED:
-            job.settled = True
-            self.store.set_status(job_id, state.name.lower())
-            return
-        signatures = self.store.signatures(job_id, job.digest)
-        if len(signatures) < job.view.quorum:
-            return
-        ordered = sorted(signatures.items(), key=lambda kv: int(kv[0], 16))
-        sigs = [sig for _, sig in ordered]
-        try:
-            if job.kind == "result":
-                self.escrow.finalize(self.account, job.payload, sigs, job.consents)
-            else:
-                self.escrow.abort(self.account, job_id, job.payload, sigs)
-        except (E.MarketplaceJobNotPosted, E.MarketplaceSettlementClosed):
-            pass  # a peer settled it first, or the window closed
-        except ContractRevert as exc:
-            log.error("job %s: settlement reverted: %s", job_id, exc)
-            return
-        job.settled = True
-        self.store.set_status(job_id, self.escrow.job_state(job_id).name.lower())
-
-    def _result(self, job: _Job, outcome: RoundResult) -> tuple[ResultDocument, Result]:
-        view = job.view
-        records = {
-            d: self.staking.dataset(bytes.fromhex(d.removeprefix("0x")))
-            for d in outcome.participants
-        }
-        # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
-        fit = outcome.fit
-        shares = (
-            dict(zip(outcome.participants, (int(w) for w in fit.weights), strict=True))
-            if fit is not None
-            else dict.fromkeys(outcome.participants, 1)
-        )
-        owners: dict[str, int] = {}
-        for dataset, record in records.items():
-            owners[record.owner] = owners.get(record.owner, 0) + shares[dataset]
-        pool = view.budget - view.budget * view.fee_bps // 10_000
-        payouts = split_pool(pool, owners)
-        slashes: tuple[Slash, ...] = ()
-        slashed_to_payouts = 0
-        valuation: dict[str, Any] | None = None
-        if job.valuation is not None:
-            valuation = self._valuation_summary(job, outcome, records)
-            if valuation["report"] is not None:
-                influence, slashes, slashed_to_payouts = self._by_influence(job, records, valuation)
-                # No positive score pays the pool out equally (the slashed stake is burned):
-                # what the buyer gets back never depends on the scores it reports.
-                if influence:
-                    payouts = influence
-                else:
-                    valuation["rule"] = "equal (no positive score)"
-        tree = PayoutTree.build(payouts) if payouts else None
-        summary = {
-            "op": str(job.config.reduction.op),
-            "values": [float(v) for v in outcome.values],
-            "count": outcome.aggregate.count,
-            "participants": list(outcome.participants),
-            "privacy": (
-                {"epsilon": outcome.privacy.epsilon, "delta": outcome.privacy.delta}
-                if outcome.privacy is not None
-                else None
-            ),
-        }
-        if valuation is not None:
-            summary["valuation"] = valuation
-        if fit is not None:
-            plan = job.config.ensemble
-            assert plan is not None
-            summary["ensemble"] = {
-                "classes": plan.layout.classes,
-                "test_rows": plan.layout.n_test,
-                "validation_soft_accuracy": dict(
-                    zip(outcome.participants, (float(a) for a in fit.accuracy), strict=True)
-                ),
-                "weights": {d: w / WEIGHT_SCALE for d, w in shares.items()},
-                "weight_scale": WEIGHT_SCALE,
-                "values": "the weighted ensemble's probabilities, test row by test row",
-            }
-        document = ResultDocument(view.job_id, summary, tree)
-        result = Result(
-            job_id=view.job_id,
-            result_hash=document.hash,
-            result_uri=result_uri(view.job_id),
-            payout_root=tree.root if tree else bytes(32),
-            payout_total=(tree.total if tree else 0) - slashed_to_payouts,
-            participants=len(outcome.participants),
-            slashed_to_payouts=slashed_to_payouts,
-            slashes=slashes,
-        )
-        return document, result
-
-    def _valuation_summary(
-        self, job: _Job, outcome: RoundResult, records: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Which report the committee settles on: the buyer's, when it sent exactly one;
-        otherwise (none in time, or two different ones) the pool is split equally."""
-        reports = self.store.score_reports(job.view.job_id)
-        if len(reports) == 1:
-            return {"report": reports[0], "rule": "influence"}
-        reason = (
-            "the buyer reported no scores in time"
-            if not reports
-            else f"the buyer signed {len(reports)} different score reports"
-        )
-        return {"report": None, "rule": "equal", "reason": reason, "conflicting": reports}
-
-    def _by_influence(
-        self, job: _Job, records: dict[str, Any], valuation: dict[str, Any]
-    ) -> tuple[dict[str, int], tuple[Slash, ...], int]:
-        """Payouts for positive influence, slashes for harm within each signed cap."""
-        assert job.valuation is not None
-        view, spec = job.view, job.valuation
-        report = ScoreReport.from_json(valuation["report"]["report"])
-        bodies = self.store.submission_bodies(view.job_id)
-        settled = settle_valuation(
-            report.scores,
-            {d: r.owner for d, r in records.items()},
-            budget=view.budget,
-            fee_bps=view.fee_bps,
-            n_signers=view.quorum,
-            stakes={d: r.stake for d, r in records.items()},
-            caps_bps={d: int(bodies[d]["participation_bps"]) for d in records},
-            job_max_slash_bps=view.max_slash_bps,
-            slashed_to_payouts=spec.slashed_to == "payouts",
-            harm_threshold=spec.harm_threshold,
-            full_slash_at=spec.full_slash_at,
-        )
-        # In the contract's ascending dataset order (`settle_valuation` keeps it), each slash
-        # beside its owner's consent.
-        slashed = {d: a for d, a in settled.slashes.items() if a > 0}
-        slashes = tuple(Slash(bytes.fromhex(d[2:]), a) for d, a in slashed.items())
-        job.consents = tuple(
-            SlashConsent(
-                int(bodies[d]["participation_bps"]), bytes.fromhex(bodies[d]["participation"][2:])
+            document, result, consents = results.build(
+                job.view, job.config, job.valuation, outcome, self.staking, self.store
             )
-            for d in slashed
-        )
-        valuation["payouts_by_dataset"] = {d: str(a) for d, a in settled.payouts_by_dataset.items()}
-        valuation["slashes"] = {d: str(a) for d, a in slashed.items()}
-        valuation["severity_bps"] = dict(settled.severity_bps)
-        return settled.payouts, slashes, settled.settlement.slashed_to_payouts
+            digest = result_digest(self.escrow.domain, result)
+            return Decision(Kind.RESULT, digest, result, consents, document.to_bytes())
+        assert isinstance(outcome, Abort)
+        reason = outcome.reason.value
+        return Decision(Kind.ABORT, abort_digest(self.escrow.domain, job_id, reason), reason=reason)
 
-
-def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:
-    """The pool split in proportion to each owner's share (aggregate jobs: its number of
-    participating datasets; ensembles: its models' fitted weights), one leaf per owner."""
-    if not owners:
-        return {}
-    paid = split_by_weights(pool, owners)
-    return {o: a for o, a in paid.items() if a > 0}
+    def _send_signature(self, job: _Job, digest: bytes, signature: bytes) -> None:
+        body = {"digest": "0x" + digest.hex(), "signer": self.address,
+                "signature": "0x" + signature.hex()}  # fmt: skip
+        for peer in job.config.committee:
+            if peer != job.index:
+                job.outbox.append((peer, f"/jobs/{job.view.job_id}/signatures", body))

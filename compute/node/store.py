@@ -1,9 +1,20 @@
-"""A heavy node's durable memory: SQLite, committed before any request is answered.
+"""A heavy node's durable memory: SQLite, committed before any request is answered and before
+the node acts on a decision.
 
-Everything a heavy node receives for a job (submissions, peers' round messages, result
-signatures) is stored in arrival order, so that a restarted node rebuilds its round by
-replaying it and loses nothing. The round's own randomness (DP noise) comes from a per-job key
-kept here too, so the replay sends exactly what the first run sent.
+Two things are kept per job:
+
+- **One ordered input log** (`inputs`): every submission, peer round message and peer
+  signature as it was taken, and every decision of the node's own that changes what it would
+  sign (closing submissions, giving up on a peer, closing a valuation job's report window),
+  plus its settlement attempts and what the chain answered. A restarted node replays the log in
+  its original order and reaches the state it was in: the same round, the same outcome.
+- **Slashing protection** (`signed`, like an Ethereum validator's EIP-3076 database): the one
+  digest, and its kind (result or abort), that the node signs for the job, with the message
+  itself, written before the signature is made. `protect` refuses any other digest for that job
+  by raising `DoubleSigning`, so the node never holds two signatures of its own for one job.
+
+The round's own randomness (DP noise) comes from a per-job key kept here too, so the replay
+sends exactly what the first run sent.
 """
 
 from __future__ import annotations
@@ -12,34 +23,29 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS submissions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job INTEGER NOT NULL,
-    dataset TEXT NOT NULL,
-    nonce TEXT NOT NULL,
-    share BLOB NOT NULL,
-    body TEXT NOT NULL,
-    UNIQUE (job, dataset)
-);
-CREATE TABLE IF NOT EXISTS peer_messages (
+CREATE TABLE IF NOT EXISTS inputs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    sender INTEGER NOT NULL,
+    key TEXT NOT NULL,
     body TEXT NOT NULL,
-    UNIQUE (job, kind, sender)
+    blob BLOB,
+    UNIQUE (job, kind, key)
 );
-CREATE TABLE IF NOT EXISTS signatures (
-    job INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS signed (
+    job INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('result', 'abort')),
     digest BLOB NOT NULL,
-    signer TEXT NOT NULL,
-    signature BLOB NOT NULL,
-    PRIMARY KEY (job, digest, signer)
+    message TEXT NOT NULL,
+    document BLOB,
+    signature BLOB
 );
 CREATE TABLE IF NOT EXISTS score_reports (
     job INTEGER NOT NULL,
@@ -50,15 +56,64 @@ CREATE TABLE IF NOT EXISTS score_reports (
 CREATE TABLE IF NOT EXISTS jobs (
     job INTEGER PRIMARY KEY,
     key BLOB NOT NULL,
-    document BLOB,
-    noise BLOB,
-    status TEXT NOT NULL DEFAULT 'collecting'
+    noise BLOB
 );
 """
 
 
+class Input(StrEnum):
+    """What an entry of the input log records."""
+
+    SUBMISSION = "submission"
+    """A light node's share (`key`: the dataset id; `blob`: the share)."""
+    PEER = "peer"
+    """A peer's round message (`key`: `kind:sender`)."""
+    CLOSE = "close"
+    """The node closed submissions (`body.at`: its clock then)."""
+    GIVE_UP = "give_up"
+    """The node stopped waiting for a peer (`key`: the peer's index)."""
+    DECIDE = "decide"
+    """A valuation job's report window is over: no further score report is taken."""
+    SIGNATURE = "signature"
+    """A peer's verified signature (`key`: `signer:digest`)."""
+    ATTEMPT = "attempt"
+    """The node is sending a settlement transaction (`key`: its attempt number)."""
+    MINED = "mined"
+    REVERTED = "reverted"
+    """(`body.at`, `body.bad`: the signers the chain refused)"""
+    SETTLED = "settled"
+    WINDOW_CLOSED = "window_closed"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One input, as logged."""
+
+    seq: int
+    kind: Input
+    key: str
+    body: dict[str, Any]
+    blob: bytes | None
+
+
+@dataclass(frozen=True)
+class Protected:
+    """What the node signs for a job: recorded before signing, the signature once made."""
+
+    kind: str
+    digest: bytes
+    message: dict[str, Any]
+    document: bytes | None
+    signature: bytes | None
+
+
 class Duplicate(Exception):
     """The row exists already (a replayed or duplicate message)."""
+
+
+class DoubleSigning(RuntimeError):
+    """The node was about to sign a second digest for a job it has signed for: refused (the
+    contract would slash its stake). Nothing was signed; look for a bug or a replaced store."""
 
 
 class Store:
@@ -68,17 +123,34 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._migrate()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _insert(self, sql: str, args: tuple[Any, ...]) -> None:
+    def _migrate(self) -> None:
+        """A store written before the input log: its submissions, then its peer messages (the
+        order the old replay used), become the log; its unordered signature table is dropped
+        (peers resend)."""
         with self._lock:
-            try:
-                self._db.execute(sql, args)
-            except sqlite3.IntegrityError:
-                raise Duplicate() from None
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+            if "submissions" not in tables:
+                return
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO inputs (job, kind, key, body, blob) SELECT job, ?, "
+                "dataset, body, share FROM submissions ORDER BY seq",
+                (Input.SUBMISSION.value,),
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO inputs (job, kind, key, body) SELECT job, ?, "
+                "kind || ':' || sender, body FROM peer_messages ORDER BY seq",
+                (Input.PEER.value,),
+            )
+            for table in ("submissions", "peer_messages", "signatures"):
+                self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            self._db.execute("COMMIT")
 
     # -------------------------------------------------------------------------- jobs
     def job_key(self, job: int) -> bytes:
@@ -91,17 +163,6 @@ class Store:
             (key,) = self._db.execute("SELECT key FROM jobs WHERE job = ?", (job,)).fetchone()
         return bytes(key)
 
-    def set_status(self, job: int, status: str, document: bytes | None = None) -> None:
-        self.job_key(job)
-        with self._lock:
-            if document is None:
-                self._db.execute("UPDATE jobs SET status = ? WHERE job = ?", (status, job))
-            else:
-                self._db.execute(
-                    "UPDATE jobs SET status = ?, document = ? WHERE job = ?",
-                    (status, document, job),
-                )
-
     def noise(self, job: int, draw: Callable[[], bytes]) -> bytes:
         """The node's DP noise for `job`: drawn once (`draw`), then the same after a restart."""
         self.job_key(job)
@@ -112,52 +173,98 @@ class Store:
                 self._db.execute("UPDATE jobs SET noise = ? WHERE job = ?", (noise, job))
         return bytes(noise)
 
-    def status(self, job: int) -> tuple[str, bytes | None] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status, document FROM jobs WHERE job = ?", (job,)
-            ).fetchone()
-        return (row[0], bytes(row[1]) if row[1] is not None else None) if row else None
-
     def jobs(self) -> list[int]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT job FROM jobs ORDER BY job")]
 
-    # -------------------------------------------------------------------------- messages
-    def add_submission(
-        self, job: int, dataset: str, nonce: int, share: bytes, body: dict[str, Any]
+    # -------------------------------------------------------------------------- the input log
+    def append(
+        self,
+        job: int,
+        kind: Input,
+        key: str = "",
+        body: dict[str, Any] | None = None,
+        blob: bytes | None = None,
     ) -> None:
-        self._insert(
-            "INSERT INTO submissions (job, dataset, nonce, share, body) VALUES (?, ?, ?, ?, ?)",
-            (job, dataset, str(nonce), share, json.dumps(body)),
-        )
+        """Log one input after every earlier one; `Duplicate` when (job, kind, key) is logged."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO inputs (job, kind, key, body, blob) VALUES (?, ?, ?, ?, ?)",
+                    (job, kind.value, key, json.dumps(body or {}), blob),
+                )
+            except sqlite3.IntegrityError:
+                raise Duplicate() from None
 
-    def submissions(self, job: int) -> Iterator[tuple[str, bytes]]:
+    def has(self, job: int, kind: Input, key: str = "") -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM inputs WHERE job = ? AND kind = ? AND key = ?",
+                (job, kind.value, key),
+            ).fetchone()
+        return row is not None
+
+    def inputs(self, job: int) -> list[Entry]:
+        """The job's log, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT dataset, share FROM submissions WHERE job = ? ORDER BY seq", (job,)
+                "SELECT seq, kind, key, body, blob FROM inputs WHERE job = ? ORDER BY seq", (job,)
             ).fetchall()
-        for dataset, share in rows:
-            yield dataset, bytes(share)
+        return [
+            Entry(
+                seq, Input(kind), key, json.loads(body), bytes(blob) if blob is not None else None
+            )
+            for seq, kind, key, body, blob in rows
+        ]
+
+    def _bodies(self, job: int, kind: Input) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, body FROM inputs WHERE job = ? AND kind = ? ORDER BY seq",
+                (job, kind.value),
+            ).fetchall()
+        return [(key, json.loads(body)) for key, body in rows]
+
+    # -------------------------------------------------------------------------- submissions
+    def add_submission(self, job: int, dataset: str, share: bytes, body: dict[str, Any]) -> None:
+        self.append(job, Input.SUBMISSION, dataset, body, share)
 
     def submission_bodies(self, job: int) -> dict[str, dict[str, Any]]:
         """Dataset id -> the signed submission as received (its consent and any payload)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT dataset, body FROM submissions WHERE job = ?", (job,)
-            ).fetchall()
-        return {dataset: json.loads(body) for dataset, body in rows}
+        return dict(self._bodies(job, Input.SUBMISSION))
 
     def submission_body(self, job: int, dataset: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT body FROM submissions WHERE job = ? AND dataset = ?", (job, dataset)
+                "SELECT body FROM inputs WHERE job = ? AND kind = ? AND key = ?",
+                (job, Input.SUBMISSION.value, dataset),
             ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def submission_count(self, job: int) -> int:
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM inputs WHERE job = ? AND kind = ?",
+                (job, Input.SUBMISSION.value),
+            ).fetchone()
+        return int(n)
+
+    # -------------------------------------------------------------------------- peers
+    def add_peer_message(self, job: int, kind: str, sender: int, body: dict[str, Any]) -> None:
+        self.append(job, Input.PEER, f"{kind}:{sender}", body)
+
+    def has_peer_message(self, job: int, kind: str, sender: int) -> bool:
+        return self.has(job, Input.PEER, f"{kind}:{sender}")
+
     def add_score_report(self, job: int, digest: bytes, body: dict[str, Any]) -> None:
         """A buyer's signed score report (valuation jobs); `Duplicate` when already held."""
-        self._insert("INSERT INTO score_reports VALUES (?, ?, ?)", (job, digest, json.dumps(body)))
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO score_reports VALUES (?, ?, ?)", (job, digest, json.dumps(body))
+                )
+            except sqlite3.IntegrityError:
+                raise Duplicate() from None
 
     def has_score_report(self, job: int, digest: bytes) -> bool:
         with self._lock:
@@ -174,45 +281,54 @@ class Store:
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def submission_count(self, job: int) -> int:
-        with self._lock:
-            (n,) = self._db.execute(
-                "SELECT COUNT(*) FROM submissions WHERE job = ?", (job,)
-            ).fetchone()
-        return int(n)
-
-    def add_peer_message(self, job: int, kind: str, sender: int, body: dict[str, Any]) -> None:
-        self._insert(
-            "INSERT INTO peer_messages (job, kind, sender, body) VALUES (?, ?, ?, ?)",
-            (job, kind, sender, json.dumps(body)),
-        )
-
-    def has_peer_message(self, job: int, kind: str, sender: int) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM peer_messages WHERE job = ? AND kind = ? AND sender = ?",
-                (job, kind, sender),
-            ).fetchone()
-        return row is not None
-
-    def peer_messages(self, job: int) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT body FROM peer_messages WHERE job = ? ORDER BY seq", (job,)
-            ).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def add_signature(self, job: int, digest: bytes, signer: str, signature: bytes) -> None:
+    # -------------------------------------------------------------------------- signing
+    def protect(
+        self,
+        job: int,
+        kind: str,
+        digest: bytes,
+        message: dict[str, Any],
+        document: bytes | None = None,
+    ) -> None:
+        """Record that the node signs `digest` (of `kind`) for `job`, before it signs. Again
+        for the same digest: nothing changes. For any other: `DoubleSigning`."""
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO signatures VALUES (?, ?, ?, ?)",
-                (job, digest, signer, signature),
+                "INSERT OR IGNORE INTO signed (job, kind, digest, message, document) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (job, kind, digest, json.dumps(message), document),
+            )
+            held_kind, held = self._db.execute(
+                "SELECT kind, digest FROM signed WHERE job = ?", (job,)
+            ).fetchone()
+        if (held_kind, bytes(held)) != (kind, digest):
+            raise DoubleSigning(
+                f"job {job}: this node signed the {held_kind} 0x{bytes(held).hex()} and will "
+                f"sign nothing else (asked to sign the {kind} 0x{digest.hex()})"
             )
 
-    def signatures(self, job: int, digest: bytes) -> dict[str, bytes]:
+    def set_signature(self, job: int, digest: bytes, signature: bytes) -> None:
+        """The signature over the protected digest, once made."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT signer, signature FROM signatures WHERE job = ? AND digest = ?",
-                (job, digest),
-            ).fetchall()
-        return {signer: bytes(sig) for signer, sig in rows}
+            self._db.execute(
+                "UPDATE signed SET signature = ? WHERE job = ? AND digest = ?",
+                (signature, job, digest),
+            )
+
+    def protected(self, job: int) -> Protected | None:
+        """What the node signs (or signed) for `job`, if it decided."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, digest, message, document, signature FROM signed WHERE job = ?",
+                (job,),
+            ).fetchone()
+        if row is None:
+            return None
+        kind, digest, message, document, signature = row
+        return Protected(
+            kind,
+            bytes(digest),
+            json.loads(message),
+            bytes(document) if document is not None else None,
+            bytes(signature) if signature is not None else None,
+        )

@@ -1,0 +1,171 @@
+"""What a heavy node signs for a round that reached a result: the result document (the decoded
+aggregate, the participants, the DP budget spent, for an ensemble its weights, for a valuation
+job its scores rule) with its payout tree, and the EIP-712 `Result` over it, the same on every
+honest member. Payouts: the pool (`budget - fee`) in proportion to each owner's share, or a
+valuation job's influence with slashes for harm within each owner's signed cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compute.ensemble import WEIGHT_SCALE
+from compute.messages import Result as RoundResult
+from compute.messages import RoundConfig
+from compute.node.store import Store
+from compute.proposal import ValuationSpec
+from market.escrow import JobView, Result, Slash, SlashConsent
+from market.escrow.documents import ResultDocument
+from market.staking import StakingClient
+from market.valuation.merkle import PayoutTree
+from market.valuation.payouts import split_by_weights
+from market.valuation.tip.release import ScoreReport
+from market.valuation.tip.settle import settle_valuation
+
+
+def result_uri(job_id: int) -> str:
+    """Where a job's result document is: `GET /jobs/{id}/result` on any committee member."""
+    return f"committee:/jobs/{job_id}/result"
+
+
+def build(
+    view: JobView,
+    config: RoundConfig,
+    spec: ValuationSpec | None,
+    outcome: RoundResult,
+    staking: StakingClient,
+    store: Store,
+) -> tuple[ResultDocument, Result, tuple[SlashConsent, ...]]:
+    """The result document, the `Result` to sign, and the consents its slashes need."""
+    records = {
+        d: staking.dataset(bytes.fromhex(d.removeprefix("0x"))) for d in outcome.participants
+    }
+    # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
+    fit = outcome.fit
+    shares = (
+        dict(zip(outcome.participants, (int(w) for w in fit.weights), strict=True))
+        if fit is not None
+        else dict.fromkeys(outcome.participants, 1)
+    )
+    owners: dict[str, int] = {}
+    for dataset, record in records.items():
+        owners[record.owner] = owners.get(record.owner, 0) + shares[dataset]
+    pool = view.budget - view.budget * view.fee_bps // 10_000
+    payouts = split_pool(pool, owners)
+    slashes: tuple[Slash, ...] = ()
+    slashed_to_payouts = 0
+    consents: tuple[SlashConsent, ...] = ()
+    valuation: dict[str, Any] | None = None
+    if spec is not None:
+        valuation = valuation_summary(store, view.job_id)
+        if valuation["report"] is not None:
+            influence, slashes, consents, slashed_to_payouts = by_influence(
+                view, spec, store, records, valuation
+            )
+            # No positive score pays the pool out equally (the slashed stake is burned):
+            # what the buyer gets back never depends on the scores it reports.
+            if influence:
+                payouts = influence
+            else:
+                valuation["rule"] = "equal (no positive score)"
+    tree = PayoutTree.build(payouts) if payouts else None
+    summary = {
+        "op": str(config.reduction.op),
+        "values": [float(v) for v in outcome.values],
+        "count": outcome.aggregate.count,
+        "participants": list(outcome.participants),
+        "privacy": (
+            {"epsilon": outcome.privacy.epsilon, "delta": outcome.privacy.delta}
+            if outcome.privacy is not None
+            else None
+        ),
+    }
+    if valuation is not None:
+        summary["valuation"] = valuation
+    if fit is not None:
+        plan = config.ensemble
+        assert plan is not None
+        summary["ensemble"] = {
+            "classes": plan.layout.classes,
+            "test_rows": plan.layout.n_test,
+            "validation_soft_accuracy": dict(
+                zip(outcome.participants, (float(a) for a in fit.accuracy), strict=True)
+            ),
+            "weights": {d: w / WEIGHT_SCALE for d, w in shares.items()},
+            "weight_scale": WEIGHT_SCALE,
+            "values": "the weighted ensemble's probabilities, test row by test row",
+        }
+    document = ResultDocument(view.job_id, summary, tree)
+    result = Result(
+        job_id=view.job_id,
+        result_hash=document.hash,
+        result_uri=result_uri(view.job_id),
+        payout_root=tree.root if tree else bytes(32),
+        payout_total=(tree.total if tree else 0) - slashed_to_payouts,
+        participants=len(outcome.participants),
+        slashed_to_payouts=slashed_to_payouts,
+        slashes=slashes,
+    )
+    return document, result, consents
+
+
+def valuation_summary(store: Store, job_id: int) -> dict[str, Any]:
+    """Which report the committee settles on: the buyer's, when it sent exactly one;
+    otherwise (none in time, or two different ones) the pool is split equally."""
+    reports = store.score_reports(job_id)
+    if len(reports) == 1:
+        return {"report": reports[0], "rule": "influence"}
+    reason = (
+        "the buyer reported no scores in time"
+        if not reports
+        else f"the buyer signed {len(reports)} different score reports"
+    )
+    return {"report": None, "rule": "equal", "reason": reason, "conflicting": reports}
+
+
+def by_influence(
+    view: JobView,
+    spec: ValuationSpec,
+    store: Store,
+    records: dict[str, Any],
+    valuation: dict[str, Any],
+) -> tuple[dict[str, int], tuple[Slash, ...], tuple[SlashConsent, ...], int]:
+    """Payouts for positive influence, slashes for harm within each signed cap (and the
+    owners' consents to them)."""
+    report = ScoreReport.from_json(valuation["report"]["report"])
+    bodies = store.submission_bodies(view.job_id)
+    settled = settle_valuation(
+        report.scores,
+        {d: r.owner for d, r in records.items()},
+        budget=view.budget,
+        fee_bps=view.fee_bps,
+        n_signers=view.quorum,
+        stakes={d: r.stake for d, r in records.items()},
+        caps_bps={d: int(bodies[d]["participation_bps"]) for d in records},
+        job_max_slash_bps=view.max_slash_bps,
+        slashed_to_payouts=spec.slashed_to == "payouts",
+        harm_threshold=spec.harm_threshold,
+        full_slash_at=spec.full_slash_at,
+    )
+    # In the contract's ascending dataset order (`settle_valuation` keeps it), each slash
+    # beside its owner's consent.
+    slashed = {d: a for d, a in settled.slashes.items() if a > 0}
+    slashes = tuple(Slash(bytes.fromhex(d[2:]), a) for d, a in slashed.items())
+    consents = tuple(
+        SlashConsent(
+            int(bodies[d]["participation_bps"]), bytes.fromhex(bodies[d]["participation"][2:])
+        )
+        for d in slashed
+    )
+    valuation["payouts_by_dataset"] = {d: str(a) for d, a in settled.payouts_by_dataset.items()}
+    valuation["slashes"] = {d: str(a) for d, a in slashed.items()}
+    valuation["severity_bps"] = dict(settled.severity_bps)
+    return settled.payouts, slashes, consents, settled.settlement.slashed_to_payouts
+
+
+def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:
+    """The pool split in proportion to each owner's share (aggregate jobs: its number of
+    participating datasets; ensembles: its models' fitted weights), one leaf per owner."""
+    if not owners:
+        return {}
+    paid = split_by_weights(pool, owners)
+    return {o: a for o, a in paid.items() if a > 0}
