@@ -36,7 +36,7 @@ from compute.node.store import Store
 from compute.policy import Policy, evaluate
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
-from market.escrow import JobState
+from market.escrow import EscrowClient, JobState
 from market.escrow.documents import ResultDocument, fetch
 from market.keys import box_public_key
 from market.sandbox import Sandbox
@@ -222,7 +222,9 @@ def run_demo(
                         earnings[owner.address] = amount
     market.assert_accounting()
     fees = {m: market.staking.heavy_node(m).fees_earned for m in committee}
-    return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
+    refund = refund_of(market.escrow, job_id)
+    return report(providers, refused, job_id, state, document, used, fees, earnings, refund,
+                  phases)  # fmt: skip
 
 
 def report(
@@ -234,6 +236,7 @@ def report(
     used: list[pd.DataFrame],
     fees: dict[str, int],
     earnings: dict[str, int],
+    refund: int,
     phases: list[Phase],
 ) -> DemoReport:
     """The demo's report, with the plaintext mean of the tables that took part beside the
@@ -252,7 +255,7 @@ def report(
         budget=BUDGET,
         fee_per_node=fees,
         earnings=earnings,
-        refund=BUDGET - BUDGET * FEE_BPS // 10_000 - document.payouts.total,
+        refund=refund,
         phases=phases,
     )
 
@@ -291,7 +294,25 @@ def settle(market: Sandbox, clock: DemoClock, job_id: int, deadline: int) -> Job
     state = wait_settled(market, job_id)
     if state is not JobState.FINALIZED:
         raise RuntimeError(f"the job ended {state.name.lower()}")
+    wait_fees_paid(market.escrow, job_id)
     return state
+
+
+def wait_fees_paid(escrow: EscrowClient, job_id: int, timeout: float = 60.0) -> None:
+    """Wait until every accepted member of a finalized job holds its fee share: a member left
+    out of the `finalize` call claims its own right after (`claimFee`)."""
+    limit = time.monotonic() + timeout
+    while escrow.job(job_id).fee_held:
+        if time.monotonic() > limit:
+            raise RuntimeError(f"job {job_id}'s fees were not all claimed in {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def refund_of(escrow: EscrowClient, job_id: int) -> int:
+    """What the buyer got back when the job was finalized (the contract's own figure)."""
+    event = escrow.finalized_event(job_id)
+    assert event is not None, f"job {job_id} is not finalized"
+    return int(event["refund"])
 
 
 def result_document(market: Sandbox, job_id: int, committee: list[str]) -> ResultDocument:

@@ -37,7 +37,9 @@ from market.demo import (
     _phase,
     _proposal,
     clinic_tables,
+    refund_of,
     report,
+    wait_fees_paid,
 )
 from market.escrow import EscrowClient, JobState
 from market.escrow.documents import ResultDocument, fetch
@@ -193,12 +195,15 @@ def run_devnet_demo(
                         escrow.claim(owner, job_id, owner.address, amount,
                                      tree.proof(owner.address))  # fmt: skip
                         earnings[owner.address] = amount
+            wait_fees_paid(escrow, job_id)
             fees = {m: staking.heavy_node(m).fees_earned for m in committee}
+            refund = refund_of(escrow, job_id)
         finally:
             stop_processes(processes)
             devnet_down(home)
     used = [t for i, t in enumerate(tables) if i % STRICT_SHARE != 1]
-    return report(providers, refused, job_id, state, document, used, fees, earnings, phases)
+    return report(providers, refused, job_id, state, document, used, fees, earnings, refund,
+                  phases)  # fmt: skip
 
 
 def stop_processes(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:

@@ -30,7 +30,15 @@ from compute.node.light import Directory, LightNode, LightService, LightState, L
 from compute.policy import Policy
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
-from market.demo import DemoClock, Phase, _phase, result_document, running_committee, settle
+from market.demo import (
+    DemoClock,
+    Phase,
+    _phase,
+    refund_of,
+    result_document,
+    running_committee,
+    settle,
+)
 from market.ensemble import Holders, train_holders
 from market.escrow import JobState
 from market.escrow.documents import ResultDocument
@@ -138,7 +146,7 @@ def run_ensemble_demo(
         evaluation_uri=terms.evaluation.uri,
         budget=BUDGET,
         fee_per_node=fees,
-        refund=BUDGET - BUDGET * FEE_BPS // 10_000 - tree.total,
+        refund=refund_of(market.escrow, job_id),
         phases=phases,
         **report,
     )
