@@ -54,7 +54,7 @@ from compute.messages import (
 )
 from compute.messages import Result as RoundResult
 from compute.node import results, wire
-from compute.node.settle import Decision, JobSettlement, Settler
+from compute.node.settle import Decision, JobSettlement, Settler, result_from_json, result_json
 from compute.node.store import Duplicate, Entry, Input, Store
 from compute.proposal import ValuationSpec
 from compute.randomness import AesCtrRandom
@@ -74,7 +74,6 @@ from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.eip712 import (
     InvalidSignature,
     abort_digest,
-    participation_digest,
     recover_strict,
     result_digest,
 )
@@ -214,7 +213,7 @@ class HeavyNode:
             self._replay(job)
             decision, signature = job.settlement.decision, job.settlement.machine.signature
             if decision is not None and signature is not None:
-                self._send_signature(job, decision.digest, signature)  # lost in a crash, maybe
+                self._send_signature(job, decision, signature)  # lost in a crash, maybe
             return job
 
     def _replay(self, job: _Job) -> None:
@@ -304,16 +303,6 @@ class HeavyNode:
             raise Rejected(401, str(exc)) from None
         if consenting != signer:
             raise Rejected(401, "the participation is not signed by the dataset's owner")
-        try:  # the contract checks it with OpenZeppelin's ECDSA when it applies a slash
-            recover_strict(
-                participation_digest(self.escrow.domain, job_id, sub.dataset_id,
-                                     sub.participation_bps),
-                sub.participation,
-            )  # fmt: skip
-        except InvalidSignature as exc:
-            raise Rejected(
-                401, f"the participation signature would not pass on chain: {exc}"
-            ) from None
         if record.unstake_requested_at and record.unstake_requested_at <= job.view.posted_at:
             raise Rejected(403, "the dataset was unbonding when the job was posted")
         try:
@@ -406,6 +395,16 @@ class HeavyNode:
             raise Rejected(422, f"malformed signature message: {exc}") from None
         if len(digest) != 32:
             raise Rejected(422, "the digest must be 32 bytes")
+        signed_result = None
+        if body.get("result") is not None:
+            try:
+                signed_result = result_from_json(body["result"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise Rejected(422, f"malformed result beside the signature: {exc}") from None
+            if signed_result.job_id != job_id or (
+                result_digest(self.escrow.domain, signed_result) != digest
+            ):
+                raise Rejected(400, "the result sent does not hash to the signed digest")
         try:
             recovered = recover_strict(digest, signature)
         except InvalidSignature as exc:
@@ -420,7 +419,9 @@ class HeavyNode:
             raise Rejected(403, f"{signer} did not accept job {job_id}: the contract does not "
                            "count its signature")  # fmt: skip
         try:
-            stored = self.settler.take(job.settlement, Signed(signer, digest, signature))
+            stored = self.settler.take(
+                job.settlement, Signed(signer, digest, signature), signed_result
+            )
         except TooManyDigestsError as exc:
             raise Rejected(429, str(exc)) from None
         except ConflictingSignatureError as exc:
@@ -718,7 +719,7 @@ class HeavyNode:
             if decision is not None:
                 signature = self.settler.decide(settlement, decision)
                 with self._lock:
-                    self._send_signature(job, decision.digest, signature)
+                    self._send_signature(job, decision, signature)
         self.settler.step(settlement, self.clock())
 
     def _decision(self, job: _Job) -> Decision | None:
@@ -741,9 +742,13 @@ class HeavyNode:
         reason = outcome.reason.value
         return Decision(Kind.ABORT, abort_digest(self.escrow.domain, job_id, reason), reason=reason)
 
-    def _send_signature(self, job: _Job, digest: bytes, signature: bytes) -> None:
-        body = {"digest": "0x" + digest.hex(), "signer": self.address,
-                "signature": "0x" + signature.hex()}  # fmt: skip
+    def _send_signature(self, job: _Job, decision: Decision, signature: bytes) -> None:
+        """To every peer: the signature and, for a result, the result it signs (so that a
+        member that signs two different results can be reported by whoever holds both)."""
+        body: dict[str, Any] = {"digest": "0x" + decision.digest.hex(), "signer": self.address,
+                                "signature": "0x" + signature.hex()}  # fmt: skip
+        if decision.result is not None:
+            body["result"] = result_json(decision.result)
         for peer in job.config.committee:
             if peer != job.index:
                 job.outbox.append((peer, f"/jobs/{job.view.job_id}/signatures", body))

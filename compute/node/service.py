@@ -54,12 +54,16 @@ class PeerBody(BaseModel):
 
 
 class SignatureBody(BaseModel):
-    """A committee member's EIP-712 signature over the job's result or abort digest."""
+    """A committee member's EIP-712 signature over the job's result or abort digest, with the
+    result it signs (checked against the digest) when it is a result."""
 
     model_config = ConfigDict(extra="forbid")
     digest: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
     signer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    result: dict[str, Any] | None = Field(
+        default=None, description="the signed Result (hex and decimal strings), for results"
+    )
 
 
 class ScoresBody(BaseModel):

@@ -53,6 +53,34 @@ from market.escrow.eip712 import abort_digest, sign_digest
 log = logging.getLogger("market.heavy")
 
 
+def result_json(r: Result) -> dict[str, Any]:
+    """A `Result` as the JSON members send beside their signatures (and keep in the store)."""
+    return {
+        "job": r.job_id,
+        "result_hash": r.result_hash.hex(),
+        "result_uri": r.result_uri,
+        "payout_root": r.payout_root.hex(),
+        "payout_total": str(r.payout_total),
+        "participants": r.participants,
+        "slashed_to_payouts": str(r.slashed_to_payouts),
+        "slashes": [[s.dataset_id.hex(), str(s.amount)] for s in r.slashes],
+    }
+
+
+def result_from_json(r: dict[str, Any]) -> Result:
+    """The inverse of `result_json`; raises `KeyError`, `TypeError` or `ValueError`."""
+    return Result(
+        job_id=int(r["job"]),
+        result_hash=bytes.fromhex(r["result_hash"]),
+        result_uri=str(r["result_uri"]),
+        payout_root=bytes.fromhex(r["payout_root"]),
+        payout_total=int(r["payout_total"]),
+        participants=int(r["participants"]),
+        slashed_to_payouts=int(r["slashed_to_payouts"]),
+        slashes=tuple(Slash(bytes.fromhex(d), int(a)) for d, a in r["slashes"]),
+    )
+
+
 @dataclass(frozen=True)
 class Decision:
     """What this node signs for a job: a result (with the consents its slashes need and the
@@ -69,18 +97,8 @@ class Decision:
         """The signed message as JSON, kept beside the digest."""
         if self.result is None:
             return {"reason": self.reason}
-        r = self.result
         return {
-            "result": {
-                "job": r.job_id,
-                "result_hash": r.result_hash.hex(),
-                "result_uri": r.result_uri,
-                "payout_root": r.payout_root.hex(),
-                "payout_total": str(r.payout_total),
-                "participants": r.participants,
-                "slashed_to_payouts": str(r.slashed_to_payouts),
-                "slashes": [[s.dataset_id.hex(), str(s.amount)] for s in r.slashes],
-            },
+            "result": result_json(self.result),
             "consents": [[c.max_slash_bps, c.signature.hex()] for c in self.consents],
         }
 
@@ -90,17 +108,7 @@ class Decision:
     ) -> Decision:
         if Kind(kind) is Kind.ABORT:
             return cls(Kind.ABORT, digest, reason=str(message["reason"]))
-        r = message["result"]
-        result = Result(
-            job_id=int(r["job"]),
-            result_hash=bytes.fromhex(r["result_hash"]),
-            result_uri=r["result_uri"],
-            payout_root=bytes.fromhex(r["payout_root"]),
-            payout_total=int(r["payout_total"]),
-            participants=int(r["participants"]),
-            slashed_to_payouts=int(r["slashed_to_payouts"]),
-            slashes=tuple(Slash(bytes.fromhex(d), int(a)) for d, a in r["slashes"]),
-        )
+        result = result_from_json(message["result"])
         consents = tuple(SlashConsent(int(b), bytes.fromhex(s)) for b, s in message["consents"])
         return cls(Kind.RESULT, digest, result, consents, document)
 
@@ -113,6 +121,9 @@ class JobSettlement:
     decision: Decision | None = None
     evidence: list[Equivocation] = field(default_factory=list)
     """Equivocations not yet reported (or found unreportable)."""
+    results: dict[bytes, Result] = field(default_factory=dict)
+    """Results peers sent beside their signatures, by digest (checked against it): what this
+    node needs to report a member that signed two different results."""
     fee_checked: bool = False
 
     @property
@@ -154,6 +165,8 @@ class Settler:
             event = Signed(
                 body["signer"], bytes.fromhex(body["digest"]), bytes.fromhex(body["signature"])
             )
+            if body.get("result") is not None:
+                job.results[event.digest] = result_from_json(body["result"])
         elif entry.kind is Input.ATTEMPT:
             event = Attempt()
         elif entry.kind is Input.MINED:
@@ -191,8 +204,9 @@ class Settler:
         self.store.set_signature(job_id, decision.digest, signature)
         return signature
 
-    def take(self, job: JobSettlement, signed: Signed) -> bool:
-        """Keep a verified peer signature; False when it is already held. Raises the machine's
+    def take(self, job: JobSettlement, signed: Signed, result: Result | None = None) -> bool:
+        """Keep a verified peer signature (and the `result` it signs, checked by the caller to
+        hash to its digest); False when it is already held. Raises the machine's
         `SignatureRefusedError` (too many digests from that signer, or a conflicting
         signature) and then keeps nothing."""
         job_id = job.machine.config.job_id
@@ -208,8 +222,11 @@ class Settler:
                     "signer": signed.signer,
                     "digest": signed.digest.hex(),
                     "signature": signed.signature.hex(),
+                    "result": None if result is None else result_json(result),
                 },
             )
+            if result is not None:
+                job.results[signed.digest] = result
             job.evidence.extend(found)
         for evidence in found:
             log.warning(
@@ -275,20 +292,19 @@ class Settler:
             log.info("job %s: %s with %d signatures", job_id, decision.kind, len(signatures))
 
     def _report(self, job: JobSettlement) -> None:
-        """Report each equivocation the node holds both messages of (its own result, and an
-        abort with one of the known reasons); keep the others as evidence in the log."""
+        """Report each equivocation the node holds both messages of: two results (its own, or
+        those peers sent beside their signatures), or a result and an abort (whose reasons are
+        a known set); keep the others as evidence in the log."""
         job_id = job.machine.config.job_id
         known: dict[bytes, Result | str] = {
             abort_digest(self.escrow.domain, job_id, r.value): r.value for r in AbortReason
         }
+        known.update(job.results)
         if job.decision is not None and job.decision.result is not None:
             known[job.decision.digest] = job.decision.result
         for evidence in list(job.evidence):
             a, b = known.get(evidence.first[0]), known.get(evidence.second[0])
-            pair = [(a, evidence.first[1]), (b, evidence.second[1])]
-            results = [(m, s) for m, s in pair if isinstance(m, Result)]
-            reasons = [(m, s) for m, s in pair if isinstance(m, str)]
-            if len(results) != 1 or len(reasons) != 1:
+            if a is None or b is None or (isinstance(a, str) and isinstance(b, str)):
                 if job.decision is None:
                     continue  # this node's own result may yet be one of them
                 job.evidence.remove(evidence)
@@ -297,16 +313,28 @@ class Settler:
                             evidence.signer)  # fmt: skip
                 continue
             job.evidence.remove(evidence)
-            (result, sig_result), (reason, sig_abort) = results[0], reasons[0]
-            assert isinstance(result, Result) and isinstance(reason, str)
             if self.escrow.equivocation_reported(job_id, evidence.signer):
                 continue
+            (first, sig_first), (second, sig_second) = (
+                (a, evidence.first[1]), (b, evidence.second[1])
+            )
             try:
-                self.escrow.report_abort_equivocation(
-                    self.account, result, sig_result, reason, sig_abort
-                )
-                log.warning("job %s: reported %s for signing a result and an abort", job_id,
-                            evidence.signer)  # fmt: skip
+                if isinstance(first, Result) and isinstance(second, Result):
+                    self.escrow.report_equivocation(
+                        self.account, first, sig_first, second, sig_second
+                    )
+                    what = "two different results"
+                else:
+                    if isinstance(first, str):  # the result first, then the abort
+                        (first, sig_first), (second, sig_second) = (
+                            (second, sig_second), (first, sig_first)
+                        )
+                    assert isinstance(first, Result) and isinstance(second, str)
+                    self.escrow.report_abort_equivocation(
+                        self.account, first, sig_first, second, sig_second
+                    )
+                    what = "a result and an abort"
+                log.warning("job %s: reported %s for signing %s", job_id, evidence.signer, what)
             except ContractRevert as exc:
                 log.error("job %s: reporting %s failed: %s", job_id, evidence.signer, exc)
 

@@ -28,7 +28,13 @@ from numpy.typing import NDArray
 
 from compute.messages import Agreement, Partial, Statistic
 from market.escrow.documents import canonical_json
-from market.escrow.eip712 import Domain, participation_digest, recover, sign_digest
+from market.escrow.eip712 import (
+    Domain,
+    InvalidSignature,
+    participation_digest,
+    recover_strict,
+    sign_digest,
+)
 
 SUBMISSION_TYPES = {
     "Submission": [
@@ -146,11 +152,14 @@ class SignedSubmission:
                    sign_digest(owner, consent), payload)  # fmt: skip
 
     def participation_signer(self, domain: Domain) -> str:
+        """The consent's signer, recovered as the contract will when it applies a slash
+        (OpenZeppelin's ECDSA: low s, v 27 or 28): a malleated consent would make `finalize`
+        revert, so it is refused here."""
         digest = participation_digest(domain, self.job_id, self.dataset_id, self.participation_bps)
         try:
-            return to_checksum_address(recover(digest, self.participation))
-        except Exception:
-            raise WireError("the participation signature is malformed") from None
+            return recover_strict(digest, self.participation)
+        except InvalidSignature as exc:
+            raise WireError(f"the participation signature would not pass on chain: {exc}") from None
 
     def signer(self, domain: Domain) -> str:
         message = submission_message(

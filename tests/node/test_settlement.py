@@ -443,6 +443,40 @@ def test_a_member_signing_the_result_and_an_abort_is_reported_and_slashed(market
     assert market.sandbox.staking.heavy_node(attacker.address).stake == stake - slashed
 
 
+def test_a_member_signing_two_different_results_is_reported_and_slashed(market: Market):
+    """The attacker signs the honest result and another one, sent with the result it signs:
+    the honest node holds both messages and reports it; a result that does not hash to its
+    digest is refused."""
+    honest, attacker, view = _honest_pair_and_attacker(market)
+    escrow = market.sandbox.escrow
+    answers: list[int] = []
+
+    def attack(digest: bytes) -> None:
+        other, _ = market.sandbox.result(view.job_id, {attacker.address: 1})
+        other_digest = result_digest(escrow.domain, other)
+        lie = {**body(attacker.address, digest, sign_digest(attacker, digest)),
+               "result": settle_module.result_json(other)}  # fmt: skip
+        answers.extend(_send(market, honest[:1], view.job_id, lie))  # not the digest's result
+        for d, r in ((digest, None), (other_digest, other)):
+            message = body(attacker.address, d, sign_digest(attacker, d))
+            if r is not None:
+                message["result"] = settle_module.result_json(r)
+            answers.extend(_send(market, honest[:1], view.job_id, message))
+
+    stake = market.sandbox.staking.heavy_node(attacker.address).stake
+    _attack_at_first_signature(market, attack)
+    market.drive(
+        honest,
+        lambda: (
+            finalized(market, view.job_id)()
+            and escrow.equivocation_reported(view.job_id, attacker.address)
+        ),
+    )
+    assert answers == [400, 200, 200]
+    slashed = stake * market.sandbox.config.equivocation_slash_bps // 10_000
+    assert market.sandbox.staking.heavy_node(attacker.address).stake == stake - slashed
+
+
 def test_a_result_is_not_served_before_the_chain_finalizes_it(market: Market):
     members = market.register(3)
     nodes = [market.run(a) for a in members]
