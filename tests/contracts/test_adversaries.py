@@ -12,7 +12,15 @@ from eth_account.signers.local import LocalAccount
 from market.chain import TOKEN
 from market.chain import errors as E
 from market.escrow import JobState, Slash
-from market.escrow.eip712 import SECP256K1_N, abort_digest, recover, result_digest, sign_digest
+from market.escrow.eip712 import (
+    SECP256K1_N,
+    InvalidSignature,
+    abort_digest,
+    recover,
+    recover_strict,
+    result_digest,
+    sign_digest,
+)
 from tests.contracts.draw import block_hash, draw, expected_committee, seed_of
 from tests.contracts.world import World, call_at, fee_split, same_block
 
@@ -362,9 +370,14 @@ def test_malleated_signature_rejected_by_contract(world: World):
     digest = result_digest(world.escrow.domain, result)
     good = world.sign(nodes[:2], result)
     second = sorted(nodes[:2], key=lambda n: int(n.address, 16))[1]
+    assert recover_strict(digest, good[1]) == second.address
     for name, twin in _twins(good[1]).items():
         if len(twin) == 65:  # the lenient recovery finds the same signer: it is a real twin
             assert recover(digest, twin) == second.address, name
+        with pytest.raises(
+            InvalidSignature
+        ):  # the heavy node's check refuses what the contract does
+            recover_strict(digest, twin)
         with pytest.raises(E.MarketplaceInvalidSignature) as info:
             world.escrow.finalize(buyer, result, [good[0], twin])
         assert info.value.values["index"] == 1, name
