@@ -1,12 +1,18 @@
-"""`market bench gas`: gas used by stake, post, finalize and claim as the number of participants
-grows.
+"""`market bench gas`: gas used by stake, post, draw, accept, finalize, claim and fee claims as the
+number of participants grows.
 
-For each size N (10, 100, 1,000 by default), on one freshly deployed market:
+For each size N (10, 100, 1,000 by default), on one freshly deployed market with three
+registered heavy nodes:
 
 - `stake`: staking one more dataset once N datasets are staked (the N-th `stakeDataset`);
 - `post`: `postJobWithPermit` (approval and escrow in one transaction) of a job that asks for N
   participants, with a committee of three and a quorum of two;
-- `finalize`: settling that job with N payees under one Merkle root, two committee signatures;
+- `draw`: `drawCommittee` of that job (three members drawn from the registry; it depends on the
+  committee's size, bounded by the draw's 64 tries, not on N);
+- `accept`: one member's `acceptJob` (the most expensive of the three);
+- `finalize`: settling that job with N payees under one Merkle root, two of the three accepted
+  members signing;
+- `claim_fee`: the third accepted member taking its fee share with `claimFee`;
 - `claim`: the most expensive of a sample of claims from that tree (first, last and spread
   leaves), each by a payee that already holds tokens, as a provider who bought its stake does;
 - `claim_new_holder`: the same for payees that never held the token. The ERC-20 balance slot
@@ -30,7 +36,9 @@ from market.sandbox import Sandbox
 
 GasResult = dict[str, dict[str, int]]
 
-OPERATIONS = ("stake", "post", "finalize", "claim", "claim_new_holder")
+OPERATIONS = (
+    "stake", "post", "draw", "accept", "finalize", "claim_fee", "claim", "claim_new_holder",
+)  # fmt: skip
 FINALIZE_FLATNESS = 0.05
 """Finalize for the largest size may cost at most this much more than for the smallest."""
 CLAIM_LIMIT = 90_000
@@ -60,12 +68,17 @@ def run_gas_bench(
         receipt = market.escrow.submit_job(buyer, params)
         gas["post"] = receipt.gas_used
         job_id = market.escrow.posted_job_id(receipt)
+        gas["draw"] = market.escrow.draw_committee(market.deployer, job_id).gas_used
+        assert set(market.escrow.job(job_id).committee) == {n.address for n in committee}
+        gas["accept"] = max(market.escrow.accept_job(n, job_id).gas_used for n in committee)
 
         payees = {Account.create().address: 1 + i for i in range(size)}
         settled, tree = market.result(job_id, payees, participants=size)
         assert tree is not None
         signatures = market.sign(committee[:2], settled)
         gas["finalize"] = market.escrow.finalize(committee[0], settled, signatures).gas_used
+        late = market.sign(committee[2:], settled)[0]  # left out of finalize, claims its share
+        gas["claim_fee"] = market.escrow.claim_fee(committee[2], job_id, late).gas_used
 
         if not measured:
             continue  # the warm-up job's payouts stay unclaimed, as some always are
@@ -101,6 +114,9 @@ def check_gas(result: GasResult) -> list[str]:
         f"most expensive claim: {worst_claim:,} gas "
         f"({'ok' if worst_claim < CLAIM_LIMIT else 'FAILS'}: under {CLAIM_LIMIT:,}); "
         f"to a first-time holder: {new_holder:,}",
+        f"committee of three: draw {max(result['draw'].values()):,} gas, accept "
+        f"{max(result['accept'].values()):,} per member, claimFee "
+        f"{max(result['claim_fee'].values()):,} per member left out of finalize",
     ]
 
 
