@@ -101,7 +101,9 @@ def test_ensemble_demo_releases_the_plaintext_ensemble_and_pays_by_weight(tmp_pa
     best = max(report["weights"], key=report["weights"].get)
     assert report["earnings"][best] == max(report["earnings"].values())
     paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
-    assert report["refund"] == 0 and paid == report["budget"]
+    # The pool is paid out in full; only the fee's rounding remainder (its split among the
+    # three members that accepted) goes back to the buyer.
+    assert report["refund"] < 3 and paid + report["refund"] == report["budget"]
     assert report["evaluation_uri"].startswith("ipfs://")
     assert any((tmp_path / "storage").rglob("*"))  # the evaluation set, content-addressed
 
