@@ -217,7 +217,12 @@ class Sandbox:
     # ------------------------------------------------------------------ accounting
     def assert_accounting(self) -> None:
         """The marketplace holds exactly escrow + stakes + unclaimed payouts, and every token
-        ever minted is in some holder's balance or burned."""
-        totals = self.escrow.totals()
-        held = self.token.balance_of(self.market)
+        ever minted is in some holder's balance or burned. Both are read in one block: running
+        nodes may send transactions (a fee claim) between two reads."""
+        for _ in range(50):
+            block = self.chain.web3.eth.block_number
+            totals = self.escrow.totals()
+            held = self.token.balance_of(self.market)
+            if self.chain.web3.eth.block_number == block:
+                break
         assert held == totals.escrowed + totals.staked + totals.unclaimed, (held, totals)

@@ -138,7 +138,7 @@ def by_influence(
         {d: r.owner for d, r in records.items()},
         budget=view.budget,
         fee_bps=view.fee_bps,
-        n_signers=view.quorum,
+        n_accepted=max(len(view.accepted), 1),
         stakes={d: r.stake for d, r in records.items()},
         caps_bps={d: int(bodies[d]["participation_bps"]) for d in records},
         job_max_slash_bps=view.max_slash_bps,

@@ -161,19 +161,20 @@ def slash_amounts(
 class Settlement:
     """Where the money of a finalized job goes, as `Marketplace.finalize` moves it.
 
-    Conservation: `fee + payout_total + refund == budget`, `sum(fee_per_signer) == fee`,
+    Conservation: `sum(fee_per_member) + payout_total + refund == budget`,
     `claimable + burned == payout_total + slashed_total`. The buyer's refund never depends on
     slashes: slashed tokens go to payouts or are burned, never to the buyer."""
 
     budget: int
     fee: int
-    """`budget * feeBps // 10_000`, paid to the signers of the result."""
-    fee_per_signer: tuple[int, ...]
-    """In signature order: `fee // n` each, the first signer also gets `fee % n`."""
+    """`budget * feeBps // 10_000`, shared by the committee members that accepted the job."""
+    fee_per_member: tuple[int, ...]
+    """`fee // n` for each of the n members that accepted (signers are paid at `finalize`,
+    the others claim theirs); the remainder `fee % n` is refunded."""
     payout_total: int
     """Payouts funded from the budget (`Result.payoutTotal`)."""
     refund: int
-    """`budget - fee - payout_total`, back to the buyer."""
+    """`budget - payout_total - sum(fee_per_member)`, back to the buyer."""
     slashed_total: int
     slashed_to_payouts: int
     """Slashed tokens added to the payout pool (`Result.slashedToPayouts`)."""
@@ -186,22 +187,23 @@ class Settlement:
 def settlement(
     budget: int,
     fee_bps: int,
-    n_signers: int,
+    n_accepted: int,
     payout_total: int,
     slashed_total: int,
     slashed_to_payouts: int,
 ) -> Settlement:
-    """Compute a finalize's fee, fee shares, refund, claimable pool and burn.
+    """Compute a finalize's fee, fee shares (`n_accepted` members accepted the job), refund,
+    claimable pool and burn.
 
     Raises `InvalidBasisPointsError` if `fee_bps` is above `MAX_FEE_BPS`, `InconsistentInputError`
-    for fewer than one signer, `PayoutAboveBudgetError` if `payout_total > budget - fee` and
-    `SlashedToPayoutsTooHighError` if `slashed_to_payouts > slashed_total` (the contract reverts
-    on both)."""
+    for fewer than one accepted member, `PayoutAboveBudgetError` if
+    `payout_total > budget - fee` and `SlashedToPayoutsTooHighError` if
+    `slashed_to_payouts > slashed_total` (the contract reverts on both)."""
     check_amount(budget, "budget")
     check_bps(fee_bps, "feeBps", MAX_FEE_BPS)
-    if isinstance(n_signers, bool) or not isinstance(n_signers, int) or n_signers < 1:
+    if isinstance(n_accepted, bool) or not isinstance(n_accepted, int) or n_accepted < 1:
         raise InconsistentInputError(
-            f"n_signers must be a positive int (the signatures in the quorum), got {n_signers!r}"
+            f"n_accepted must be a positive int (the members that accepted), got {n_accepted!r}"
         )
     check_amount(payout_total, "payout_total")
     check_amount(slashed_total, "slashed_total")
@@ -217,13 +219,13 @@ def settlement(
             f"slashed_to_payouts {slashed_to_payouts} exceeds slashed_total {slashed_total}; "
             "only slashed tokens can be added to payouts"
         )
-    each, rest = divmod(fee, n_signers)
+    each = fee // n_accepted
     return Settlement(
         budget=budget,
         fee=fee,
-        fee_per_signer=(each + rest,) + (each,) * (n_signers - 1),
+        fee_per_member=(each,) * n_accepted,
         payout_total=payout_total,
-        refund=budget - fee - payout_total,
+        refund=budget - payout_total - each * n_accepted,
         slashed_total=slashed_total,
         slashed_to_payouts=slashed_to_payouts,
         claimable=payout_total + slashed_to_payouts,

@@ -101,9 +101,9 @@ def test_settlement_example() -> None:
     assert result == Settlement(
         budget=1_001,
         fee=25,
-        fee_per_signer=(9, 8, 8),
+        fee_per_member=(8, 8, 8),
         payout_total=500,
-        refund=476,
+        refund=477,
         slashed_total=40,
         slashed_to_payouts=10,
         claimable=510,
@@ -113,7 +113,7 @@ def test_settlement_example() -> None:
 
 def test_payouts_may_take_everything_left_after_the_fee() -> None:
     result = settlement(1_000, MAX_FEE_BPS, 1, 500, 0, 0)
-    assert (result.fee, result.refund, result.fee_per_signer) == (500, 0, (500,))
+    assert (result.fee, result.refund, result.fee_per_member) == (500, 0, (500,))
 
 
 @pytest.mark.parametrize(
@@ -140,20 +140,19 @@ def test_settlement_rejects_what_the_contract_reverts_on(
 def settlements(draw: st.DrawFn) -> tuple[int, int, int, int, int, int]:
     budget = draw(st.integers(0, 2**128 - 1))
     fee_bps = draw(st.integers(0, MAX_FEE_BPS))
-    n_signers = draw(st.integers(1, 7))
+    n_accepted = draw(st.integers(1, 7))
     payout_total = draw(st.integers(0, budget - budget * fee_bps // 10_000))
     slashed_total = draw(st.integers(0, 2**128 - 1))
     slashed_to_payouts = draw(st.integers(0, slashed_total))
-    return budget, fee_bps, n_signers, payout_total, slashed_total, slashed_to_payouts
+    return budget, fee_bps, n_accepted, payout_total, slashed_total, slashed_to_payouts
 
 
 @given(settlements())
 def test_settlement_conserves_money(args: tuple[int, int, int, int, int, int]) -> None:
     result = settlement(*args)
-    assert result.fee + result.payout_total + result.refund == result.budget
-    assert sum(result.fee_per_signer) == result.fee
-    assert len(result.fee_per_signer) == args[2]
-    assert max(result.fee_per_signer) - min(result.fee_per_signer) < args[2]
+    assert sum(result.fee_per_member) + result.payout_total + result.refund == result.budget
+    assert result.fee - args[2] < sum(result.fee_per_member) <= result.fee
+    assert len(result.fee_per_member) == args[2] and len(set(result.fee_per_member)) == 1
     assert result.claimable + result.burned == result.payout_total + result.slashed_total
     assert min(result.refund, result.burned, result.claimable) >= 0
 
@@ -162,8 +161,8 @@ def test_settlement_conserves_money(args: tuple[int, int, int, int, int, int]) -
 def test_the_refund_never_depends_on_slashes(
     args: tuple[int, int, int, int, int, int], other_slashed: int, data: st.DataObject
 ) -> None:
-    budget, fee_bps, n_signers, payout_total, _, _ = args
+    budget, fee_bps, n_accepted, payout_total, _, _ = args
     to_payouts = data.draw(st.integers(0, other_slashed))
     base = settlement(*args)
-    other = settlement(budget, fee_bps, n_signers, payout_total, other_slashed, to_payouts)
+    other = settlement(budget, fee_bps, n_accepted, payout_total, other_slashed, to_payouts)
     assert other.refund == base.refund and other.fee == base.fee

@@ -68,7 +68,7 @@ def settle_valuation(
     *,
     budget: int,
     fee_bps: int,
-    n_signers: int,
+    n_accepted: int,
     stakes: Mapping[str, int],
     caps_bps: Mapping[str, int],
     job_max_slash_bps: int,
@@ -78,20 +78,30 @@ def settle_valuation(
 ) -> TipSettlement:
     """Payouts and slashes of a valuation job from its providers' scores (dataset id -> score)
     and owners (dataset id -> account paid). Every dataset with a positive payout needs an
-    owner; every harmful one needs a stake and a signed cap (`slash_amounts` checks)."""
+    owner; every harmful one needs a stake and a signed cap (`slash_amounts` checks).
+
+    Slashed tokens go to the positive contributors whose owners were not slashed in this job:
+    an owner never recovers its own slash through another of its datasets."""
     _check_scores(scores)
     check_unique_keys(scores, "dataset")
-    fee = settlement(budget, fee_bps, n_signers, 0, 0, 0).fee
+    fee = settlement(budget, fee_bps, n_accepted, 0, 0, 0).fee
     pool = budget - fee
     severity = severity_from_scores(scores, harm_threshold, full_slash_at)
     slashes = slash_amounts(stakes, caps_bps, job_max_slash_bps, severity)
     slashed_total = sum(slashes.values())
     has_positive = any(s > 0 for s in scores.values())
-    to_payouts = slashed_total if slashed_to_payouts and has_positive else 0
-    by_dataset = positive_influence_payouts(pool + to_payouts, scores)
+    slashed_owners = {owners.get(d) for d in slashes}
+    unslashed = {d: s for d, s in scores.items() if owners.get(d) not in slashed_owners}
+    by_dataset = positive_influence_payouts(pool, scores)
     payout_total = pool if by_dataset else 0
-    if not by_dataset:
-        to_payouts = 0
+    by_slash = (
+        positive_influence_payouts(slashed_total, unslashed)
+        if slashed_to_payouts and has_positive and slashed_total
+        else {}
+    )
+    to_payouts = slashed_total if by_slash else 0
+    for dataset, amount in by_slash.items():
+        by_dataset[dataset] = by_dataset.get(dataset, 0) + amount
     payouts: dict[str, int] = {}
     for dataset, amount in by_dataset.items():
         if dataset not in owners:
@@ -99,7 +109,7 @@ def settle_valuation(
         owner = owners[dataset]
         payouts[owner] = payouts.get(owner, 0) + amount
     check_unique_keys(payouts, "owner account")
-    result = settlement(budget, fee_bps, n_signers, payout_total, slashed_total, to_payouts)
+    result = settlement(budget, fee_bps, n_accepted, payout_total, slashed_total, to_payouts)
     assert sum(payouts.values()) == result.claimable
     return TipSettlement(
         payouts={key: payouts[key] for key in sorted(payouts, key=str.lower)},

@@ -23,7 +23,7 @@ def _settle(scores: dict[str, float], owners: dict[str, str], **kw: object):  # 
     args = dict(
         budget=1_000_000,
         fee_bps=250,
-        n_signers=3,
+        n_accepted=3,
         stakes=dict.fromkeys(scores, 10_000),
         caps_bps=dict.fromkeys(scores, 5_000),
         job_max_slash_bps=2_000,
@@ -41,10 +41,12 @@ def test_positive_scores_are_paid_and_harm_is_slashed() -> None:
     assert result.severity_bps == {DS["c"]: 6_666}  # 2/3 of the best help
     assert result.slashes == {DS["c"]: 2_000}  # job max 20% < cap 50% < severity 66.66%
     assert s.slashed_to_payouts == 2_000 and s.burned == 0
-    assert result.payouts_by_dataset == {DS["a"]: 732_750, DS["b"]: 244_250}
-    assert result.payouts == {OWNER_A: 732_750, OWNER_B: 244_250}
+    # The pool by influence (3:1); the slash of c goes to a alone: c's owner also owns b, and
+    # an owner never recovers its own slash through another dataset.
+    assert result.payouts_by_dataset == {DS["a"]: 731_250 + 2_000, DS["b"]: 243_750}
+    assert result.payouts == {OWNER_A: 733_250, OWNER_B: 243_750}
     assert sum(result.payouts.values()) == s.claimable == 977_000
-    assert s.fee + s.payout_total + s.refund == 1_000_000
+    assert sum(s.fee_per_member) + s.payout_total + s.refund == 1_000_000
 
 
 def test_one_owner_of_several_datasets_is_paid_their_sum() -> None:
@@ -57,7 +59,8 @@ def test_without_positive_scores_the_pool_is_refunded_and_slashes_burned() -> No
     scores = {DS["a"]: -1.0, DS["b"]: -4.0}
     result = _settle(scores, {})
     s = result.settlement
-    assert result.payouts == {} and s.payout_total == 0 and s.refund == 1_000_000 - s.fee
+    assert result.payouts == {} and s.payout_total == 0
+    assert s.refund == 1_000_000 - sum(s.fee_per_member)
     assert result.severity_bps == {DS["a"]: 2_500, DS["b"]: 10_000}
     assert result.slashes == {DS["a"]: 2_000, DS["b"]: 2_000}
     assert s.burned == 4_000 and s.claimable == 0
@@ -118,7 +121,7 @@ def test_payouts_sum_exactly_and_slashes_stay_within_caps(
         owners,
         budget=budget,
         fee_bps=fee_bps,
-        n_signers=2,
+        n_accepted=2,
         stakes=stakes,
         caps_bps=caps,
         job_max_slash_bps=job_max,
@@ -126,7 +129,7 @@ def test_payouts_sum_exactly_and_slashes_stay_within_caps(
     )
     s = result.settlement
     assert sum(result.payouts.values()) == s.claimable == s.payout_total + s.slashed_to_payouts
-    assert s.fee + s.payout_total + s.refund == budget
+    assert sum(s.fee_per_member) + s.payout_total + s.refund == budget
     assert s.claimable + s.burned == s.payout_total + s.slashed_total
     assert sum(result.slashes.values()) == s.slashed_total
     for key, amount in result.slashes.items():
@@ -134,6 +137,14 @@ def test_payouts_sum_exactly_and_slashes_stay_within_caps(
         assert amount <= slash_cap(stakes[key], caps[key], job_max)
     for key, amount in result.payouts_by_dataset.items():
         assert scores[key] > 0 and amount >= 0
+    # A slashed owner is paid from the budget's pool only, never from slashed tokens.
+    without = settle_valuation(
+        scores, owners, budget=budget, fee_bps=fee_bps, n_accepted=2, stakes=stakes,
+        caps_bps=caps, job_max_slash_bps=job_max, slashed_to_payouts=False,
+    )  # fmt: skip
+    for key in result.slashes:
+        owner = owners[key]
+        assert result.payouts.get(owner, 0) == without.payouts.get(owner, 0)
 
 
 def test_influence_to_money_on_digits() -> None:
@@ -153,7 +164,7 @@ def test_influence_to_money_on_digits() -> None:
         owners,
         budget=10**21,
         fee_bps=100,
-        n_signers=2,
+        n_accepted=2,
         stakes=stakes,
         caps_bps=caps,
         job_max_slash_bps=3_000,
