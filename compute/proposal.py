@@ -50,8 +50,9 @@ Rules that span fields (each refusal names the field to change):
   learns how many rows were scored in all, and the scores travel CKKS-encrypted beside it.
 - Sharing: `additive` is n-of-n over the whole committee (at least 2 members; `threshold` may
   only be omitted or equal n). `shamir` is t-of-n with `t = threshold`, by default a strict
-  majority `n // 2 + 1`; `t >= 2` (with `t = 1` each share is the secret itself), so every
-  committee has at least 2 members. Heavy node `i` is the `i`-th member of the committee the
+  majority `n // 2 + 1`, and never less: a minority of the drawn committee must not read an
+  input; `t >= 2` (with `t = 1` each share is the secret itself), so every committee has at
+  least 2 members. Heavy node `i` is the `i`-th member of the committee the
   contract draws (ascending address order) and holds evaluation point `i`.
 - `threat_model` is declared, not assumed: `malicious-detect` needs `shamir` with
   `n >= t + 1`, so that one wrong partial is detected (named only when `n >= t + 2`).
@@ -709,6 +710,14 @@ class Proposal(_Strict):
                     ("reduce", "threshold"),
                     f"{t}{default} would let one heavy node read every input; use at least 2 "
                     "(with at least 2 committee members)",
+                )
+            ]
+        if 2 * t <= n:
+            return [
+                (
+                    ("reduce", "threshold"),
+                    f"{t}-of-{n} Shamir lets a minority of the drawn committee ({t} of {n}) "
+                    f"read every input; use at least {n // 2 + 1} (a majority), or omit it",
                 )
             ]
         if reduce.threat_model == "malicious-detect" and n < t + 1:

@@ -500,6 +500,18 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("threshold 1", at("reduce.threshold", 1), "reduce.threshold", "one heavy node"),
     ("threshold above n", at("reduce.threshold", 4), "reduce.threshold", "exceeds"),
     (
+        "a minority threshold",  # 2 of 16 drawn members would read every input
+        chain(at("committee_size", 16), at("quorum", 9), at("reduce.threshold", 2)),
+        "reduce.threshold",
+        "2-of-16 Shamir lets a minority of the drawn committee (2 of 16) read every input",
+    ),  # fmt: skip
+    (
+        "half is not a majority",
+        chain(at("committee_size", 4), at("quorum", 3), at("reduce.threshold", 2)),
+        "reduce.threshold",
+        "use at least 3 (a majority)",
+    ),  # fmt: skip
+    (
         "one-member shamir committee",
         chain(
             at("committee_size", 1),
