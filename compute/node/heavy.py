@@ -685,9 +685,11 @@ class HeavyNode:
         return True
 
     def _endpoint(self, job: _Job, peer: int) -> str:
+        """Where to post to `peer`: its registered endpoint, refused (`WireError`) unless it is
+        a plain `scheme://host:port` (`wire.node_endpoint`)."""
         if peer not in job.endpoints:
             record = self.staking.heavy_node(job.view.committee[peer - 1])
-            job.endpoints[peer] = record.endpoint.rstrip("/")
+            job.endpoints[peer] = wire.node_endpoint(record.endpoint)
         return job.endpoints[peer]
 
     def _flush(self, job: _Job) -> None:
@@ -696,7 +698,12 @@ class HeavyNode:
         keep = []
         for peer, path, body in pending:
             try:
-                response = self.http.post(self._endpoint(job, peer) + path, json=body, timeout=5)
+                url = self._endpoint(job, peer) + path
+            except wire.WireError as exc:  # a member's endpoint no node posts to
+                log.warning("peer %s: not posting %s: %s", peer, path, exc)
+                continue
+            try:
+                response = self.http.post(url, json=body, timeout=5, allow_redirects=False)
                 if response.status_code >= 500:
                     keep.append((peer, path, body))
                 elif response.status_code >= 400:

@@ -25,7 +25,7 @@ from compute.messages import RoundConfig
 from compute.node.ensemble import EnsembleJobError, evaluation_for, model_records
 from compute.node.jobs import JobSpecError, proposal_for
 from compute.node.valuation import BlobCache, ValuationError, score_dataset
-from compute.node.wire import SignedSubmission, refusal_detail
+from compute.node.wire import SignedSubmission, WireError, node_endpoint, refusal_detail
 from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
@@ -114,9 +114,13 @@ class LightNode:
                 min(max_slash_bps, view.max_slash_bps),
                 payload,
             ).to_json()
-            url = f"{node.endpoint.rstrip('/')}/jobs/{view.job_id}/submissions"
             try:
-                response = self.http.post(url, json=body, timeout=30)
+                url = f"{node_endpoint(node.endpoint)}/jobs/{view.job_id}/submissions"
+            except WireError:  # not a plain scheme://host:port: posted to nowhere else
+                delivery.unreachable.append(message.recipient)
+                continue
+            try:
+                response = self.http.post(url, json=body, timeout=30, allow_redirects=False)
             except requests.RequestException:
                 delivery.unreachable.append(message.recipient)
                 continue

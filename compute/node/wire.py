@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +188,25 @@ class SignedSubmission:
             "participation_bps": self.participation_bps,
             "participation": "0x" + self.participation.hex(),
         } | ({"payload": base64.b64encode(self.payload).decode()} if self.payload else {})
+
+
+def node_endpoint(raw: str) -> str:
+    """A heavy node's registered endpoint as the nodes post to it: `http(s)://host[:port]`,
+    without a trailing slash. Anything else (another scheme, credentials, a path, a query or a
+    fragment, with which a member could aim its peers' POSTs at another service's API) raises
+    `WireError`."""
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as exc:
+        raise WireError(f"endpoint {raw!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WireError(f"endpoint {raw!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise WireError(f"endpoint {raw!r} carries credentials")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or raw.endswith(("?", "#")):
+        raise WireError(f"endpoint {raw!r} has a path, query or fragment: give scheme://host:port")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def refusal_detail(response: Any) -> str:

@@ -991,8 +991,12 @@ def _node_json(record: HeavyNodeRecord, active: bool) -> dict[str, Any]:
 @json_option
 def heavy_register(endpoint: str, stake: str, network: Net, signer: Signer, as_json: bool) -> None:
     """Register --account as a heavy node serving at --endpoint."""
-    if not endpoint.startswith(("http://", "https://")):
-        raise UserError(f"--endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    from compute.node.wire import WireError, node_endpoint
+
+    try:
+        endpoint = node_endpoint(endpoint)
+    except WireError as exc:
+        raise UserError(f"--endpoint: {exc}") from None
     tokens = parse_tokens(stake)
     with network() as net:
         _, staking, token = _clients(net)

@@ -87,3 +87,32 @@ def test_buyer_cannot_send_providers_to_a_committee_that_has_not_accepted(
     assert service.staffing == {job_id: market.escrow.job(job_id).accept_by}
     for node in committee.nodes.values():
         assert node.store.submission_count(job_id) == 0
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1:5001/api/v0/shutdown#",  # the path the node appends lands in a fragment
+        "http://127.0.0.1:5001/api/v0/shutdown?",
+        "http://127.0.0.1:5001/admin",
+        "http://user:secret@127.0.0.1:5001",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:6379",
+        "http://127.0.0.1:notaport",
+    ],
+)
+def test_a_member_cannot_aim_its_peers_posts_at_another_api(endpoint: str):
+    """A heavy node registers any endpoint string on chain; its peers and light nodes post
+    only to a plain scheme://host:port, so it cannot steer their POSTs to another service's
+    path on their own machine (and no node follows a redirect)."""
+    from compute.node.wire import WireError, node_endpoint
+
+    with pytest.raises(WireError):
+        node_endpoint(endpoint)
+
+
+def test_a_plain_endpoint_is_kept_without_its_trailing_slash():
+    from compute.node.wire import node_endpoint
+
+    assert node_endpoint("http://127.0.0.1:9100/") == "http://127.0.0.1:9100"
+    assert node_endpoint("https://node.example:443") == "https://node.example:443"

@@ -95,7 +95,7 @@ class Reply:
 
 @dataclass
 class Network:
-    """HTTP between the nodes, in one process: `mem://<name>/jobs/...` goes straight to that
+    """HTTP between the nodes, in one process: `http://<name>/jobs/...` goes straight to that
     node's handler. A host in `down` is unreachable; `cut(url, body)` drops one request (as
     unreachable); `sent` keeps every signature message posted, by signer."""
 
@@ -106,8 +106,10 @@ class Network:
     first_signature: Callable[[dict[str, Any]], None] | None = None
     """Called once, before the first signature message is delivered (the attacker's cue)."""
 
-    def post(self, url: str, json: dict[str, Any], timeout: float = 0) -> Reply:
-        host, path = url.removeprefix("mem://").split("/", 1)
+    def post(
+        self, url: str, json: dict[str, Any], timeout: float = 0, allow_redirects: bool = True
+    ) -> Reply:
+        host, path = url.removeprefix("http://").split("/", 1)
         _, job, what = path.split("/")
         if what == "signatures":
             self.sent.setdefault(json["signer"], set()).add(json["digest"])
@@ -147,7 +149,7 @@ class Market:
             account = self.sandbox.account(stake)
             name = f"node{len(self.members)}"
             self.sandbox.staking.register_heavy_node(
-                account, stake, f"mem://{name}", box_public_key(account)
+                account, stake, f"http://{name}", box_public_key(account)
             )
             self.members.append(account)
             self.names[account.address] = name
@@ -513,7 +515,7 @@ def test_a_member_left_out_of_finalize_claims_its_fee(market: Market):
     # No signature reaches the late member or leaves it: the others finalize without it.
     market.network.cut = lambda url, b: (
         url.endswith("/signatures")
-        and (b["signer"] == late.address or url.startswith(f"mem://{market.host(late)}/"))
+        and (b["signer"] == late.address or url.startswith(f"http://{market.host(late)}/"))
     )
     staking = market.sandbox.staking
     market.drive(nodes, lambda: staking.heavy_node(late.address).fees_earned > 0)
@@ -536,7 +538,7 @@ def test_a_restarted_node_replays_its_give_up_and_never_signs_a_second_result(ma
     missing = "0x" + market.datasets[2][1].hex()
     net = market.network
     net.cut = lambda url, b: (
-        url.startswith(f"mem://{market.host(late)}/") and b.get("dataset") == missing
+        url.startswith(f"http://{market.host(late)}/") and b.get("dataset") == missing
     )
     market.submit(view)
     net.cut = lambda url, b: url.endswith("/signatures")  # no quorum yet
@@ -630,7 +632,7 @@ class PlainStaking:
         return DatasetRecord(dataset_id, self.owners[dataset_id], 0, 10**18, "")
 
     def heavy_node(self, address: str) -> Any:
-        return SimpleNamespace(endpoint=f"mem://{address}")
+        return SimpleNamespace(endpoint=f"http://{address}")
 
 
 class CrashingHeavyNode(RuleBasedStateMachine):
@@ -708,8 +710,10 @@ class CrashingHeavyNode(RuleBasedStateMachine):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the network: the node's posts reach the peers' rounds
-    def post(self, url: str, json: dict[str, Any], timeout: float = 0) -> Reply:
-        to = next(i for i, a in self.accounts.items() if url.startswith(f"mem://{a.address}/"))
+    def post(
+        self, url: str, json: dict[str, Any], timeout: float = 0, allow_redirects: bool = True
+    ) -> Reply:
+        to = next(i for i, a in self.accounts.items() if url.startswith(f"http://{a.address}/"))
         if url.endswith("/peer"):
             self._to_peer(to, wire.peer_message(json["payload"]))
         return Reply(200, {"stored": True})
