@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +26,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from compute.encoding import FieldSpec
 from compute.errors import ProtocolError
-from compute.messages import CloseSubmissions, RoundConfig
+from compute.messages import CloseSubmissions
 from compute.node import settle as settle_module
 from compute.node import wire
 from compute.node.heavy import HeavyNode, Rejected
@@ -37,9 +35,7 @@ from compute.node.light import LightNode
 from compute.node.store import DoubleSigning, Duplicate, Input, Store
 from compute.node.wire import SignedSubmission
 from compute.randomness import AesCtrRandom
-from compute.reduce import ReduceOp, Reduction
 from compute.round import HeavyNodeRound, LightNodeRound
-from compute.sharing import scheme_named
 from market.chain import Chain
 from market.chain import errors as E
 from market.escrow import JobState, JobView
@@ -57,27 +53,10 @@ from market.escrow.eip712 import (
 from market.keys import box_public_key
 from market.sandbox import Sandbox
 from market.staking.client import DatasetRecord
+from tests.node.harness import Clock, mean_config
 
-FIELD = FieldSpec("bp", 80.0, 200.0, scale=1 << 16)
 TIMEOUT = 2.0
 """The nodes' peer timeout (seconds of the test's clock)."""
-
-
-def mean_config(view: JobView) -> RoundConfig:
-    return RoundConfig(
-        job_id=str(view.job_id),
-        reduction=Reduction(ReduceOp.MEAN, FIELD),
-        scheme=scheme_named("shamir", n=len(view.committee), threshold=2),
-        min_participants=view.min_participants,
-    )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @dataclass
