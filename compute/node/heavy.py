@@ -155,11 +155,9 @@ class HeavyNode:
         self._jobs: dict[int, _Job] = {}
         self._watching: set[int] = set()
         """Posted jobs whose committee is not drawn yet, or drawn with this node not accepted."""
-        self._refused: set[int] = set()
-        """Jobs this node was drawn for and will not serve."""
         self._seen = 0
+        """Jobs up to this id have been looked at (a refused job is never looked at again)."""
         self._next_discovery = 0.0
-        """Jobs up to this id have been looked at."""
         self._lock = threading.RLock()
         self.settler = Settler(account, self.escrow, store, self._lock)
         self._finalized: set[int] = set()
@@ -636,14 +634,13 @@ class HeavyNode:
                     self._watching.discard(job_id)
             except Rejected as exc:
                 self._watching.discard(job_id)
-                self._refused.add(job_id)
                 log.warning("heavy node %s: not taking job %s: %s", self.address, job_id,
                             exc.detail)  # fmt: skip
         self._looked.set()
 
     def _staff(self, view: JobView) -> bool:
         """Move one posted job along; True when there is nothing more to do for it here."""
-        if view.state is not JobState.POSTED or view.job_id in self._refused:
+        if view.state is not JobState.POSTED:
             return True
         if not view.drawn:
             if self.chain.now() > view.accept_by:

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from eth_utils import to_checksum_address
-
 
 class JobState(IntEnum):
     """Mirror of `Marketplace.JobState`."""
@@ -28,11 +26,6 @@ def _bytes32(value: bytes | str, name: str) -> bytes:
     if len(raw) != 32:
         raise ValueError(f"{name} must be 32 bytes, got {len(raw)}")
     return raw
-
-
-def sort_committee(committee: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The committee in the strictly ascending address order the contract keeps."""
-    return tuple(sorted((to_checksum_address(a) for a in committee), key=lambda a: int(a, 16)))
 
 
 @dataclass(frozen=True)
