@@ -46,20 +46,12 @@ from market.escrow.documents import ResultDocument, fetch
 from market.home import HOME_ENV, Home
 from market.keys import box_public_key
 from market.network import ETHER, devnet_down, devnet_up
+from market.sandbox import wait_ready
 from market.staking import StakingClient
 from market.storage import open_storage, uri_for
 from market.wallet import Wallet
 
 MARKET = str(Path(sys.executable).with_name("market"))
-
-
-def wait_accepted(escrow: EscrowClient, job_id: int, timeout: float = 60.0) -> None:
-    """Wait until the heavy nodes' processes have accepted the drawn committee's job."""
-    limit = time.monotonic() + timeout
-    while not escrow.committee_ready(job_id):
-        if time.monotonic() > limit:
-            raise RuntimeError(f"job {job_id}'s committee did not accept within {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 def _free_port() -> int:
@@ -147,7 +139,7 @@ def run_devnet_demo(
                 spec_uri = uri_for(open_storage(home).put(proposal.canonical_bytes()))
                 job_id = escrow.post_job(buyer, job_params(proposal, spec_uri))
                 escrow.draw_committee(buyer, job_id)
-                wait_accepted(escrow, job_id)
+                wait_ready(escrow, job_id, timeout=60.0)
 
             progress("each clinic's light node: policy, map, share, seal, submit")
             refused: dict[str, str] = {}

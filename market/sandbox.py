@@ -139,16 +139,7 @@ class Sandbox:
     def wait_ready(self, job_id: int, timeout: float = 30.0) -> JobView:
         """Wait until the job's drawn committee has accepted (running heavy nodes accept it on
         their own); the job as it then stands."""
-        limit = time.monotonic() + timeout
-        while not self.escrow.committee_ready(job_id):
-            if time.monotonic() > limit:
-                view = self.escrow.job(job_id)
-                raise TimeoutError(
-                    f"job {job_id}'s committee {view.committee} accepted only "
-                    f"{view.accepted} within {timeout:.0f} s"
-                )
-            time.sleep(0.05)
-        return self.escrow.job(job_id)
+        return wait_ready(self.escrow, job_id, timeout)
 
     def post_proposal(
         self, buyer: LocalAccount, proposal: Proposal, storage: Storage | None = None
@@ -226,3 +217,18 @@ class Sandbox:
             if self.chain.web3.eth.block_number == block:
                 break
         assert held == totals.escrowed + totals.staked + totals.unclaimed, (held, totals)
+
+
+def wait_ready(escrow: EscrowClient, job_id: int, timeout: float = 30.0) -> JobView:
+    """Wait until a job's drawn committee has accepted it (`committeeReady`); the job as it
+    then stands. `TimeoutError` names the members that did not."""
+    limit = time.monotonic() + timeout
+    while not escrow.committee_ready(job_id):
+        if time.monotonic() > limit:
+            view = escrow.job(job_id)
+            raise TimeoutError(
+                f"job {job_id}'s committee {view.committee} accepted only "
+                f"{view.accepted} within {timeout:.0f} s"
+            )
+        time.sleep(0.05)
+    return escrow.job(job_id)
