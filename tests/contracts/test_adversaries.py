@@ -13,7 +13,6 @@ from market.chain import TOKEN
 from market.chain import errors as E
 from market.escrow import JobState, Slash
 from market.escrow.eip712 import (
-    SECP256K1_N,
     InvalidSignature,
     abort_digest,
     recover,
@@ -23,6 +22,7 @@ from market.escrow.eip712 import (
 )
 from tests.contracts.draw import block_hash, draw, expected_committee, seed_of
 from tests.contracts.world import World, call_at, fee_split, same_block
+from tests.signatures import high_s_twin
 
 
 def _addresses(accounts) -> set[str]:
@@ -349,11 +349,9 @@ def test_result_and_abort_signed_by_one_member_is_equivocation(world: World):
 # ---------------------------------------------------------------------------------- signatures
 def _twins(signature: bytes) -> dict[str, bytes]:
     """Other encodings of the same ECDSA signature, which ecrecover would accept too."""
-    r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
-    high_s = (SECP256K1_N - s).to_bytes(32, "big")
     return {
-        "high-s": r + high_s + bytes([55 - v]),  # (r, n - s) with the other parity: 27 <-> 28
-        "v-0/1": signature[:64] + bytes([v - 27]),
+        "high-s": high_s_twin(signature),  # (r, n - s) with the other parity: 27 <-> 28
+        "v-0/1": signature[:64] + bytes([signature[64] - 27]),
         "compact-64": signature[:64],
     }
 

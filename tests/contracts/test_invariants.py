@@ -48,10 +48,11 @@ from market.chain import TOKEN, Chain
 from market.chain import errors as E
 from market.chain.errors import ContractRevert
 from market.escrow import JobState, Result, Slash
-from market.escrow.eip712 import SECP256K1_N, abort_digest, result_digest, sign_digest
+from market.escrow.eip712 import abort_digest, result_digest, sign_digest
 from market.staking.rules import dataset_slashable, equivocation_slash, slash_cap
 from tests.contracts.draw import block_hash, draw, seed_of
 from tests.contracts.world import World, fee_split
+from tests.signatures import high_s_twin
 
 DAY = 86_400
 MARGIN = 5
@@ -98,11 +99,6 @@ class JobModel:
 
 def _timestamp(world: World, receipt) -> int:
     return int(world.chain.web3.eth.get_block(receipt.block_number)["timestamp"])
-
-
-def _high_s(signature: bytes) -> bytes:
-    s = int.from_bytes(signature[32:64], "big")
-    return signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - signature[64]])
 
 
 def _ascending(addresses) -> list[str]:
@@ -227,7 +223,7 @@ class MarketMachine(RuleBasedStateMachine):
                 error = error or E.MarketplaceSignerNotInCommittee
                 continue
             if account is self.mallory and garbage == "high-s":
-                signatures.append(_high_s(sign_digest(account, digest)))
+                signatures.append(high_s_twin(sign_digest(account, digest)))
                 error = error or E.MarketplaceInvalidSignature
                 continue
             signatures.append(sign_digest(account, digest))
@@ -584,7 +580,7 @@ class MarketMachine(RuleBasedStateMachine):
             error = None
         digest = result_digest(w.escrow.domain, job.result) if job.result else os.urandom(32)
         signature = sign_digest(node, digest)
-        signature = _high_s(signature) if twin else signature
+        signature = high_s_twin(signature) if twin else signature
         before = w.token.balance_of(node.address)
         claim = lambda: w.escrow.claim_fee(w.deployer, job_id, signature)  # noqa: E731
         if self.expect(error, claim, "claim_fee"):

@@ -41,7 +41,6 @@ from market.chain import errors as E
 from market.escrow import JobState, JobView
 from market.escrow.documents import ResultDocument
 from market.escrow.eip712 import (
-    SECP256K1_N,
     Domain,
     InvalidSignature,
     abort_digest,
@@ -54,6 +53,7 @@ from market.keys import box_public_key
 from market.sandbox import Sandbox
 from market.staking.client import DatasetRecord
 from tests.node.harness import Clock, mean_config
+from tests.signatures import high_s_twin
 
 TIMEOUT = 2.0
 """The nodes' peer timeout (seconds of the test's clock)."""
@@ -195,13 +195,6 @@ def market(tmp_path: Path) -> Iterator[Market]:
 
 def body(signer: str, digest: bytes, signature: bytes) -> dict[str, Any]:
     return {"digest": "0x" + digest.hex(), "signer": signer, "signature": "0x" + signature.hex()}
-
-
-def high_s_twin(signature: bytes) -> bytes:
-    """The other valid ECDSA signature over the same digest (s -> n - s, v flipped): eth-account
-    takes it, OpenZeppelin's ECDSA does not."""
-    s = int.from_bytes(signature[32:64], "big")
-    return signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - signature[64]])
 
 
 def finalized(market: Market, job_id: int) -> Callable[[], bool]:
