@@ -85,7 +85,10 @@ class Chain:
         self.web3: Web3 = backend.web3
         self.chain_id: int = self.web3.eth.chain_id
         self._nonces: dict[str, int] = {}
-        self._nonce_lock = threading.Lock()
+        """The next nonce this object hands out per sender (at least the chain's pending count)."""
+        self._senders: dict[str, threading.Lock] = {}
+        """One lock per sending account: its sends are ordered, other accounts' run alongside."""
+        self._senders_lock = threading.Lock()
         self._dry_run_gas: int | None = getattr(backend, "dry_run_gas", None)
 
     # ----------------------------------------------------------------- constructors
@@ -284,8 +287,13 @@ class Chain:
 
     @contextmanager
     def _sending(self, sender: str) -> Iterator[int]:
-        """Hands out the next nonce for `sender` and consumes it only if the send succeeded."""
-        with self._nonce_lock:
+        """Hands out the next nonce for `sender` and consumes it only if the send succeeded.
+        One sender's transactions are signed and sent one at a time (so two threads never take
+        the same nonce); the chain's pending count is read each time, so an account that also
+        sends from elsewhere (another process, a wallet) is not handed a nonce already used."""
+        with self._senders_lock:
+            lock = self._senders.setdefault(sender, threading.Lock())
+        with lock:
             pending = self.web3.eth.get_transaction_count(sender, "pending")  # type: ignore[arg-type]
             nonce = max(pending, self._nonces.get(sender, 0))
             yield nonce
