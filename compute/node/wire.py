@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from nacl.exceptions import CryptoError
@@ -90,7 +90,13 @@ def payload_hash(payload: bytes) -> bytes:
     return keccak(payload) if payload else bytes(32)
 
 
-def submission_message(
+SUBMISSION_TYPEHASH = keccak(
+    text="Submission(uint256 jobId,bytes32 datasetId,uint8 recipient,uint256 nonce,"
+    "bytes32 shareHash,bytes32 payloadHash)"
+)
+
+
+def submission_digest(
     domain: Domain,
     job_id: int,
     dataset_id: bytes,
@@ -98,19 +104,19 @@ def submission_message(
     nonce: int,
     sealed: bytes,
     payload: bytes = b"",
-) -> Any:
-    return encode_typed_data(
-        domain_data=domain.as_json(),
-        message_types=SUBMISSION_TYPES,
-        message_data={
-            "jobId": job_id,
-            "datasetId": dataset_id,
-            "recipient": recipient,
-            "nonce": nonce,
-            "shareHash": keccak(sealed),
-            "payloadHash": payload_hash(payload),
-        },
-    )
+) -> bytes:
+    """The EIP-712 digest of a `Submission` (`SUBMISSION_TYPES`), encoded by hand: every field
+    is one 32-byte word (what a wallet signs for the typed data; a test checks the two agree)."""
+    if not (0 <= job_id < 2**256 and 0 <= recipient < 2**8 and 0 <= nonce < 2**256):
+        raise WireError("a submission's job, recipient or nonce is out of range")
+    if len(dataset_id) != 32:
+        raise WireError("a dataset id is 32 bytes")
+    struct = b"".join((
+        SUBMISSION_TYPEHASH, job_id.to_bytes(32, "big"), bytes(dataset_id),
+        recipient.to_bytes(32, "big"), nonce.to_bytes(32, "big"), keccak(sealed),
+        payload_hash(payload),
+    ))  # fmt: skip
+    return domain.digest(keccak(struct))
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,8 @@ class SignedSubmission:
         payload: bytes = b"",
     ) -> SignedSubmission:
         sealed = seal(share, public_key)
-        message = submission_message(domain, job_id, dataset_id, recipient, nonce, sealed, payload)
-        signature = bytes(owner.sign_message(message).signature)
+        digest = submission_digest(domain, job_id, dataset_id, recipient, nonce, sealed, payload)
+        signature = sign_digest(owner, digest)
         consent = participation_digest(domain, job_id, dataset_id, max_slash_bps)
         return cls(job_id, dataset_id, recipient, nonce, sealed, signature, max_slash_bps,
                    sign_digest(owner, consent), payload)  # fmt: skip
@@ -163,19 +169,16 @@ class SignedSubmission:
             raise WireError(f"the participation signature would not pass on chain: {exc}") from None
 
     def signer(self, domain: Domain) -> str:
-        message = submission_message(
-            domain,
-            self.job_id,
-            self.dataset_id,
-            self.recipient,
-            self.nonce,
-            self.sealed,
+        """Who signed the submission (a 65-byte low-s signature, v 27 or 28, as every wallet
+        makes)."""
+        digest = submission_digest(
+            domain, self.job_id, self.dataset_id, self.recipient, self.nonce, self.sealed,
             self.payload,
-        )
+        )  # fmt: skip
         try:
-            return to_checksum_address(Account.recover_message(message, signature=self.signature))
-        except Exception:
-            raise WireError("the submission's signature is malformed") from None
+            return recover_strict(digest, self.signature)
+        except InvalidSignature as exc:
+            raise WireError(f"the submission's signature is malformed: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
         return {

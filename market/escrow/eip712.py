@@ -8,8 +8,10 @@ account; nothing here touches a chain.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import coincurve
 from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -64,7 +66,7 @@ class Domain:
     chain_id: int
     verifying_contract: str
 
-    @property
+    @cached_property
     def separator(self) -> bytes:
         return keccak(
             encode(
@@ -167,8 +169,11 @@ def result_message(result: Result) -> dict[str, Any]:
 
 
 def sign_digest(account: LocalAccount, digest: bytes) -> bytes:
-    """A 65-byte `r || s || v` signature over an EIP-712 digest."""
-    return bytes(account.unsafe_sign_hash(digest).signature)
+    """A 65-byte `r || s || v` signature over an EIP-712 digest: the RFC 6979 signature
+    eth-account makes (libsecp256k1 through coincurve: low s, v 27 or 28), several times
+    faster."""
+    signed = coincurve.PrivateKey(bytes(account.key)).sign_recoverable(digest, hasher=None)
+    return signed[:64] + bytes([27 + signed[64]])
 
 
 def recover(digest: bytes, signature: bytes) -> str:
@@ -204,6 +209,9 @@ def recover_strict(digest: bytes, signature: bytes) -> str:
     if not (0 < r < SECP256K1_N and 0 < s):
         raise InvalidSignature("r or s is out of range: ecrecover finds no signer")
     try:
-        return str(Account._recover_hash(digest, vrs=(v, r, s)))
+        key = coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v - 27]), digest, hasher=None
+        )
     except Exception:  # no point on the curve for this r: ecrecover returns address(0)
         raise InvalidSignature("no signer recovers from this signature") from None
+    return to_checksum_address(keccak(key.format(compressed=False)[1:])[-20:])

@@ -1,0 +1,48 @@
+"""The submission digest encoded by hand is the one a wallet signs for the typed data, and the
+fast signing and recovery agree with eth-account's."""
+
+from __future__ import annotations
+
+import secrets
+
+from eth_account import Account
+from eth_account.messages import _hash_eip191_message, encode_typed_data
+from eth_utils import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compute.node.wire import SUBMISSION_TYPES, submission_digest
+from market.escrow.eip712 import Domain, recover_strict, sign_digest
+
+DOMAIN = Domain(31337, "0x" + "ab" * 20)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    job=st.integers(0, 2**256 - 1),
+    recipient=st.integers(0, 255),
+    nonce=st.integers(0, 2**256 - 1),
+    sealed=st.binary(min_size=1, max_size=64),
+    payload=st.binary(max_size=16),
+)
+def test_the_hand_encoded_digest_is_the_typed_data_hash(job, recipient, nonce, sealed, payload):
+    dataset = secrets.token_bytes(32)
+    digest = submission_digest(DOMAIN, job, dataset, recipient, nonce, sealed, payload)
+    typed = encode_typed_data(
+        domain_data=DOMAIN.as_json(),
+        message_types=SUBMISSION_TYPES,
+        message_data={
+            "jobId": job, "datasetId": dataset, "recipient": recipient, "nonce": nonce,
+            "shareHash": keccak(sealed), "payloadHash": keccak(payload) if payload else bytes(32),
+        },
+    )  # fmt: skip
+    assert digest == _hash_eip191_message(typed)
+
+
+def test_fast_signatures_are_eth_accounts() -> None:
+    account = Account.create()
+    for _ in range(20):
+        digest = secrets.token_bytes(32)
+        signature = sign_digest(account, digest)
+        assert signature == bytes(account.unsafe_sign_hash(digest).signature)
+        assert recover_strict(digest, signature) == account.address
