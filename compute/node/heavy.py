@@ -79,6 +79,7 @@ from market.escrow.eip712 import (
 )
 from market.keys import box_private_key
 from market.staking import StakingClient
+from market.staking.view import StakeView
 from market.valuation.tip.errors import TipError
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, scores_count
@@ -135,9 +136,10 @@ class HeavyNode:
         min_fee: int = 0,
         escrow: EscrowClient | None = None,
         staking: StakingClient | None = None,
+        stakes: StakeView | None = None,
     ) -> None:
-        """`escrow` and `staking` default to clients of `deployment` on `chain`; tests pass plain
-        in-memory ones instead."""
+        """`escrow`, `staking` and `stakes` default to clients of `deployment` on `chain`; tests
+        pass plain in-memory ones instead."""
         self.account = account
         self.address = account.address
         self.chain = chain
@@ -151,6 +153,9 @@ class HeavyNode:
         self.min_fee = min_fee
         """The smallest fee share (token base units) for which this node accepts a job."""
         self.http = http or requests.Session()
+        self.stakes = stakes or StakeView(self.staking)
+        """Every dataset's stake, kept current from the chain's events (synced before a job is
+        served, when a submission names a dataset it does not know, and at settlement)."""
         self._box = box_private_key(account)
         self._jobs: dict[int, _Job] = {}
         self._watching: set[int] = set()
@@ -186,6 +191,7 @@ class HeavyNode:
         with self._lock:
             if job_id in self._jobs:
                 return self._jobs[job_id]
+            self.stakes.sync()  # every stake change up to (at least) the job's posting block
             try:
                 config = self.config_for(view)
                 valuation = self.valuation_for(view) if self.valuation_for else None
@@ -255,6 +261,7 @@ class HeavyNode:
 
     # ------------------------------------------------------------------------- HTTP handlers
     def accept_submission(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        arrived = self.stakes.clock()
         job = self.job(job_id)
         try:
             sub = wire.SignedSubmission(
@@ -285,15 +292,20 @@ class HeavyNode:
             signer = sub.signer(self.escrow.domain)
         except wire.WireError as exc:
             raise Rejected(401, str(exc)) from None
-        record = self.staking.dataset(sub.dataset_id)
+        record = self.stakes.dataset_since(sub.dataset_id, arrived)
         if not record.exists:
             raise Rejected(403, "the dataset is not staked on chain")
+        if record.stake < self.stakes.min_stake:
+            raise Rejected(403, f"the dataset's stake ({record.stake} base units) was slashed "
+                           f"below the market's minimum of {self.stakes.min_stake}: its owner "
+                           "must top it up")  # fmt: skip
         if record.owner != signer:
             raise Rejected(401, "the submission is not signed by the dataset's owner")
         if record.owner in job.view.committee:
             raise Rejected(
-                403, f"the dataset's owner sits on job {job_id}'s committee: a member cannot "
-                "provide data to a job it judges"
+                403,
+                f"the dataset's owner sits on job {job_id}'s committee: a member cannot "
+                "provide data to a job it judges",
             )
         try:
             consenting = sub.participation_signer(self.escrow.domain)
@@ -319,13 +331,17 @@ class HeavyNode:
                 raise Rejected(409, f"submissions to job {job_id} are closed") from None
             except ComputeError as exc:
                 raise Rejected(400, f"share refused: {exc}") from None
-            try:
-                self.store.add_submission(
-                    job_id, dataset, share.astype("<u8").tobytes(), sub.to_json()
-                )
-            except BaseException:
+            # Queued in the order the round took it; durable (group-committed with the other
+            # submissions arriving now) before it is acknowledged.
+            pending = self.store.enqueue_submission(
+                job_id, dataset, share.astype("<u8").tobytes(), sub.to_json()
+            )
+        try:
+            self.store.wait(pending)
+        except BaseException:
+            with self._lock:
                 self._jobs.pop(job_id, None)  # the round saw it, the store did not: rebuild
-                raise
+            raise
         return {"job": job_id, "dataset": dataset, "stored": True}
 
     def _check_payload(self, job: _Job, payload: bytes) -> None:
@@ -625,6 +641,7 @@ class HeavyNode:
         most once per `every` seconds): draw committees that are due, accept jobs this node was
         drawn for and can serve, and start serving accepted ones."""
         self._next_discovery = time.monotonic() + every
+        self.stakes.sync()  # kept current, so that a submission rarely finds the view behind
         count = self.escrow.job_count()
         self._watching.update(range(self._seen + 1, count + 1))
         self._seen = count
@@ -737,8 +754,9 @@ class HeavyNode:
                 with self._lock:  # no report is taken after this
                     self.store.append(job_id, Input.DECIDE)
                     job.deciding = True
+            self.stakes.sync()  # the participants' stakes as they stand now, in one read
             document, result, consents = results.build(
-                job.view, job.config, job.valuation, outcome, self.staking, self.store
+                job.view, job.config, job.valuation, outcome, self.stakes, self.store
             )
             digest = result_digest(self.escrow.domain, result)
             return Decision(Kind.RESULT, digest, result, consents, document.to_bytes())

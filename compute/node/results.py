@@ -15,7 +15,7 @@ from compute.node.store import Store
 from compute.proposal import ValuationSpec
 from market.escrow import JobView, Result, Slash, SlashConsent
 from market.escrow.documents import ResultDocument
-from market.staking import StakingClient
+from market.staking.view import StakeView
 from market.valuation.merkle import PayoutTree
 from market.valuation.payouts import split_by_weights
 from market.valuation.tip.release import ScoreReport
@@ -32,13 +32,11 @@ def build(
     config: RoundConfig,
     spec: ValuationSpec | None,
     outcome: RoundResult,
-    staking: StakingClient,
+    stakes: StakeView,
     store: Store,
 ) -> tuple[ResultDocument, Result, tuple[SlashConsent, ...]]:
     """The result document, the `Result` to sign, and the consents its slashes need."""
-    records = {
-        d: staking.dataset(bytes.fromhex(d.removeprefix("0x"))) for d in outcome.participants
-    }
+    records = {d: stakes.dataset(bytes.fromhex(d.removeprefix("0x"))) for d in outcome.participants}
     # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
     fit = outcome.fit
     shares = (

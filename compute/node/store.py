@@ -15,6 +15,11 @@ Two things are kept per job:
 
 The round's own randomness (DP noise) comes from a per-job key kept here too, so the replay
 sends exactly what the first run sent.
+
+Appends are group-committed: a writer `enqueue`s its entry (in the order it acts on it) and
+`wait`s until it is durable; the first waiter commits every entry queued by then in one
+transaction (one fsync), the others return when theirs is in. Many concurrent submissions cost
+one fsync, each is on disk before it is acknowledged, and the log keeps the enqueue order.
 """
 
 from __future__ import annotations
@@ -116,6 +121,17 @@ class DoubleSigning(RuntimeError):
     contract would slash its stake). Nothing was signed; look for a bug or a replaced store."""
 
 
+class Pending:
+    """An entry queued for the input log; `Store.wait` returns once it is durable."""
+
+    __slots__ = ("done", "error", "row")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -123,6 +139,13 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        """Held while the connection is in use."""
+        self._queue: list[Pending] = []
+        self._group = threading.Condition()
+        """Guards `_queue` and `_leading`; notified when a group is committed."""
+        self._leading = False
+        self.commits = 0
+        """Group commits so far (each one transaction, one fsync)."""
         self._migrate()
 
     def close(self) -> None:
@@ -186,15 +209,73 @@ class Store:
         body: dict[str, Any] | None = None,
         blob: bytes | None = None,
     ) -> None:
-        """Log one input after every earlier one; `Duplicate` when (job, kind, key) is logged."""
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO inputs (job, kind, key, body, blob) VALUES (?, ?, ?, ?, ?)",
-                    (job, kind.value, key, json.dumps(body or {}), blob),
-                )
-            except sqlite3.IntegrityError:
-                raise Duplicate() from None
+        """Log one input after every earlier one, durably; `Duplicate` when (job, kind, key) is
+        logged."""
+        self.wait(self.enqueue(job, kind, key, body, blob))
+
+    def enqueue(
+        self,
+        job: int,
+        kind: Input,
+        key: str = "",
+        body: dict[str, Any] | None = None,
+        blob: bytes | None = None,
+    ) -> Pending:
+        """Queue one input for the log, after every input queued before it; nothing is durable
+        (nor acknowledged) until `wait` returns."""
+        pending = Pending((job, kind.value, key, json.dumps(body or {}), blob))
+        with self._group:
+            self._queue.append(pending)
+        return pending
+
+    def wait(self, pending: Pending) -> None:
+        """Return once `pending` is committed (committing the queued group if no one else is);
+        raise what its insert raised (`Duplicate`, or the commit's error)."""
+        with self._group:
+            while not pending.done:
+                if self._leading:
+                    self._group.wait()
+                    continue
+                self._leading = True
+                group, self._queue = self._queue, []
+                self._group.release()
+                try:
+                    self._commit(group)
+                finally:
+                    self._group.acquire()
+                    self._leading = False
+                    self._group.notify_all()
+        if pending.error is not None:
+            raise pending.error
+
+    def _commit(self, group: list[Pending]) -> None:
+        """One transaction for the whole group: each row is inserted or found a duplicate;
+        if the commit fails, every row of the group fails with it."""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for pending in group:
+                        try:
+                            self._db.execute(
+                                "INSERT INTO inputs (job, kind, key, body, blob) "
+                                "VALUES (?, ?, ?, ?, ?)",
+                                pending.row,
+                            )
+                        except sqlite3.IntegrityError:
+                            pending.error = Duplicate()
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self.commits += 1
+        except BaseException as exc:
+            for pending in group:
+                pending.error = exc
+            raise
+        finally:
+            for pending in group:
+                pending.done = True
 
     def has(self, job: int, kind: Input, key: str = "") -> bool:
         with self._lock:
@@ -228,6 +309,13 @@ class Store:
     # -------------------------------------------------------------------------- submissions
     def add_submission(self, job: int, dataset: str, share: bytes, body: dict[str, Any]) -> None:
         self.append(job, Input.SUBMISSION, dataset, body, share)
+
+    def enqueue_submission(
+        self, job: int, dataset: str, share: bytes, body: dict[str, Any]
+    ) -> Pending:
+        """`add_submission` in two steps: queued now (in the order the round took it), durable
+        once `wait` returns."""
+        return self.enqueue(job, Input.SUBMISSION, dataset, body, share)
 
     def submission_bodies(self, job: int) -> dict[str, dict[str, Any]]:
         """Dataset id -> the signed submission as received (its consent and any payload)."""

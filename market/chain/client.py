@@ -174,6 +174,28 @@ class Chain:
                 return logs[0] if oldest else logs[-1]
         return None
 
+    def raw_logs(
+        self, address: str, topics: list[Any], from_block: int, to_block: int
+    ) -> list[Any]:
+        """The undecoded logs of `address` in blocks `from_block..to_block` whose first topic
+        is one of `topics`, in chain order (block, then log index)."""
+        found: list[Any] = []
+        try:
+            for start, stop in self._log_ranges(from_block, to_block):
+                found.extend(
+                    self.web3.eth.get_logs(
+                        {
+                            "address": address,
+                            "fromBlock": start,
+                            "toBlock": stop,
+                            "topics": [topics],
+                        }  # fmt: skip
+                    )
+                )
+        except Exception as exc:
+            raise translate(exc) from None
+        return sorted(found, key=lambda log: (log["blockNumber"], log["logIndex"]))
+
     def first_block_at(self, timestamp: int) -> int:
         """The first block whose timestamp is at least `timestamp` (binary search)."""
         low, high = 0, self.web3.eth.block_number

@@ -170,3 +170,37 @@ def test_differential_privacy_noise_from_every_member_and_epsilon_reported(tmp_p
     plain = np.concatenate([np.clip(d, FIELD.lo, FIELD.hi) for d in data]).mean()
     assert document.result["values"][0] != plain  # noised ...
     assert abs(document.result["values"][0] - plain) < 20  # ... but still a mean of the data
+
+
+def test_stakes_changed_since_the_nodes_last_looked_are_seen(committee: Committee):
+    """The heavy nodes answer stake checks from a view kept from the chain's events: a dataset
+    that started unbonding, or was slashed below the minimum, after the view last synced is
+    refused in a job posted after that; one staked after it is taken."""
+    from compute.node.light import SubmissionRefused
+    from market.escrow import Slash
+
+    market = committee.market
+    buyer = market.account(10_000 * 10**18)
+    (unbonding, a), (slashed, b), (kept, c) = (market.dataset() for _ in range(3))
+    for node in committee.nodes.values():
+        node.stakes.sync()
+    market.staking.request_dataset_unstake(unbonding, a)
+    earlier = committee.post(buyer)
+    result, _ = market.result(earlier, {}, participants=1, slashes=[Slash(b, 10**18)], funded=0)
+    consent = market.consent(slashed, earlier, b, 2_000)
+    market.escrow.finalize(buyer, result, market.sign(committee.accounts, result), [consent])
+
+    job_id = committee.post(buyer, min_participants=1)
+    late, d = market.dataset()  # staked after every node's last sync
+    view = market.escrow.job(job_id)
+    config = committee.config_for(view)
+    with pytest.raises(SubmissionRefused, match="unbonding when the job was posted"):
+        committee.light(unbonding).submit(view, config, a, [120.0])
+    with pytest.raises(SubmissionRefused, match="slashed below the market's minimum"):
+        committee.light(slashed).submit(view, config, b, [120.0])
+    for owner, dataset_id in ((kept, c), (late, d)):
+        assert committee.light(owner).submit(view, config, dataset_id, [120.0]).accepted == [
+            1,
+            2,
+            3,
+        ]

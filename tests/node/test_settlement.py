@@ -606,6 +606,16 @@ class PlainStaking:
     def heavy_node(self, address: str) -> Any:
         return SimpleNamespace(endpoint=f"http://{address}")
 
+    # ... and the stake view's, over the same records
+    min_stake = 1
+    clock = staticmethod(lambda: 0.0)
+
+    def sync(self, since: float | None = None) -> int:
+        return 0
+
+    def dataset_since(self, dataset_id: bytes, since: float) -> DatasetRecord:
+        return self.dataset(dataset_id)
+
 
 class CrashingHeavyNode(RuleBasedStateMachine):
     """A heavy node killed and restarted at any step of a job (after a peer message, a give-up,
@@ -663,7 +673,7 @@ class CrashingHeavyNode(RuleBasedStateMachine):
         node = HeavyNode(
             self.me, None, None, Store(self.tmp / "node.db"), mean_config,  # type: ignore[arg-type]
             clock=lambda: self.now, peer_timeout=5.0, http=self, escrow=self.escrow,  # type: ignore[arg-type]
-            staking=self.staking,  # type: ignore[arg-type]
+            staking=self.staking, stakes=self.staking,  # type: ignore[arg-type]
         )  # fmt: skip
         original = settle_module.sign_digest
 
