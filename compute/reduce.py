@@ -25,7 +25,7 @@ the outcome is an explicit `Abort`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -224,19 +224,41 @@ def partial(
     return scheme.weighted_sum(shares, weights)
 
 
-_SHORT = 256
-"""Rows up to this length are summed in one reduction rather than in lazy chunks."""
+_ROW_BY_ROW = 2048
+"""Rows at least this long are added one at a time straight into the running total (folded
+every `lazy_terms - 1` rows); shorter ones are summed as a tree (`_tree_sum`), which makes few
+NumPy calls. Measured on stacks of 2 * 10^7 Shamir shares, as a ratio to a plain int64 sum of
+the same stack (best of 7, interleaved, on a loaded 2-core EPYC): rows of 64, 256 and 1,000
+words 2.5x, 2.3x and 2.3x as a tree, against 28x, 9.4x and 3.6x row by row (24x, 8.5x and 3.1x
+in chunks of 7, the previous path); 2,000 words 2.6x and 2.7x; from 4,000 words on, row by row
+wins (4,000: 1.8x against the tree's 2.4x; 16,000: 1.4x against 2.4x; 100,000: 1.3x against
+2.9x): it is memory-bound like the plain sum, the folds (every 7 rows) staying in cache."""
+
+
+def _tree_sum(scheme: Scheme, rows: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """The sum of many short rows, reduced: groups of `lazy_terms - 1` rows summed in one call
+    and folded, level by level (a folded value is at most p + 7, and 7 of them fit a uint64)."""
+    group, width = scheme.lazy_terms - 1, rows.shape[1]
+    while rows.shape[0] > group:
+        whole = rows.shape[0] - rows.shape[0] % group
+        sums = rows[:whole].reshape(-1, group, width).sum(axis=1, dtype=np.uint64)
+        scheme.fold(sums)
+        rows = sums if whole == rows.shape[0] else np.concatenate([sums, rows[whole:]])
+    return scheme.normalize(rows.sum(axis=0, dtype=np.uint64))
 
 
 class PartialSum:
     """A heavy node's running partial: shares are added as they arrive, one or many rows at a
-    time, and reduced only as often as the scheme needs (every 8 shares for Shamir, never for
-    Z_2^64), which is what keeps a streaming heavy node close to a plain sum."""
+    time, and reduced only as often as the scheme needs (folded every 7 shares for Shamir, never
+    for Z_2^64), which is what keeps a streaming heavy node close to a plain sum. Seeds
+    (`add_seeds`) are expanded into one reused buffer and added like shares."""
 
     def __init__(self, scheme: Scheme, length: int) -> None:
         self._scheme = scheme
         self._total = np.zeros(length, dtype=np.uint64)
         self._terms = 1  # reduced values the total may hold: it counts as one
+        self._fold_scratch: NDArray[np.uint64] | None = None
+        self._expanded: NDArray[np.uint64] | None = None
 
     def add(self, shares: NDArray[np.uint64]) -> None:
         """Add one share (shape `(length,)`) or a stack of them (`(k, length)`)."""
@@ -245,24 +267,31 @@ class PartialSum:
             raise ReductionError(
                 f"shares of shape {shares.shape} for a partial of length {self._total.shape[0]}"
             )
-        limit = self._scheme.lazy_terms
-        if rows.shape[0] == 0:
+        count = rows.shape[0]
+        if count == 0:
             return
-        if rows.shape[0] >= limit and rows.shape[1] <= _SHORT:
-            # Many short rows: one full reduction beats a Python loop over small chunks.
-            self._add_term(self._scheme.sum(rows), 1)
-            return
-        step = min(limit - 1, rows.shape[0])
-        for start in range(0, rows.shape[0], step):
-            chunk = rows[start : start + step]
-            term = chunk[0] if chunk.shape[0] == 1 else chunk.sum(axis=0, dtype=np.uint64)
-            self._add_term(term, chunk.shape[0])
+        if count < self._scheme.lazy_terms:  # always for Z_2^64; up to 7 rows for Shamir
+            self._add_term(rows[0] if count == 1 else rows.sum(axis=0, dtype=np.uint64), count)
+        elif rows.shape[1] >= _ROW_BY_ROW:
+            for row in rows:
+                self._add_term(row, 1)
+        else:
+            self._add_term(_tree_sum(self._scheme, rows), 1)
+
+    def add_seeds(self, seeds: Iterable[bytes]) -> None:
+        """Add the shares these seeds stand for (`Scheme.seed_share`), one at a time."""
+        if self._expanded is None:
+            self._expanded = np.empty_like(self._total)
+        for seed in seeds:
+            self._add_term(self._scheme.seed_share(seed, self._total.shape, self._expanded), 1)
 
     def _add_term(self, term: NDArray[np.uint64], count: int) -> None:
         if self._terms + count > self._scheme.lazy_terms:
-            self._total = self._scheme.normalize(self._total)
+            if self._fold_scratch is None:
+                self._fold_scratch = np.empty_like(self._total)
+            self._scheme.fold(self._total, self._fold_scratch)
             self._terms = 1
-        self._total += term
+        np.add(self._total, term, out=self._total)
         self._terms += count
 
     @property

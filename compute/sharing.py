@@ -17,17 +17,41 @@ reduce needs. Reconstruction takes a mapping from holder index to share.
   `e` wrong ones are named (Reed-Solomon unique decoding); with only `t + 1` shares a wrong share
   is detected but any of them could be the wrong one.
 
+**Seed compression** (`share_seeded`): a share that is pure randomness need not travel as a
+vector. The provider draws a `SEED_BYTES` seed for its holder instead, and that holder's share
+is the seed's expansion (`seed_share`): the AES-128 counter-mode stream keyed with the seed,
+word for word what `AesCtrRandom(seed)` gives (for Shamir, the top 61 bits of each word, the
+provider drawing another seed in the rare case that gives p; see `seed_elements`). The other
+shares are computed from the secret and those expansions, and sent whole:
+
+- additive n-of-n: `n - 1` holders get seeds, and one, the *vector holder*, gets the secret
+  minus their expansions; a provider uploads one vector and `(n - 1) * SEED_BYTES` bytes;
+- Shamir t-of-n: a polynomial of degree `t - 1` with `f(0)` the secret is fixed by its values at
+  any `t - 1` other points, and those values are uniform and independent, so `t - 1` holders get
+  seeds, `f` is the polynomial through the secret and their expansions, and the other `n - t + 1`
+  holders get `f(j)` as vectors. No more can be seeded: any `t` holders must determine the
+  secret. With 2-of-3 a provider uploads two vectors (any scheme in which every two of three
+  holders determine the secret needs at least 1.5: each two messages together carry it).
+
+With uniform seeds the expansions are indistinguishable from uniform shares (AES as a
+pseudorandom permutation), so seeded shares have the distribution of `share`'s; they lie on the
+same polynomials, and sum, reconstruct and are checked exactly as `share`'s are. Which holders
+get seeds is the provider's choice: `seed_holders(turn)` rotates it, so that over many providers
+every holder expands as many seeds and adds as many vectors as every other.
+
 Randomness is passed in (see `compute.randomness`). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Protocol
 
 import numpy as np
+from Crypto.Cipher import AES
 from numpy.typing import ArrayLike, NDArray
 
 from compute import field
@@ -67,6 +91,161 @@ class Scheme(Protocol):
     def weighted_sum(
         self, shares: NDArray[np.uint64], weights: Sequence[int]
     ) -> NDArray[np.uint64]: ...
+    def fold(
+        self, values: NDArray[np.uint64], scratch: NDArray[np.uint64] | None = None
+    ) -> NDArray[np.uint64]:
+        """In place: a running sum brought back to one term's worth, so that `lazy_terms - 1`
+        more shares may be added (not necessarily reduced: `normalize` does that)."""
+        ...
+
+    def seed_holders(self, turn: int = 0) -> tuple[int, ...]: ...
+    def share_seeded(
+        self, secret: ArrayLike, rng: Randomness, seeded: Sequence[int] | None = None
+    ) -> SeededShares: ...
+    def seed_share(
+        self, seed: bytes, shape: tuple[int, ...], out: NDArray[np.uint64] | None = None
+    ) -> NDArray[np.uint64]: ...
+    def expand(self, shares: SeededShares) -> NDArray[np.uint64]: ...
+
+
+SEED_BYTES = 16
+"""Bytes of a share seed: an AES-128 key."""
+
+
+@dataclass(frozen=True, eq=False)
+class SeededShares:
+    """One secret's shares as a provider sends them: a seed to each holder in `seeds`, a share
+    vector (of `shape`) to each holder in `vectors`; every holder 1..n is in exactly one."""
+
+    shape: tuple[int, ...]
+    seeds: Mapping[int, bytes]
+    vectors: Mapping[int, NDArray[np.uint64]]
+
+    @property
+    def upload_bytes(self) -> int:
+        """What the provider sends, all holders together (seeds and vectors, not framing)."""
+        return sum(len(s) for s in self.seeds.values()) + sum(
+            v.nbytes for v in self.vectors.values()
+        )
+
+
+_counters = np.arange(0, dtype=np.uint64)
+"""0, 1, 2, ...: the counter blocks every seed expansion encrypts, grown on demand and shared
+(read only). A fresh `AesCtrRandom` would build its own on first use, which costs ten times
+the encryption of 100,000 words (new pages); this is what makes expanding a seed cheap."""
+
+_COLUMNS = 1 << 14
+"""Words per step of a provider's seeded sharing (`share_seeded`): its temporaries (128 KiB
+each) stay in cache and are reused by the allocator, where whole-vector temporaries are fresh
+pages each time (first-touch page faults, dear on this VM). Measured sharing one 100,000-word
+vector, in microseconds (best of 60, interleaved; additive 3 holders / Shamir 2-of-3 seeding
+holder 1 / seeding holder 3): the whole vector in one step 440 / 2,670 / 5,680; 2^11 words
+1,110 / 2,610 / 5,290; 2^12 730 / 1,720 / 3,380; 2^13 580 / 1,280 / 2,510; 2^14 490 / 1,270 /
+2,170; 2^15 470 / 1,010 / 2,410; 2^16 1,050 / 2,590 / 4,990."""
+
+
+def _counter_bytes(stop: int) -> memoryview:
+    global _counters
+    if _counters.size < stop:
+        grown = np.arange(max(stop, 2 * _counters.size), dtype=np.uint64)
+        grown.setflags(write=False)
+        _counters = grown  # a longer array with the same prefix: safe to swap in under readers
+    return _counters[:stop].view(np.uint8).data
+
+
+def _seed_cipher(seed: bytes) -> object:
+    if len(seed) != SEED_BYTES:
+        raise SharingError(f"a share seed is {SEED_BYTES} bytes, got {len(seed)}")
+    return AES.new(seed, AES.MODE_ECB)
+
+
+def _stream_into(cipher: object, start: int, out: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """Words `start, start + 1, ...` of the cipher's counter stream into the 1-D, contiguous
+    `out`; `start` is even (a block boundary). Word `j` is half of `AES(j - j % 2, j - j % 2 + 1)`
+    whatever the steps it is made in, so any split of a stream into even-started pieces
+    gives the same words."""
+    count = out.size
+    even = count - count % 2
+    if even:
+        counters = _counter_bytes(start + even)[8 * start :]
+        cipher.encrypt(counters, output=out[:even].view(np.uint8).data)  # type: ignore[attr-defined]
+    if count % 2:  # the last word is the first half of block (start + count - 1, start + count)
+        block = bytes(_counter_bytes(start + count + 1)[8 * (start + count - 1) :])
+        out[-1] = np.frombuffer(cipher.encrypt(block), "<u8")[0]  # type: ignore[attr-defined]
+    return out
+
+
+def expand_seed(
+    seed: bytes, count: int, out: NDArray[np.uint64] | None = None
+) -> NDArray[np.uint64]:
+    """The first `count` words of `AesCtrRandom(seed)`'s stream, which are `AES_seed` of the
+    counter words `0, 1, 2, ...` two at a time (into `out`, a C-contiguous uint64 array of
+    `count` words, when given)."""
+    cipher = _seed_cipher(seed)
+    if out is None:
+        out = np.empty(count, dtype=np.uint64)
+    elif out.size != count or out.dtype != np.uint64 or not out.flags.c_contiguous:
+        raise SharingError(f"out must be a C-contiguous uint64 array of {count} words")
+    _stream_into(cipher, 0, out.reshape(-1))
+    return out
+
+
+def seed_elements(
+    seed: bytes, count: int, out: NDArray[np.uint64] | None = None
+) -> NDArray[np.uint64]:
+    """The seed's first `count` words (`expand_seed`) as field elements: their top 61 bits.
+
+    A word whose top 61 bits are all ones gives p, which stands for 0 (it sums as 0); where
+    `field.random_elements` redraws such an element, `share_seeded` redraws the seed, so an
+    honest provider never sends one whose expansion holds p (probability 2^-61 per element), and
+    the elements of every seed it sends are exactly what `random_elements(AesCtrRandom(seed))`
+    gives: uniform in the field. That rejection is the provider's work, done once: a heavy node
+    expands seeds without checking them (a provider who sends another seed only hurts its own
+    share, as by sending a wrong vector)."""
+    elements = expand_seed(seed, count, out)
+    return np.right_shift(elements, np.uint64(3), out=elements)
+
+
+def _holds_p(elements: NDArray[np.uint64]) -> bool:
+    return bool(elements.size) and int(elements.max()) == field.P
+
+
+def _steps(size: int) -> Iterator[slice]:
+    return (slice(c, min(c + _COLUMNS, size)) for c in range(0, size, _COLUMNS))
+
+
+def _draw_seed(rng: Randomness) -> bytes:
+    return random_words(rng, SEED_BYTES // 8).astype("<u8").tobytes()
+
+
+def _seeded_holders(n: int, seeded: Sequence[int], count: int, scheme: str) -> tuple[int, ...]:
+    holders = tuple(sorted(set(seeded)))
+    if (
+        len(holders) != len(seeded)
+        or len(holders) != count
+        or not all(1 <= h <= n for h in holders)
+    ):
+        raise SharingError(
+            f"{scheme} with {n} holders seeds exactly {count} distinct holders in 1..{n}, "
+            f"got {list(seeded)}"
+        )
+    return holders
+
+
+def _rotation(n: int, count: int, turn: int) -> tuple[int, ...]:
+    """`count` consecutive holders (cyclically) starting after `turn`, sorted."""
+    return tuple(sorted((turn + k) % n + 1 for k in range(count)))
+
+
+def _expand(scheme: Scheme, shares: SeededShares) -> NDArray[np.uint64]:
+    if sorted([*shares.seeds, *shares.vectors]) != list(range(1, scheme.n + 1)):
+        raise SharingError(f"seeded shares must cover holders 1..{scheme.n} once each")
+    out = np.empty((scheme.n, math.prod(shares.shape)), dtype=np.uint64)
+    for holder, seed in shares.seeds.items():
+        scheme.seed_share(seed, (out.shape[1],), out=out[holder - 1])
+    for holder, vector in shares.vectors.items():
+        out[holder - 1] = np.reshape(vector, -1)
+    return out.reshape((scheme.n, *shares.shape))
 
 
 def _check_holders(n: int, threshold: int) -> None:
@@ -169,6 +348,46 @@ class AdditiveScheme:
             raise SharingError(f"{w.shape[0]} weights for {shares.shape[0]} shares")
         return np.tensordot(w, shares, axes=(0, 0)).astype(np.uint64)
 
+    def fold(
+        self, values: NDArray[np.uint64], scratch: NDArray[np.uint64] | None = None
+    ) -> NDArray[np.uint64]:
+        return values  # Z_2^64 wraps: a running sum never needs folding
+
+    def seed_holders(self, turn: int = 0) -> tuple[int, ...]:
+        """The `n - 1` holders that get seeds from the provider taking turn `turn`: all but
+        holder `turn % n + 1`, the vector holder."""
+        return _rotation(self.n, self.n - 1, turn + 1)
+
+    def seed_share(
+        self, seed: bytes, shape: tuple[int, ...], out: NDArray[np.uint64] | None = None
+    ) -> NDArray[np.uint64]:
+        """The share a seed stands for: its stream's first words, in `shape`."""
+        return expand_seed(seed, math.prod(shape), out).reshape(shape)
+
+    def share_seeded(
+        self, secret: ArrayLike, rng: Randomness, seeded: Sequence[int] | None = None
+    ) -> SeededShares:
+        """Shares of `secret` with seeds to the `n - 1` holders in `seeded` (holders 1..n-1 by
+        default) and the secret minus their expansions to the remaining one."""
+        signed, shape = _secret(secret)
+        holders = _seeded_holders(
+            self.n, range(1, self.n) if seeded is None else seeded, self.n - 1, "additive"
+        )
+        (last,) = set(range(1, self.n + 1)) - set(holders)
+        seeds = {h: _draw_seed(rng) for h in holders}
+        ciphers = [_seed_cipher(seed) for seed in seeds.values()]
+        vector = signed.view(np.uint64).reshape(-1).copy()
+        mask = np.empty(min(vector.size, _COLUMNS), dtype=np.uint64)
+        for step in _steps(vector.size):
+            block, words = vector[step], mask[: step.stop - step.start]
+            for cipher in ciphers:
+                np.subtract(block, _stream_into(cipher, step.start, words), out=block)
+        return SeededShares(shape, seeds, {last: vector.reshape(shape)})
+
+    def expand(self, shares: SeededShares) -> NDArray[np.uint64]:
+        """Every holder's share, stacked as `share` returns them."""
+        return _expand(self, shares)
+
 
 @dataclass(frozen=True)
 class ShamirScheme:
@@ -259,6 +478,90 @@ class ShamirScheme:
         if len(weights) != shares.shape[0]:
             raise SharingError(f"{len(weights)} weights for {shares.shape[0]} shares")
         return field.dot(weights, shares)
+
+    def fold(
+        self, values: NDArray[np.uint64], scratch: NDArray[np.uint64] | None = None
+    ) -> NDArray[np.uint64]:
+        return field.fold(values, scratch)
+
+    def seed_holders(self, turn: int = 0) -> tuple[int, ...]:
+        """The `t - 1` holders that get seeds from the provider taking turn `turn`: holders
+        `turn % n + 1` onwards, cyclically."""
+        return _rotation(self.n, self.t - 1, turn)
+
+    def seed_share(
+        self, seed: bytes, shape: tuple[int, ...], out: NDArray[np.uint64] | None = None
+    ) -> NDArray[np.uint64]:
+        """The share a seed stands for: uniform field elements from its stream, in `shape`."""
+        return seed_elements(seed, math.prod(shape), out).reshape(shape)
+
+    def share_seeded(
+        self, secret: ArrayLike, rng: Randomness, seeded: Sequence[int] | None = None
+    ) -> SeededShares:
+        """Shares of `secret` with seeds to the `t - 1` holders in `seeded` (holders 1..t-1 by
+        default): `f` is the polynomial of degree `t - 1` through `(0, secret)` and
+        `(h, seed_share(seed_h))`, and every other holder `j` gets `f(j)`."""
+        signed, shape = _secret(secret)
+        holders = _seeded_holders(
+            self.n, range(1, self.t) if seeded is None else seeded, self.t - 1, "Shamir"
+        )
+        others = [j for j in range(1, self.n + 1) if j not in holders]
+        flat = signed.reshape(-1)
+        vectors = np.empty((len(others), flat.size), dtype=np.uint64)
+        seeds = {h: _draw_seed(rng) for h in holders}
+        if self.t == 2:
+            (h,) = holders
+            while not self._share_line(flat, seeds[h], h, others, vectors):
+                seeds[h] = _draw_seed(rng)  # its expansion holds p: a fresh seed (see above)
+        else:
+            points = []
+            for h in holders:
+                while _holds_p(point := seed_elements(seeds[h], flat.size)):
+                    seeds[h] = _draw_seed(rng)
+                points.append(point)
+            known = np.stack([field.from_signed(flat), *points])
+            for row, j in zip(vectors, others, strict=True):
+                row[...] = field.dot(field.lagrange_coefficients([0, *holders], j), known)
+        return SeededShares(
+            shape, seeds, {j: row.reshape(shape) for j, row in zip(others, vectors, strict=True)}
+        )
+
+    @staticmethod
+    def _share_line(
+        flat: NDArray[np.int64],
+        seed: bytes,
+        h: int,
+        others: Sequence[int],
+        vectors: NDArray[np.uint64],
+    ) -> bool:
+        """2-of-n with holder `h` seeded: `f(j) = f(j - 1) + a` (the recurrence of `share`) with
+        `a = (f(h) - f(0)) / h`, step by step over the columns (`f(h)` too), into `vectors`
+        (one row per holder in `others`). False, and stopped, if the seed's expansion holds p."""
+        cipher, inverse = _seed_cipher(seed), field.inverse(h)
+        size = flat.size
+        point, slope, scratch = (np.empty(min(size, _COLUMNS), np.uint64) for _ in range(3))
+        for step in _steps(size):
+            width = step.stop - step.start
+            r, a, tmp = point[:width], slope[:width], scratch[:width]
+            np.right_shift(_stream_into(cipher, step.start, r), np.uint64(3), out=r)
+            if _holds_p(r):
+                return False
+            constant = field.from_signed(flat[step])
+            np.subtract(field.P, constant, out=a)
+            field.normalize(np.add(a, r, out=a), tmp)
+            if h > 1:
+                a = field.mul(a, inverse)
+            previous, rows = constant, iter(vectors)
+            for j in range(1, max(others) + 1):
+                if j == h:
+                    previous = r  # f(h) itself
+                    continue
+                previous = field.normalize(np.add(previous, a, out=next(rows)[step]), tmp)
+        return True
+
+    def expand(self, shares: SeededShares) -> NDArray[np.uint64]:
+        """Every holder's share, stacked as `share` returns them."""
+        return _expand(self, shares)
 
     def inconsistent(self, shares: Shares) -> NDArray[np.bool_]:
         """Element mask: where the shares do not lie on one polynomial of degree `t - 1`."""

@@ -104,14 +104,18 @@ def bench_gas(sizes: str, network: str, as_json: bool) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the benchmark's data.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json: bool) -> None:
-    """Secure share + reduce against a plaintext NumPy sum of the same data."""
+    """Secure share + reduce against a plaintext NumPy sum of the same data: all parties'
+    work on one core (`all parties`, and `seeded` with seed compression), and each party's own
+    work as a ratio to its part of the plaintext sum in the same run (one provider's sharing of
+    its vector, the slowest heavy node's reduce, the combine) and one provider's upload against
+    its plaintext vector's bytes."""
     from compute.bench import format_reduce_table, run_reduce_bench
 
     names = tuple(s.strip() for s in schemes.split(",") if s.strip())
     unknown = sorted(set(names) - {"additive", "shamir"})
     if unknown or not names:
         raise click.BadParameter(f"unknown scheme(s) {unknown}; use additive and/or shamir")
-    with err.status("sharing and reducing"):
+    with err.status("sharing and reducing, in all and party by party"):
         result = run_reduce_bench(providers, _int_list(lengths), names, seed)
     if as_json:
         emit_json(result)
