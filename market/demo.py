@@ -261,9 +261,12 @@ def report(
 
 
 @contextmanager
-def running_committee(market: Sandbox, work: Path, clock: DemoClock) -> Iterator[list[str]]:
+def running_committee(
+    market: Sandbox, work: Path, clock: DemoClock, interval: float = 0.1, poll: float = 1.0
+) -> Iterator[list[str]]:
     """Three heavy nodes (the FastAPI service on loopback ports, a SQLite file each in `work`),
-    registered on chain; yields the committee's addresses in the contract's order."""
+    registered on chain, each passing over its jobs every `interval` seconds and looking for
+    new ones every `poll`; yields the committee's addresses in the contract's order."""
     stake = market.config.min_heavy_node_stake
     nodes: list[HeavyNode] = []
     servers: list[Server] = []
@@ -273,12 +276,12 @@ def running_committee(market: Sandbox, work: Path, clock: DemoClock) -> Iterator
             specs = JobSpecs(market.escrow)
             node = HeavyNode(account, market.chain, market.deployment,
                              Store(work / f"heavy-{i}.db"), specs, valuation_for=specs.valuation,
-                             clock=clock, peer_timeout=5.0)  # fmt: skip
+                             clock=clock, peer_timeout=5.0, discover_every=poll)  # fmt: skip
             server = Server(create_app(node))
             servers.append(server)
             url = server.start()
             market.staking.register_heavy_node(account, stake, url, box_public_key(account))
-            node.start(interval=0.1)
+            node.start(interval=interval)
             nodes.append(node)
         yield sorted((n.address for n in nodes), key=lambda a: int(a, 16))
     finally:

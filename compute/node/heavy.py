@@ -137,6 +137,7 @@ class HeavyNode:
         escrow: EscrowClient | None = None,
         staking: StakingClient | None = None,
         stakes: StakeView | None = None,
+        discover_every: float = 1.0,
     ) -> None:
         """`escrow`, `staking` and `stakes` default to clients of `deployment` on `chain`; tests
         pass plain in-memory ones instead."""
@@ -163,10 +164,14 @@ class HeavyNode:
         self._seen = 0
         """Jobs up to this id have been looked at (a refused job is never looked at again)."""
         self._next_discovery = 0.0
+        self.discover_every = discover_every
+        """Seconds between looks at the chain for jobs to draw, accept and serve."""
         self._lock = threading.RLock()
         self.settler = Settler(account, self.escrow, store, self._lock)
         self._finalized: set[int] = set()
         """Jobs whose finalization on chain (of this node's result) has been seen."""
+        self._looked_at = -1
+        """The block of the last look at the chain's jobs."""
         self._looked = threading.Event()
         """Set once the node has looked at the chain's jobs since it started."""
         self._stop = threading.Event()
@@ -603,7 +608,7 @@ class HeavyNode:
         """One pass: discover jobs (draw, accept), close those past their deadline, time out
         silent peers, deliver queued messages, settle finished rounds."""
         if time.monotonic() >= self._next_discovery:
-            self._discover()
+            self._discover(self.discover_every)
         now = self.clock()
         for job in list(self._jobs.values()):
             with self._lock:
@@ -641,6 +646,10 @@ class HeavyNode:
         most once per `every` seconds): draw committees that are due, accept jobs this node was
         drawn for and can serve, and start serving accepted ones."""
         self._next_discovery = time.monotonic() + every
+        head = self.escrow.block_number()
+        if head == self._looked_at and self._looked.is_set():
+            return  # no new block: nothing on chain changed since the last look
+        self._looked_at = head
         self.stakes.sync()  # kept current, so that a submission rarely finds the view behind
         count = self.escrow.job_count()
         self._watching.update(range(self._seen + 1, count + 1))

@@ -347,7 +347,7 @@ class Settler:
         view = self.escrow.job(job_id)
         if view.state is not JobState.FINALIZED or view.result_hash != decision.result.result_hash:
             return
-        if any(int(e["jobId"]) == job_id for e in self.escrow.fees_paid(self.address)):
+        if self.escrow.fee_paid(job_id, self.address):
             return
         signature = job.machine.signature
         assert signature is not None

@@ -84,9 +84,19 @@ class EmbeddedBackend:
             if state.exists():
                 pyevm.chain = type(pyevm.chain)(_load_state(state))
         self._tester = EthereumTester(pyevm)
-        self.web3 = Web3(_LockedTesterProvider(self._tester))
+        provider = _LockedTesterProvider(self._tester)
+        self.web3 = Web3(provider)
+        # web3's request validation asks eth-tester for the chain id on every call (a third of
+        # a call's cost here); `Chain` signs every transaction with the chain's own id.
+        self.web3.middleware_onion.remove("validation")
         self._faucet = self._tester.get_accounts()[0]
-        self._lock = threading.Lock()
+        self.call_sender = self._faucet
+        """The `from` of calls that name none (eth-tester otherwise lists its accounts for
+        one on every call)."""
+        self._lock = provider._request_lock
+        """The provider's own lock: a devnet power (a faucet transfer, a clock move) touches
+        the chain between two requests, never during one (a call made while the faucet
+        sends saw the faucet's nonce change under it: "Invalid transaction nonce")."""
 
     def set_balance(self, address: str, wei: int) -> None:
         with self._lock:

@@ -90,6 +90,7 @@ class Chain:
         """One lock per sending account: its sends are ordered, other accounts' run alongside."""
         self._senders_lock = threading.Lock()
         self._dry_run_gas: int | None = getattr(backend, "dry_run_gas", None)
+        self._call_sender: str | None = getattr(backend, "call_sender", None)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -135,6 +136,7 @@ class Chain:
     # ----------------------------------------------------------------- reading
     def call(self, fn: ContractFunction, sender: str | None = None) -> Any:
         """Runs a view (or dry-runs any function) and returns its decoded result."""
+        sender = sender or self._call_sender
         try:
             return fn.call({"from": sender} if sender else {})
         except Exception as exc:

@@ -68,6 +68,20 @@ def node_group() -> None:
 )
 @click.option("--peer-timeout", default=30.0, show_default=True, help="Seconds to wait for peers.")
 @click.option(
+    "--interval",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0.01, 60),
+    help="Seconds between passes over the node's jobs (deadlines, peers, settlement).",
+)
+@click.option(
+    "--poll",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 600),
+    help="Seconds between looks at the chain for new jobs to draw and accept.",
+)
+@click.option(
     "--min-fee",
     default="0",
     show_default=True,
@@ -79,6 +93,8 @@ def node_group() -> None:
 def node_heavy(
     port: int | None,
     peer_timeout: float,
+    interval: float,
+    poll: float,
     min_fee: str,
     allow_fetch: tuple[str, ...],
     network: Net,
@@ -112,10 +128,10 @@ def node_heavy(
         specs = JobSpecs(escrow, allow=allow_fetch)
         node = HeavyNode(account, net.chain, net.deployment, store, specs,
                          valuation_for=specs.valuation, peer_timeout=peer_timeout,
-                         min_fee=least)  # fmt: skip
+                         min_fee=least, discover_every=poll)  # fmt: skip
         server = Server(create_app(node), port=port)
         url = server.start()
-        node.start()
+        node.start(interval=interval)
         err.print(f"heavy node {account.address} serving at {url} (registered {record.endpoint})")
         try:
             _wait_for_signal()

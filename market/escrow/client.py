@@ -10,7 +10,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from market.chain.client import Chain, Receipt
+from market.chain.client import Chain, Receipt, translate
 from market.chain.deploy import Deployment
 from market.chain.token import TokenClient
 from market.escrow.eip712 import Domain
@@ -163,6 +163,25 @@ class EscrowClient:
         """The `JobPosted` event of `job_id` (with its full parameters and spec URI)."""
         start = max(self.deployment.block, self.chain.first_block_at(self.job(job_id).posted_at))
         return self.chain.find_event(self.contract, "JobPosted", start, oldest=True, jobId=job_id)
+
+    def block_number(self) -> int:
+        """The chain's latest block (nothing about any job changes until it moves)."""
+        try:
+            return int(self.chain.web3.eth.block_number)
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def fee_paid(self, job_id: int, node: str) -> bool:
+        """Whether `node` was paid its fee share of job `job_id`: a `FeePaid` event, looked for
+        only from the job's finalization on (by its `finalize` call or a later `claimFee`)."""
+        final = self.finalized_event(job_id)
+        if final is None:
+            return False
+        paid = self.chain.find_event(
+            self.contract, "FeePaid", final["blockNumber"], jobId=job_id,
+            node=to_checksum_address(node),
+        )  # fmt: skip
+        return paid is not None
 
     def fees_paid(self, node: str) -> list[dict[str, Any]]:
         """Every `FeePaid` event to `node`."""

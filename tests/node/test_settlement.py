@@ -547,6 +547,7 @@ class PlainEscrow:
     settled: list[tuple[bytes, tuple[bytes, ...]]] = field(default_factory=list)
     crash: str = ""
     """"before" or "after": the next settlement transaction kills the node there."""
+    blocks: int = 0
 
     def job_count(self) -> int:
         return 1
@@ -583,8 +584,12 @@ class PlainEscrow:
             self.crash = ""
             raise Crash()
 
-    def fees_paid(self, node: str) -> list[dict[str, Any]]:
-        return []
+    def fee_paid(self, job_id: int, node: str) -> bool:
+        return False
+
+    def block_number(self) -> int:
+        self.blocks += 1  # a new block on every look: the node always looks
+        return self.blocks
 
     def claim_fee(self, sender: Any, job_id: int, signature: bytes) -> None:
         pass
