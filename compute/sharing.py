@@ -233,7 +233,7 @@ def _seeded_holders(n: int, seeded: Sequence[int], count: int, scheme: str) -> t
 
 
 def _rotation(n: int, count: int, turn: int) -> tuple[int, ...]:
-    """`count` consecutive holders (cyclically) starting after `turn`, sorted."""
+    """`count` holders, cyclically consecutive from holder `turn % n + 1`, sorted."""
     return tuple(sorted((turn + k) % n + 1 for k in range(count)))
 
 
