@@ -329,7 +329,7 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     uint256 private _totalBurned;
 
     // =================================================================== constructor
-    /// @param token_ The DataToken (must support `burn` and, for `postJobWithPermit`, `permit`).
+    /// @param token_ The DataToken (must support `burn` and, for the `...WithPermit` functions, `permit`).
     /// @param config_ Windows, minimum stakes and penalties; see `Config`.
     constructor(ERC20Burnable token_, Config memory config_) EIP712("DataMarketplace", "1") {
         // Unbonding must outlast every window in which a stake can still be slashed: a job posted
@@ -367,14 +367,14 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice Like `postJob`, approving the budget with an EIP-2612 permit in the same transaction.
-    /// A permit that was already used (front-run) is ignored as long as the allowance suffices.
+    /// A permit that fails (already used by a front-runner, expired, badly signed) is ignored as
+    /// long as the allowance covers the budget; otherwise its own error is raised (see `_permit`).
     function postJobWithPermit(JobParams calldata p, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)
         external
         nonReentrant
         returns (uint256 jobId)
     {
-        try IERC20Permit(address(_token)).permit(msg.sender, address(this), p.budget, permitDeadline, v, r, s) {}
-            catch {}
+        _permit(p.budget, permitDeadline, v, r, s);
         jobId = _postJob(p);
     }
 
@@ -585,6 +585,25 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         external
         nonReentrant
     {
+        _registerHeavyNode(amount, endpoint, encryptionKey);
+    }
+
+    /// @notice Like `registerHeavyNode`, approving the stake with an EIP-2612 permit in the same
+    /// transaction; a failed permit is handled as in `postJobWithPermit`.
+    function registerHeavyNodeWithPermit(
+        uint256 amount,
+        string calldata endpoint,
+        bytes32 encryptionKey,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant {
+        _permit(amount, permitDeadline, v, r, s);
+        _registerHeavyNode(amount, endpoint, encryptionKey);
+    }
+
+    function _registerHeavyNode(uint256 amount, string calldata endpoint, bytes32 encryptionKey) private {
         HeavyNode storage node = _heavyNodes[msg.sender];
         if (node.registered) revert MarketplaceHeavyNodeAlreadyRegistered(msg.sender);
         if (bytes(endpoint).length == 0) revert MarketplaceEmptyEndpoint();
@@ -645,6 +664,28 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
     /// @param datasetId The provider's identifier (e.g. the hash of its metadata); must be unused.
     /// @param metadataURI Where the schema and mock data can be fetched.
     function stakeDataset(bytes32 datasetId, uint256 amount, string calldata metadataURI) external nonReentrant {
+        _stakeDataset(datasetId, amount, metadataURI);
+    }
+
+    /// @notice Like `stakeDataset`, approving the stake with an EIP-2612 permit in the same
+    /// transaction, so that a provider with tokens stakes in one transaction. A failed permit is
+    /// handled as in `postJobWithPermit`.
+    /// @param permitDeadline The deadline of the caller's permit of `amount` to this contract;
+    /// `v`, `r`, `s` are its signature.
+    function stakeDatasetWithPermit(
+        bytes32 datasetId,
+        uint256 amount,
+        string calldata metadataURI,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant {
+        _permit(amount, permitDeadline, v, r, s);
+        _stakeDataset(datasetId, amount, metadataURI);
+    }
+
+    function _stakeDataset(bytes32 datasetId, uint256 amount, string calldata metadataURI) private {
         Dataset storage d = _datasets[datasetId];
         if (d.owner != address(0)) revert MarketplaceDatasetExists(datasetId);
         if (amount < _minDatasetStake) revert MarketplaceStakeTooLow(amount, _minDatasetStake);
@@ -1177,6 +1218,22 @@ contract Marketplace is EIP712, ReentrancyGuardTransient {
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (err != ECDSA.RecoverError.NoError) revert MarketplaceInvalidSignature(index);
         return signer;
+    }
+
+    /// @dev Runs the caller's EIP-2612 permit of `amount` to this contract. Anyone who saw the
+    /// signed permit (in the mempool) may submit it first: then this call fails on the used nonce
+    /// although the allowance is in place, so a failure is ignored when the allowance covers
+    /// `amount`. Otherwise the permit's own error (`ERC2612ExpiredSignature`,
+    /// `ERC2612InvalidSigner`, ...) is raised, and the transaction changes nothing.
+    function _permit(uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s) private {
+        try IERC20Permit(address(_token)).permit(msg.sender, address(this), amount, deadline, v, r, s) {}
+        catch (bytes memory reason) {
+            if (_token.allowance(msg.sender, address(this)) < amount) {
+                assembly ("memory-safe") {
+                    revert(add(reason, 0x20), mload(reason))
+                }
+            }
+        }
     }
 
     function _activeHeavyNode(address account) private view returns (HeavyNode storage node) {

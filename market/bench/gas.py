@@ -4,7 +4,11 @@ number of participants grows.
 For each size N (10, 100, 1,000 by default), on one freshly deployed market with three
 registered heavy nodes:
 
-- `stake`: staking one more dataset once N datasets are staked (the N-th `stakeDataset`);
+- `stake`: staking one more dataset once N datasets are staked: the N-th `stakeDataset`, by a
+  provider that approved the stake in a transaction of its own before (`approve`, its gas);
+- `stake_permit`: the same in one transaction, `stakeDatasetWithPermit`, by a provider that never
+  signed a permit before (its first permit nonce costs it a new storage slot, so this is the
+  dearest case; what `StakingClient.stake_dataset` and `Sandbox.datasets` send);
 - `post`: `postJobWithPermit` (approval and escrow in one transaction) of a job that asks for N
   participants, with a committee of three and a quorum of two;
 - `draw`: `drawCommittee` of that job (three members drawn from the registry; it depends on the
@@ -37,7 +41,8 @@ from market.sandbox import Sandbox
 GasResult = dict[str, dict[str, int]]
 
 OPERATIONS = (
-    "stake", "post", "draw", "accept", "finalize", "claim_fee", "claim", "claim_new_holder",
+    "approve", "stake", "stake_permit", "post", "draw", "accept", "finalize", "claim_fee", "claim",
+    "claim_new_holder",
 )  # fmt: skip
 FINALIZE_FLATNESS = 0.05
 """Finalize for the largest size may cost at most this much more than for the smallest."""
@@ -57,12 +62,21 @@ def run_gas_bench(
     staked = 0
     for size, measured in [(1, False)] + [(s, True) for s in sorted(sizes)]:  # warm-up first
         gas: dict[str, int] = {}
-        while staked < size:
-            receipt = market.staking.stake_dataset(
-                provider, secrets.token_bytes(32), stake, "ipfs://bench"
-            )
+        while staked < size - 1:
+            market.staking.stake_dataset(provider, secrets.token_bytes(32), stake, "ipfs://bench")
             staked += 1
+        # The N-th dataset both ways, each by a new provider that holds its stake.
+        approver, permitter = market.account(stake), market.account(stake)
+        gas["approve"] = market.token.approve(approver, market.market, stake).gas_used
+        receipt = market.staking.stake_dataset(  # the allowance covers it: plain stakeDataset
+            approver, secrets.token_bytes(32), stake, "ipfs://bench"
+        )
         gas["stake"] = receipt.gas_used
+        receipt = market.staking.stake_dataset(  # no allowance: stakeDatasetWithPermit
+            permitter, secrets.token_bytes(32), stake, "ipfs://bench"
+        )
+        gas["stake_permit"] = receipt.gas_used
+        staked += 2
 
         params = market.params(committee, budget=1_000 * TOKEN, min_participants=size)
         receipt = market.escrow.submit_job(buyer, params)
@@ -107,6 +121,10 @@ def check_gas(result: GasResult) -> list[str]:
     growth = large / small - 1
     worst_claim = max(result["claim"].values())
     new_holder = max(result["claim_new_holder"].values())
+    permit = max(result["stake_permit"].values())
+    two = max(
+        a + s for a, s in zip(result["approve"].values(), result["stake"].values(), strict=True)
+    )
     return [
         f"finalize {sizes[-1]} vs {sizes[0]} participants: {growth:+.2%} "
         f"({'ok' if abs(growth) <= FINALIZE_FLATNESS else 'FAILS'}: within "
@@ -114,6 +132,8 @@ def check_gas(result: GasResult) -> list[str]:
         f"most expensive claim: {worst_claim:,} gas "
         f"({'ok' if worst_claim < CLAIM_LIMIT else 'FAILS'}: under {CLAIM_LIMIT:,}); "
         f"to a first-time holder: {new_holder:,}",
+        f"stake in one transaction: stakeDatasetWithPermit {permit:,} gas, against approve + "
+        f"stakeDataset {two:,} in two ({permit / two - 1:+.0%})",
         f"committee of three: draw {max(result['draw'].values()):,} gas, accept "
         f"{max(result['accept'].values()):,} per member, claimFee "
         f"{max(result['claim_fee'].values()):,} per member left out of finalize",

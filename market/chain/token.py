@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_abi import encode
@@ -16,6 +17,8 @@ PERMIT_TYPEHASH = keccak(
 DOMAIN_TYPEHASH = keccak(
     text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )
+PERMIT_TTL = 3_600
+"""Seconds a permit signed by `TokenClient.permit` stays valid."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class TokenClient:
         self.chain = chain
         self.contract = chain.contract("DataToken", address)
         self.address = self.contract.address
+        self._domain: bytes | None = None  # the EIP-712 domain separator of its permits
 
     def balance_of(self, account: str) -> int:
         return int(self.chain.call(self.contract.functions.balanceOf(to_checksum_address(account))))
@@ -70,27 +74,51 @@ class TokenClient:
             sender, self.contract.functions.faucet(to_checksum_address(to), amount)
         )
 
+    def faucet_many(self, sender: LocalAccount, to: Sequence[str], amount_each: int) -> Receipt:
+        """Mints `amount_each` to every address of `to` in one transaction (devnet deployments
+        only; `len(to) * amount_each` at most `FAUCET_LIMIT`)."""
+        fn = self.contract.functions.faucetMany([to_checksum_address(a) for a in to], amount_each)
+        return self.chain.transact(sender, fn)
+
     def burn(self, owner: LocalAccount, amount: int) -> Receipt:
         return self.chain.transact(owner, self.contract.functions.burn(amount))
 
     def nonces(self, owner: str) -> int:
         return int(self.chain.call(self.contract.functions.nonces(to_checksum_address(owner))))
 
-    def sign_permit(self, owner: LocalAccount, spender: str, value: int, deadline: int) -> Permit:
-        """Signs an EIP-2612 permit for the token's own domain."""
-        name = self.chain.call(self.contract.functions.name())
-        domain = keccak(
-            encode(
-                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-                [
-                    DOMAIN_TYPEHASH,
-                    keccak(text=name),
-                    keccak(text="1"),
-                    self.chain.chain_id,
-                    self.address,
-                ],
+    def permit(
+        self, owner: LocalAccount, spender: str, value: int, nonce: int | None = None
+    ) -> Permit:
+        """`owner`'s permit for `spender` to move `value`, valid for `PERMIT_TTL` seconds of chain
+        time: what the marketplace's `...WithPermit` functions take."""
+        return self.sign_permit(owner, spender, value, self.chain.now() + PERMIT_TTL, nonce)
+
+    def sign_permit(
+        self,
+        owner: LocalAccount,
+        spender: str,
+        value: int,
+        deadline: int,
+        nonce: int | None = None,
+    ) -> Permit:
+        """Signs an EIP-2612 permit for the token's own domain. `nonce` defaults to the owner's
+        current permit nonce (read from the chain; pass 0 for an account that never signed
+        one)."""
+        if self._domain is None:  # fixed at deployment: read the name once
+            name = self.chain.call(self.contract.functions.name())
+            self._domain = keccak(
+                encode(
+                    ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+                    [
+                        DOMAIN_TYPEHASH,
+                        keccak(text=name),
+                        keccak(text="1"),
+                        self.chain.chain_id,
+                        self.address,
+                    ],
+                )
             )
-        )
+        domain = self._domain
         struct = keccak(
             encode(
                 ["bytes32", "address", "address", "uint256", "uint256", "uint256"],
@@ -99,7 +127,7 @@ class TokenClient:
                     owner.address,
                     to_checksum_address(spender),
                     value,
-                    self.nonces(owner.address),
+                    self.nonces(owner.address) if nonce is None else nonce,
                     deadline,
                 ],
             )  # fmt: skip

@@ -53,9 +53,7 @@ class EscrowClient:
     ) -> Receipt:
         """`post_job`, returning the receipt of the posting transaction."""
         if use_permit:
-            permit = self.token.sign_permit(
-                buyer, self.contract.address, params.budget, self.chain.now() + 3_600
-            )
+            permit = self.token.permit(buyer, self.contract.address, params.budget)
             fn = self.contract.functions.postJobWithPermit(
                 params.as_abi(), permit.deadline, permit.v, permit.r, permit.s
             )

@@ -9,7 +9,7 @@ from eth_utils import to_checksum_address
 
 from market.chain.client import Chain, Receipt
 from market.chain.deploy import Deployment
-from market.chain.token import TokenClient
+from market.chain.token import Permit, TokenClient
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ class DatasetRecord:
 
 
 class StakingClient:
-    """Typed access to the staking side of the `Marketplace` contract. Staking calls approve the
-    marketplace for the amount first when the allowance does not cover it."""
+    """Typed access to the staking side of the `Marketplace` contract. Registering a heavy node
+    and staking a dataset take one transaction: when the allowance does not cover the stake, an
+    EIP-2612 permit rides along (`...WithPermit`). Top-ups approve the marketplace for the
+    amount first when the allowance does not cover it."""
 
     def __init__(self, chain: Chain, deployment: Deployment) -> None:
         self.chain = chain
@@ -53,12 +55,33 @@ class StakingClient:
     def _pay_in(self, owner: LocalAccount, amount: int) -> None:
         self.token.ensure_allowance(owner, self.contract.address, amount)
 
+    def _permit(self, owner: LocalAccount, amount: int) -> Permit | None:
+        """A permit of `amount` to the marketplace, or None if the allowance already covers it."""
+        if self.token.allowance(owner.address, self.contract.address) >= amount:
+            return None
+        return self.token.permit(owner, self.contract.address, amount)
+
     # ------------------------------------------------------------------ heavy nodes
     def register_heavy_node(
         self, node: LocalAccount, amount: int, endpoint: str, encryption_key: bytes
     ) -> Receipt:
-        self._pay_in(node, amount)
+        """Registers `node` with a stake of `amount` in one transaction: `registerHeavyNode` if
+        the allowance covers it, else with a permit."""
+        permit = self._permit(node, amount)
+        if permit is not None:
+            return self.register_heavy_node_with_permit(
+                node, amount, endpoint, encryption_key, permit
+            )
         fn = self.contract.functions.registerHeavyNode(amount, endpoint, encryption_key)
+        return self.chain.transact(node, fn)
+
+    def register_heavy_node_with_permit(
+        self, node: LocalAccount, amount: int, endpoint: str, encryption_key: bytes, permit: Permit
+    ) -> Receipt:
+        """`registerHeavyNodeWithPermit` with `permit` (`TokenClient.permit`)."""
+        fn = self.contract.functions.registerHeavyNodeWithPermit(
+            amount, endpoint, encryption_key, permit.deadline, permit.v, permit.r, permit.s
+        )
         return self.chain.transact(node, fn)
 
     def update_heavy_node(
@@ -104,9 +127,30 @@ class StakingClient:
     def stake_dataset(
         self, owner: LocalAccount, dataset_id: bytes, amount: int, metadata_uri: str
     ) -> Receipt:
-        self._pay_in(owner, amount)
+        """Stakes `amount` on the new dataset `dataset_id` in one transaction: `stakeDataset` if
+        the allowance covers it, else with a permit (no approval transaction)."""
+        permit = self._permit(owner, amount)
+        if permit is not None:
+            return self.stake_dataset_with_permit(owner, dataset_id, amount, metadata_uri, permit)
         fn = self.contract.functions.stakeDataset(dataset_id, amount, metadata_uri)
         return self.chain.transact(owner, fn)
+
+    def stake_dataset_with_permit(
+        self,
+        owner: LocalAccount,
+        dataset_id: bytes,
+        amount: int,
+        metadata_uri: str,
+        permit: Permit,
+        gas: int | None = None,
+    ) -> Receipt:
+        """`stakeDatasetWithPermit` with `permit` (of `owner`, for `amount` to the marketplace:
+        `TokenClient.permit`). A fixed `gas` limit sends without a dry run or estimate first
+        (a revert then costs the gas, and still raises its named error)."""
+        fn = self.contract.functions.stakeDatasetWithPermit(
+            dataset_id, amount, metadata_uri, permit.deadline, permit.v, permit.r, permit.s
+        )
+        return self.chain.transact(owner, fn, gas=gas)
 
     def top_up_dataset(self, owner: LocalAccount, dataset_id: bytes, amount: int) -> Receipt:
         self._pay_in(owner, amount)

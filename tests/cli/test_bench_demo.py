@@ -24,7 +24,8 @@ def test_gas_targets_hold_at_10_and_100_participants():
     with Chain.embedded() as chain:
         result = run_gas_bench(chain, (10, 100), claims=4)
     assert set(result) == {
-        "stake", "post", "draw", "accept", "finalize", "claim_fee", "claim", "claim_new_holder",
+        "approve", "stake", "stake_permit", "post", "draw", "accept", "finalize", "claim_fee",
+        "claim", "claim_new_holder",
     }  # fmt: skip
     small, large = result["finalize"]["10"], result["finalize"]["100"]
     assert abs(large / small - 1) <= FINALIZE_FLATNESS
