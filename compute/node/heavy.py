@@ -329,6 +329,10 @@ class HeavyNode:
             try:  # the round refuses duplicates and bad shares without changing
                 job.round.handle(Submission(str(job_id), dataset, job.index, share))
             except DuplicateSubmissionError:
+                held = self.store.submission_body(job_id, dataset)
+                if held is not None and held.get("signature") == "0x" + sub.signature.hex():
+                    # The same signed submission again (its answer was lost): already held.
+                    return {"job": job_id, "dataset": dataset, "duplicate": True}
                 raise Rejected(
                     409, f"dataset {dataset} already submitted to job {job_id}"
                 ) from None

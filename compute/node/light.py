@@ -119,9 +119,8 @@ class LightNode:
             except WireError:  # not a plain scheme://host:port: posted to nowhere else
                 delivery.unreachable.append(message.recipient)
                 continue
-            try:
-                response = self.http.post(url, json=body, timeout=30, allow_redirects=False)
-            except requests.RequestException:
+            response = self._post(url, body)
+            if response is None:
                 delivery.unreachable.append(message.recipient)
                 continue
             if response.status_code == 200:
@@ -132,6 +131,21 @@ class LightNode:
             reasons = "; ".join(f"node {n}: {r}" for n, r in delivery.refused.items())
             raise SubmissionRefused(f"job {view.job_id} refused dataset {dataset}: {reasons}")
         return delivery
+
+    def _post(self, url: str, body: dict[str, Any], attempts: int = 3) -> Any:
+        """POST a submission; a connection that failed (refused, or closed by the node before
+        it answered, as a keep-alive connection can be) is tried again, at most `attempts`
+        times in all (a heavy node answers a resent submission it already holds with 200).
+        None when the node could not be reached."""
+        for attempt in range(attempts):
+            try:
+                return self.http.post(url, json=body, timeout=30, allow_redirects=False)
+            except requests.ConnectionError:
+                if attempt + 1 < attempts:
+                    time.sleep(0.1 * 2**attempt)
+            except requests.RequestException:
+                return None
+        return None
 
 
 # ------------------------------------------------------------------------------ the service

@@ -202,9 +202,12 @@ class Server:
         self, app: FastAPI, port: int = 0, host: str = "127.0.0.1", http: Any = "auto"
     ) -> None:
         """`http`: uvicorn's HTTP protocol (a name, or an `asyncio.Protocol` class)."""
+        # Clients keep connections open between submissions: a node that closed idle ones
+        # after uvicorn's 5 s could close one just as a client reuses it.
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", http=http
-        )
+            app, host=host, port=port, log_level="warning", lifespan="off", http=http,
+            timeout_keep_alive=75,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

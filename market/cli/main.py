@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from market.chain import Chain
+from market.cli.bench_network import bench_network
 from market.cli.common import MarketGroup, UserError, emit_json, err, out
 from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
 from market.cli.node import node_group
@@ -65,6 +66,9 @@ for command in (
 @main.group()
 def bench() -> None:
     """Benchmarks that print figures (never pass/fail on time)."""
+
+
+bench.add_command(bench_network)
 
 
 @bench.command("gas")

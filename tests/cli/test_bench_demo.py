@@ -74,6 +74,29 @@ def test_bench_reduce_rejects_unknown_scheme():
     assert "paillier" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_bench_network_runs_a_job_to_finalization_and_reports_its_phases(tmp_path):
+    env = {**os.environ, "MARKET_HOME": str(tmp_path)}
+    proc = subprocess.run([MARKET, "bench", "network", "--providers", "6", "--json"],
+                          capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {"providers", "total_s", "phases", "setup", "per_provider_ms"} <= set(result)
+    assert result["providers"] == 6 and result["state"] == "FINALIZED"
+    assert result["participants"] == 6  # every provider's policy accepts the job
+    assert set(result["phases"]) == {"post_and_staff", "submit", "reduce_and_finalize"}
+    assert result["total_s"] == pytest.approx(sum(result["phases"].values()), abs=1e-3)
+    assert set(result["setup"]) == {"deploy", "heavy_nodes", "fund_and_stake"}
+    assert result["per_provider_ms"]["submit"] == pytest.approx(
+        1000 * result["phases"]["submit"] / 6, rel=1e-3
+    )
+
+
+def test_bench_network_refuses_a_job_too_small():
+    proc = run("bench", "network", "--providers", "2")
+    assert proc.returncode == 2
+    assert "at least 3" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_demo_settles_and_pays_everyone():
     proc = run("demo", "--providers", "6", "--seed", "3", "--json")
     assert proc.returncode == 0, proc.stderr
