@@ -81,6 +81,9 @@ class Submission:
     dataset_id: str
     recipient: int
     share: NDArray[np.uint64]
+    seed: bytes | None = None
+    """The short seed `share` expands from, when it is pure randomness (seed compression:
+    the provider sends this in its place; `compute.sharing.share_seeded`)."""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ gives up on a peer during the fit does not take that peer's partial afterwards.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -101,6 +102,11 @@ _PARTIAL_CHUNK = 64
 # --- light node ------------------------------------------------------------------------------
 
 
+SEED_MIN_WORDS = 3
+"""Contributions shorter than this travel as vectors: a sealed seed (a tag byte and 16 bytes)
+is no smaller than two words."""
+
+
 class LightNodeRound:
     """A provider's side of one round: its shares, one message per heavy node, made once."""
 
@@ -122,11 +128,24 @@ class LightNodeRound:
                 f"{self.config.job_id}; resend `messages` instead of sharing again"
             )
         contribution = self.config.reduction.contribution(values)
-        shares = self.config.scheme.share(contribution, rng)
-        self._messages = tuple(
-            Submission(self.config.job_id, self.dataset_id, node, shares[node - 1])
-            for node in self.config.committee
-        )
+        scheme = self.config.scheme
+        if contribution.size < SEED_MIN_WORDS:
+            shares = scheme.share(contribution, rng)
+            self._messages = tuple(
+                Submission(self.config.job_id, self.dataset_id, node, shares[node - 1])
+                for node in self.config.committee
+            )
+            return self._messages
+        # Seed compression: the holders whose shares are pure randomness get a seed; which
+        # ones rotates with the dataset (public), so every heavy node expands as many seeds.
+        turn = int.from_bytes(hashlib.sha256(self.dataset_id.encode()).digest()[:8], "big")
+        shared = scheme.share_seeded(contribution, rng, scheme.seed_holders(turn))
+        messages = []
+        for node in self.config.committee:
+            seed = shared.seeds.get(node)
+            share = shared.vectors[node] if seed is None else scheme.seed_share(seed, shared.shape)
+            messages.append(Submission(self.config.job_id, self.dataset_id, node, share, seed))
+        self._messages = tuple(messages)
         return self._messages
 
 

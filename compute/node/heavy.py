@@ -321,7 +321,9 @@ class HeavyNode:
         if record.unstake_requested_at and record.unstake_requested_at <= job.view.posted_at:
             raise Rejected(403, "the dataset was unbonding when the job was posted")
         try:
-            share = wire.open_sealed(sub.sealed, self._box, job.config.reduction.length)
+            share = wire.open_sealed(
+                sub.sealed, self._box, job.config.reduction.length, job.config.scheme
+            )
         except wire.WireError as exc:
             raise Rejected(400, str(exc)) from None
         dataset = "0x" + sub.dataset_id.hex()

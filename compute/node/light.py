@@ -113,6 +113,7 @@ class LightNode:
                 node.encryption_key,
                 min(max_slash_bps, view.max_slash_bps),
                 payload,
+                message.seed,
             ).to_json()
             try:
                 url = f"{node_endpoint(node.endpoint)}/jobs/{view.job_id}/submissions"

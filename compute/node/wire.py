@@ -1,7 +1,8 @@
 """What travels between nodes over HTTP, and how it is sealed and signed.
 
 - A light node's submission carries one share, sealed (PyNaCl `SealedBox`) to the registered
-  X25519 key of the heavy node it is for, and the dataset owner's EIP-712 signature over
+  X25519 key of the heavy node it is for (the share's little-endian words, or, for a share
+  that is pure randomness, `SEED_TAG` and the 16-byte seed it expands from), and the dataset owner's EIP-712 signature over
   `Submission(jobId, datasetId, recipient, nonce, shareHash, payloadHash)` under the
   marketplace's domain, where `shareHash` is keccak-256 of the sealed bytes and `payloadHash`
   that of the payload a valuation job adds (the CKKS-encrypted scores; zero without one).
@@ -28,6 +29,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from numpy.typing import NDArray
 
 from compute.messages import Agreement, Partial, Statistic
+from compute.sharing import SEED_BYTES, Scheme
 from market.escrow.documents import canonical_json
 from market.escrow.eip712 import (
     Domain,
@@ -71,16 +73,29 @@ def decode_vector(text: str, length: int | None = None) -> NDArray[np.uint64]:
 
 
 # ----------------------------------------------------------------------------- submissions
-def seal(share: NDArray[np.uint64], public_key: bytes) -> bytes:
-    plain = np.ascontiguousarray(share, dtype="<u8").tobytes()
+SEED_TAG = b"\x01"
+"""The first byte of a sealed seed (a seed's plaintext is 17 bytes, never a multiple of 8, so
+it is never mistaken for a vector)."""
+
+
+def seal(share: NDArray[np.uint64], public_key: bytes, seed: bytes | None = None) -> bytes:
+    """The share sealed to `public_key`: the vector, or, when the share is the expansion of
+    `seed` (seed compression), the tagged seed alone."""
+    plain = SEED_TAG + seed if seed is not None else np.ascontiguousarray(share, "<u8").tobytes()
     return SealedBox(PublicKey(public_key)).encrypt(plain)
 
 
-def open_sealed(sealed: bytes, private_key: PrivateKey, length: int) -> NDArray[np.uint64]:
+def open_sealed(
+    sealed: bytes, private_key: PrivateKey, length: int, scheme: Scheme | None = None
+) -> NDArray[np.uint64]:
+    """The share in a sealed box: a vector of `length` words, or, with the job's `scheme`, a
+    tagged seed expanded to the share it stands for."""
     try:
         plain = SealedBox(private_key).decrypt(sealed)
     except CryptoError:
         raise WireError("the share is not sealed to this heavy node's key") from None
+    if scheme is not None and len(plain) == len(SEED_TAG) + SEED_BYTES and plain[:1] == SEED_TAG:
+        return scheme.seed_share(plain[1:], (length,))
     if len(plain) != 8 * length:
         raise WireError(f"the share has {len(plain) // 8} values, {length} expected")
     return np.frombuffer(plain, dtype="<u8").astype(np.uint64)
@@ -150,8 +165,9 @@ class SignedSubmission:
         public_key: bytes,
         max_slash_bps: int = 0,
         payload: bytes = b"",
+        seed: bytes | None = None,
     ) -> SignedSubmission:
-        sealed = seal(share, public_key)
+        sealed = seal(share, public_key, seed)
         digest = submission_digest(domain, job_id, dataset_id, recipient, nonce, sealed, payload)
         signature = sign_digest(owner, digest)
         consent = participation_digest(domain, job_id, dataset_id, max_slash_bps)

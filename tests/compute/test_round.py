@@ -315,6 +315,29 @@ def test_light_node_shares_once_and_resends_the_same_messages() -> None:
         light.submit([[1.0, 2.0, 3.0]], np.random.default_rng(1))
 
 
+@pytest.mark.parametrize("scheme", [AdditiveScheme(3), ShamirScheme(3, 2), ShamirScheme(5, 3)])
+def test_shares_that_are_pure_randomness_travel_as_seeds(scheme: Scheme) -> None:
+    """Seed compression: t - 1 (Shamir) or n - 1 (additive) holders get a 16-byte seed, the
+    rest a vector; each seeded share is its seed's expansion, and the shares reconstruct."""
+    sent = LightNodeRound(config(scheme), "ds-7").submit(
+        [[1.0, 2.0, 3.0]], np.random.default_rng(0)
+    )
+    seeded = {m.recipient for m in sent if m.seed is not None}
+    assert len(seeded) == (
+        scheme.n - 1 if isinstance(scheme, AdditiveScheme) else scheme.threshold - 1
+    )
+    for m in sent:
+        if m.seed is not None:
+            assert len(m.seed) == 16
+            assert np.array_equal(m.share, scheme.seed_share(m.seed, m.share.shape))
+    expected = SUM.contribution([[1.0, 2.0, 3.0]])
+    assert np.array_equal(scheme.reconstruct({m.recipient: m.share for m in sent}), expected)
+    short = Reduction(ReduceOp.SUM, SPEC, width=1)  # shorter than a seed: vectors only
+    short_config = RoundConfig("job-1", short, scheme, min_participants=2)
+    plain = LightNodeRound(short_config, "ds-7").submit([[1.0]], np.random.default_rng(0))
+    assert all(m.seed is None for m in plain)
+
+
 def test_late_messages_after_the_outcome_are_ignored() -> None:
     cfg = config(ShamirScheme(3, 2), minimum=1)
     node = HeavyNodeRound(cfg, 1, np.random.default_rng(0))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import secrets
 
+import numpy as np
+import pytest
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.public import PrivateKey
 
-from compute.node.wire import SUBMISSION_TYPES, submission_digest
+from compute.node.wire import SUBMISSION_TYPES, WireError, open_sealed, seal, submission_digest
+from compute.sharing import scheme_named
 from market.escrow.eip712 import Domain, recover_strict, sign_digest
 
 DOMAIN = Domain(31337, "0x" + "ab" * 20)
@@ -46,3 +50,18 @@ def test_fast_signatures_are_eth_accounts() -> None:
         signature = sign_digest(account, digest)
         assert signature == bytes(account.unsafe_sign_hash(digest).signature)
         assert recover_strict(digest, signature) == account.address
+
+
+def test_a_sealed_seed_opens_to_the_share_it_stands_for() -> None:
+    key = PrivateKey.generate()
+    for name in ("additive", "shamir"):
+        scheme = scheme_named(name, n=3, threshold=2 if name == "shamir" else None)
+        seed = secrets.token_bytes(16)
+        share = scheme.seed_share(seed, (1_000,))
+        sealed = seal(share, bytes(key.public_key), seed)
+        assert len(sealed) == 48 + 17  # the seed, not 8,000 bytes
+        assert np.array_equal(open_sealed(sealed, key, 1_000, scheme), share)
+        vector = seal(share, bytes(key.public_key))
+        assert np.array_equal(open_sealed(vector, key, 1_000, scheme), share)
+    with pytest.raises(WireError, match="values"):
+        open_sealed(sealed, key, 1_000)  # a node that does not know the scheme takes vectors only
