@@ -137,6 +137,44 @@ def _claims(market: Sandbox, job_id: int, committee: list[str],
         return sum(pool.map(claim, [o for o, _ in providers]))
 
 
+def _job(
+    market: Sandbox,
+    buyer: LocalAccount,
+    proposal: Proposal,
+    storage: Storage,
+    providers: list[tuple[LocalAccount, bytes]],
+    tables: list[pd.DataFrame],
+    concurrency: int,
+    phases: _Timer,
+    progress: Callable[[str], None],
+    reach_deadline: Callable[[], None],
+    idle: bool,
+) -> tuple[int, int]:
+    """Post, staff, submit, reach the deadline (its own `wait_deadline` phase when `idle`),
+    reduce and finalize; the job's id and how many providers took part."""
+    progress("posting; the nodes draw and accept the committee")
+    with phases("post_and_staff"):
+        job_id = _post(market, buyer, proposal, storage)
+    progress(f"{len(providers)} light nodes submit")
+    with phases("submit"):
+        participants = submit_all(
+            market, proposal, job_id, buyer.address, providers, tables, concurrency
+        )
+    if idle:
+        progress("waiting for the deadline")
+        with phases("wait_deadline"):
+            reach_deadline()
+    progress("the committee reduces and finalizes")
+    with phases("reduce_and_finalize"):
+        if not idle:
+            reach_deadline()
+        state = wait_settled(market, job_id)
+    if state is not JobState.FINALIZED:
+        raise RuntimeError(f"the job ended {state.name.lower()}")
+    wait_fees_paid(market.escrow, job_id)
+    return job_id, participants
+
+
 def _post(market: Sandbox, buyer: LocalAccount, proposal: Proposal, storage: Storage) -> int:
     """Publish the proposal by content address, post it and draw its committee (as `bounty
     post` does: the buyer draws from the next block on), then wait until the nodes accept."""
@@ -154,7 +192,6 @@ def _result(
     phases: dict[str, float],
     claims_s: float,
     participants: int,
-    state: JobState,
 ) -> dict[str, Any]:
     total = round(sum(phases.values()), 4)
     idle = phases.get("wait_deadline", 0.0)
@@ -166,7 +203,7 @@ def _result(
         "providers": n,
         "network": network,
         "participants": participants,
-        "state": state.name,
+        "state": JobState.FINALIZED.name,
         "total_s": total,
         "busy_s": round(total - idle, 4),
         "phases": phases,
@@ -217,26 +254,18 @@ def _embedded(
             storage = open_storage()  # where the in-process nodes fetch from
             proposal = parse_proposal(_proposal(3, chain.now() + 3_600, max(3, n // 2)))
 
-            progress("posting; the nodes draw and accept the committee")
-            with phases("post_and_staff"):
-                job_id = _post(market, buyer, proposal, storage)
-            progress(f"{n} light nodes submit")
-            with phases("submit"):
-                participants = submit_all(
-                    market, proposal, job_id, buyer.address, providers, tables, concurrency
-                )
-            progress("the committee reduces and finalizes")
-            with phases("reduce_and_finalize"):
-                clock.offset = proposal.deadline - time.time() + 1  # the deadline, now
-                state = wait_settled(market, job_id)
-            if state is not JobState.FINALIZED:
-                raise RuntimeError(f"the job ended {state.name.lower()}")
-            wait_fees_paid(market.escrow, job_id)
+            def deadline_now() -> None:  # the nodes' clock moved to the deadline
+                clock.offset = proposal.deadline - time.time() + 1
+
+            job_id, participants = _job(
+                market, buyer, proposal, storage, providers, tables, concurrency, phases,
+                progress, deadline_now, idle=False,
+            )  # fmt: skip
             progress("providers claim")
             start = time.perf_counter()
             _claims(market, job_id, committee, providers, 1)
             claims_s = time.perf_counter() - start
-    return _result(n, "embedded", setup.figures, phases.figures, claims_s, participants, state)
+    return _result(n, "embedded", setup.figures, phases.figures, claims_s, participants)
 
 
 def _anvil(
@@ -300,33 +329,24 @@ def _anvil(
                     providers = market.datasets(n, workers=8)
                 storage = open_storage(home)
 
-                progress("posting; the nodes draw and accept the committee")
-                with phases("post_and_staff"):
-                    deadline = chain.now() + int(window) + 1
-                    proposal = parse_proposal(_proposal(3, deadline, max(3, n // 2)))
-                    job_id = _post(market, buyer, proposal, storage)
-                progress(f"{n} light nodes submit")
-                with phases("submit"):
-                    participants = submit_all(
-                        market, proposal, job_id, buyer.address, providers, tables, concurrency
-                    )
-                progress("waiting for the deadline")
-                with phases("wait_deadline"):
+                deadline = chain.now() + int(window) + 1
+                proposal = parse_proposal(_proposal(3, deadline, max(3, n // 2)))
+
+                def wait_deadline() -> None:  # the nodes' clock is the wall clock
                     while time.time() <= deadline:
                         time.sleep(0.01)
-                progress("the committee reduces and finalizes")
-                with phases("reduce_and_finalize"):
-                    state = wait_settled(market, job_id)
-                if state is not JobState.FINALIZED:
-                    raise RuntimeError(f"the job ended {state.name.lower()}")
-                wait_fees_paid(market.escrow, job_id)
+
+                job_id, participants = _job(
+                    market, buyer, proposal, storage, providers, tables, concurrency, phases,
+                    progress, wait_deadline, idle=True,
+                )  # fmt: skip
                 progress("providers claim")
                 start = time.perf_counter()
                 _claims(market, job_id, committee, providers, 8)
                 claims_s = time.perf_counter() - start
             finally:
                 stop_processes(processes)
-    return _result(n, "anvil", setup.figures, phases.figures, claims_s, participants, state)
+    return _result(n, "anvil", setup.figures, phases.figures, claims_s, participants)
 
 
 def _restore_env(name: str, value: str | None) -> None:

@@ -6,17 +6,7 @@ from __future__ import annotations
 
 import click
 
-from market.cli.common import emit_json, err
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 3:
-        raise click.BadParameter("every size must be at least 3 (the job's minimum)")
-    return values
+from market.cli.common import emit_json, err, int_list
 
 
 @click.command("network")
@@ -62,7 +52,7 @@ def bench_network(
     from market.bench.network import format_network_table, run_network_bench
 
     results = []
-    for n in _sizes(providers):
+    for n in int_list(providers, 3, "at least 3 (the job's minimum)"):
         with err.status(f"{n} providers on {network}") as status:
             results.append(run_network_bench(n, network, seed, concurrency, window, status.update))
     if as_json:

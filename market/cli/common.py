@@ -315,3 +315,14 @@ __all__ = [
     "step",
     "table",
 ]
+
+
+def int_list(text: str, minimum: int = 1, what: str = "a positive integer") -> tuple[int, ...]:
+    """Comma-separated integers, each at least `minimum` (`click.BadParameter` otherwise)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise click.BadParameter(f"every value must be {what}")
+    return values

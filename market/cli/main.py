@@ -12,22 +12,12 @@ from rich.table import Table
 
 from market.chain import Chain
 from market.cli.bench_network import bench_network
-from market.cli.common import MarketGroup, UserError, emit_json, err, out
+from market.cli.common import MarketGroup, UserError, emit_json, err, int_list, out
 from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
 from market.cli.node import node_group
 from market.cli.roles import bounty_group, claim, dataset_group, heavy_group
 from market.cli.valuation_cmds import COMMANDS as VALUATION_COMMANDS
 from market.cli.wallet import wallet_group
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise click.BadParameter("every value must be a positive integer")
-    return values
 
 
 @contextmanager
@@ -85,7 +75,7 @@ def bench_gas(sizes: str, network: str, as_json: bool) -> None:
     """Gas of stake, post, finalize and claim as the participant count grows."""
     from market.bench.gas import check_gas, format_gas_table, run_gas_bench
 
-    counts = _int_list(sizes)
+    counts = int_list(sizes)
     with _chain(network) as chain, err.status("measuring gas on real transactions"):
         result = run_gas_bench(chain, counts)
     if as_json:
@@ -120,7 +110,7 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
     if unknown or not names:
         raise click.BadParameter(f"unknown scheme(s) {unknown}; use additive and/or shamir")
     with err.status("sharing and reducing, in all and party by party"):
-        result = run_reduce_bench(providers, _int_list(lengths), names, seed)
+        result = run_reduce_bench(providers, int_list(lengths), names, seed)
     if as_json:
         emit_json(result)
         return
@@ -137,7 +127,7 @@ def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
     from market.valuation.tip.fidelity import format_valuation_table, run_valuation_bench
 
     with err.status("training the buyer and scoring providers under CKKS"):
-        result = run_valuation_bench(_int_list(ks), examples, seed)
+        result = run_valuation_bench(int_list(ks), examples, seed)
     if as_json:
         emit_json(result)
         return
