@@ -2,7 +2,8 @@
 
 - A light node's submission carries one share, sealed (PyNaCl `SealedBox`) to the registered
   X25519 key of the heavy node it is for (the share's little-endian words, or, for a share
-  that is pure randomness, `SEED_TAG` and the 16-byte seed it expands from), and the dataset owner's EIP-712 signature over
+  that is pure randomness, `SEED_TAG` and the 16-byte seed it expands from), and the dataset
+  owner's EIP-712 signature over
   `Submission(jobId, datasetId, recipient, nonce, shareHash, payloadHash)` under the
   marketplace's domain, where `shareHash` is keccak-256 of the sealed bytes and `payloadHash`
   that of the payload a valuation job adds (the CKKS-encrypted scores; zero without one).
@@ -28,8 +29,9 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from numpy.typing import NDArray
 
+from compute import field
 from compute.messages import Agreement, Partial, Statistic
-from compute.sharing import SEED_BYTES, Scheme
+from compute.sharing import SEED_BYTES, Scheme, ShamirScheme
 from market.escrow.documents import canonical_json
 from market.escrow.eip712 import (
     Domain,
@@ -98,7 +100,12 @@ def open_sealed(
         return scheme.seed_share(plain[1:], (length,))
     if len(plain) != 8 * length:
         raise WireError(f"the share has {len(plain) // 8} values, {length} expected")
-    return np.frombuffer(plain, dtype="<u8").astype(np.uint64)
+    vector = np.frombuffer(plain, dtype="<u8").astype(np.uint64)
+    if isinstance(scheme, ShamirScheme) and vector.size and int(vector.max()) >= field.P:
+        # Heavy nodes add shares lazily (several before a reduction): one outside the field
+        # would wrap the running sum.
+        raise WireError("a share value is outside the field (at least 2^61 - 1)")
+    return vector
 
 
 def payload_hash(payload: bytes) -> bytes:

@@ -65,3 +65,14 @@ def test_a_sealed_seed_opens_to_the_share_it_stands_for() -> None:
         assert np.array_equal(open_sealed(vector, key, 1_000, scheme), share)
     with pytest.raises(WireError, match="values"):
         open_sealed(sealed, key, 1_000)  # a node that does not know the scheme takes vectors only
+
+
+def test_a_shamir_share_outside_the_field_is_refused() -> None:
+    key = PrivateKey.generate()
+    shamir = scheme_named("shamir", n=3, threshold=2)
+    bad = np.array([1, 2**61 - 1, 3], dtype=np.uint64)
+    with pytest.raises(WireError, match="outside the field"):
+        open_sealed(seal(bad, bytes(key.public_key)), key, 3, shamir)
+    good = np.array([1, 2**61 - 2, 3], dtype=np.uint64)
+    assert np.array_equal(open_sealed(seal(good, bytes(key.public_key)), key, 3, shamir), good)
+
