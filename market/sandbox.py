@@ -27,8 +27,6 @@ ETHER = 10**18
 FAUCET_BATCH = 200
 """Accounts funded per `faucetMany` transaction in `Sandbox.datasets` (about 25,000 gas each, so
 about 5 M gas a batch: well within a block on every backend)."""
-FAUCET_LIMIT = 1_000_000 * TOKEN
-"""`DataToken.FAUCET_LIMIT`: the most one faucet call mints in all."""
 SETUP_STAKE_GAS = 400_000
 """Gas limit of each stake `Sandbox.datasets` sends, so that it sends without a dry run (the
 embedded chain would execute each transaction twice) or an estimate (a round trip): a new
@@ -111,11 +109,12 @@ class Sandbox:
         pays on Anvil or an RPC chain (1,000 stakes 2.3 times faster with 8), not on the embedded
         chain, which runs one request at a time."""
         stake = stake or self.config.min_dataset_stake
-        if stake > FAUCET_LIMIT:
-            raise ValueError(f"a stake above the faucet's limit ({FAUCET_LIMIT:,}) per account")
+        limit = self.token.faucet_limit()
+        if stake > limit:
+            raise ValueError(f"a stake above the faucet's limit ({limit:,}) per account")
         owners = [Account.create() for _ in range(count)]
         ids = [secrets.token_bytes(32) for _ in owners]
-        batch = min(FAUCET_BATCH, FAUCET_LIMIT // stake)
+        batch = min(FAUCET_BATCH, limit // stake)
         for owner in owners:
             self.chain.fund(owner.address, 10 * ETHER)
         for start in range(0, count, batch):

@@ -85,7 +85,6 @@ def _session(concurrency: int) -> requests.Session:
 
 def submit_all(
     market: Sandbox,
-    proposal: Proposal,
     job_id: int,
     buyer: str,
     providers: list[tuple[LocalAccount, bytes]],
@@ -161,9 +160,7 @@ def _job(
         job_id = _post(market, buyer, proposal, storage)
     progress(f"{len(providers)} light nodes submit")
     with phases("submit"):
-        participants = submit_all(
-            market, proposal, job_id, buyer.address, providers, tables, concurrency
-        )
+        participants = submit_all(market, job_id, buyer.address, providers, tables, concurrency)
     if idle:
         progress("waiting for the deadline")
         with phases("wait_deadline"):

@@ -80,6 +80,10 @@ class TokenClient:
         fn = self.contract.functions.faucetMany([to_checksum_address(a) for a in to], amount_each)
         return self.chain.transact(sender, fn)
 
+    def faucet_limit(self) -> int:
+        """`FAUCET_LIMIT`: the most one faucet call mints in all."""
+        return int(self.chain.call(self.contract.functions.FAUCET_LIMIT()))
+
     def burn(self, owner: LocalAccount, amount: int) -> Receipt:
         return self.chain.transact(owner, self.contract.functions.burn(amount))
 

@@ -52,7 +52,7 @@ def test_faucet_batches_stay_within_the_faucet_limit(world: World):
     assert _sent(world, world.deployer.address) - before == 3
     _check(world, made, stake)
     with pytest.raises(ValueError, match="faucet's limit"):
-        world.datasets(1, stake=sandbox.FAUCET_LIMIT + 1)
+        world.datasets(1, stake=world.token.faucet_limit() + 1)
 
 
 def test_dataset_is_two_transactions_for_a_new_owner(world: World):
@@ -67,6 +67,6 @@ def test_dataset_is_two_transactions_for_a_new_owner(world: World):
     assert world.staking.dataset(second).owner == rich.address
 
 
-def test_faucet_limit_matches_the_contract(world: World):
+def test_faucet_limit_is_read_from_the_contract(world: World):
     limit = world.chain.call(world.token.contract.functions.FAUCET_LIMIT())
-    assert sandbox.FAUCET_LIMIT == limit
+    assert world.token.faucet_limit() == limit == 1_000_000 * TOKEN
