@@ -118,6 +118,13 @@ class _Job:
     """A valuation job's HE backend (its TIP terms, checked when the job is first seen)."""
     deciding: bool = False
     """A valuation job's report window is over: no further report is taken."""
+    missing: set[int] = field(default_factory=set)
+    """Peers this node gave up on: not among the members that agreed on the participants."""
+    commits: dict[int, set[bytes]] = field(default_factory=dict)
+    """A valuation job's members (index) -> the digests of the buyer's reports each took as its
+    report (its first one from the buyer itself; more than one only from a faulty member)."""
+    agreed: bytes | None = None
+    """The report this node decided on because every agreed member took it (None otherwise)."""
 
 
 class HeavyNode:
@@ -249,9 +256,15 @@ class HeavyNode:
             self._deliver(job, CloseSubmissions(job_id))
         elif entry.kind is Input.GIVE_UP:
             job.heard.add(int(entry.key))
+            job.missing.add(int(entry.key))
             self._deliver(job, PeerUnavailable(job_id, int(entry.key)))
         elif entry.kind is Input.DECIDE:
             job.deciding = True
+            agreed = (entry.body or {}).get("report")
+            job.agreed = bytes.fromhex(agreed) if agreed else None
+        elif entry.kind is Input.COMMIT:
+            member, digest = entry.key.split(":")
+            job.commits.setdefault(int(member), set()).add(bytes.fromhex(digest))
         else:
             self.settler.replay(job.settlement, entry)
 
@@ -473,7 +486,8 @@ class HeavyNode:
         return outcome.participants
 
     def report_window(self, job: _Job) -> tuple[int, float]:
-        """When the buyer's report is due, and when this node decides without it."""
+        """When the buyer's report is due, and when this node decides at the latest (earlier
+        once every agreed member took the same report: `agreed_report`)."""
         assert job.valuation is not None
         due = job.view.deadline + job.valuation.decrypt_window
         return due, due + self.peer_timeout
@@ -482,13 +496,21 @@ class HeavyNode:
         """What the buyer needs to decrypt: the participants and when its report is due."""
         job = self.job(job_id)
         participants = self._participants(job)
-        due, _ = self.report_window(job)
+        due, decide_by = self.report_window(job)
+        with self._lock:
+            taken = sorted(m for m, held in job.commits.items() if held)
+            agreed = job.agreed if job.deciding else self.agreed_report(job)
+            members = [p for p in job.config.committee if p not in job.missing]
         return {
             "job": job_id,
             "participants": list(participants),
             "rows": job.round.outcome.aggregate.count,  # type: ignore[union-attr]
             "report_due": due,
+            "decide_by": decide_by,
             "reports": len(self.store.score_reports(job_id)),
+            "members": members,
+            "taken_by": taken,
+            "agreed": "0x" + agreed.hex() if agreed is not None else None,
             "decided": job.settlement.decision is not None,
         }
 
@@ -523,7 +545,7 @@ class HeavyNode:
             raise Rejected(400, str(exc)) from None
         due, _ = self.report_window(job)
         record = {"report": report_json, "signature": signature}
-        forwarder = self._forwarder(job, record, body)
+        forwarder, committed = self._forwarder(job, record, body)
         if forwarder is None and self.clock() > due:
             raise Rejected(409, f"reports for job {job_id} were due by {due} (unix seconds)")
         digest = keccak(report.canonical())
@@ -534,31 +556,83 @@ class HeavyNode:
                 raise Rejected(409, f"the committee has already decided job {job_id}")
             try:
                 self.store.add_score_report(job_id, digest, record)
+                new = True
             except Duplicate:
+                new = False
+            if committed:  # the peer took this report from the buyer as its report
+                assert forwarder is not None
+                self._commit(job, forwarder, digest)
+            # This node's report is the first it takes from the buyer itself: it tells every
+            # peer, with the report (so that no member can claim a report it does not hold).
+            own = forwarder is None and not job.commits.get(job.index)
+            if own:
+                self._commit(job, job.index, digest)
+                signed = {**record, "committed": True}
+                forward = {**record, "peer": job.index, "committed": True,
+                           "peer_signature": wire.sign_payload(self.account, signed)}  # fmt: skip
+            elif new:
+                forward = {
+                    **record,
+                    "peer": job.index,
+                    "peer_signature": wire.sign_payload(self.account, record),
+                }
+            else:
                 return {"job": job_id, "duplicate": True}
-            forward = {
-                **record,
-                "peer": job.index,
-                "peer_signature": wire.sign_payload(self.account, record),
-            }
             for peer in job.config.committee:
-                if peer != job.index and peer != forwarder:
+                if peer != job.index and (own or peer != forwarder):
                     job.outbox.append((peer, f"/jobs/{job_id}/scores", forward))
-        return {"job": job_id, "stored": True}
+        return {"job": job_id, "stored": True} if new else {"job": job_id, "duplicate": True}
 
-    def _forwarder(self, job: _Job, record: dict[str, Any], body: dict[str, Any]) -> int | None:
-        """The committee member that forwarded this report (its copy is taken until this node
-        decides, so that a report the buyer sent in time reaches every member), or None."""
-        if body.get("peer") is None:
+    def _commit(self, job: _Job, member: int, digest: bytes) -> None:
+        """Record that `member` took the buyer's report `digest` as its report (before acting:
+        a restarted node counts the same members)."""
+        try:
+            self.store.append(job.view.job_id, Input.COMMIT, f"{member}:{digest.hex()}")
+        except Duplicate:
+            return
+        taken = job.commits.setdefault(member, set())
+        taken.add(digest)
+        if len(taken) > 1:
+            log.warning("job %s: member %s took %s different score reports: it cannot count "
+                        "for an early settlement", job.view.job_id, member, len(taken))  # fmt: skip
+
+    def agreed_report(self, job: _Job) -> bytes | None:
+        """The digest of the buyer's report that every member that agreed on the participants
+        (the committee less the peers this node gave up on, at least a quorum) took from the
+        buyer as its only report, and that this node holds; None otherwise. Each honest member
+        takes one report, so two honest members never see two different such reports."""
+        members = [p for p in job.config.committee if p not in job.missing]
+        if len(members) < job.view.quorum:
             return None
+        taken: set[bytes] = set()
+        for member in members:
+            held = job.commits.get(member, set())
+            if len(held) != 1:
+                return None
+            taken |= held
+        if len(taken) != 1:
+            return None
+        (digest,) = taken
+        return digest if self.store.has_score_report(job.view.job_id, digest) else None
+
+    def _forwarder(
+        self, job: _Job, record: dict[str, Any], body: dict[str, Any]
+    ) -> tuple[int | None, bool]:
+        """The committee member that forwarded this report (its copy is taken until this node
+        decides, so that a report the buyer sent in time reaches every member), or None; and
+        whether that member says it took the report from the buyer as its own (signed)."""
+        if body.get("peer") is None:
+            return None, False
+        committed = body.get("committed") is True
+        signed = {**record, "committed": True} if committed else record
         try:
             peer = int(body["peer"])
-            signer = wire.payload_signer(record, str(body["peer_signature"]))
+            signer = wire.payload_signer(signed, str(body["peer_signature"]))
         except (KeyError, TypeError, ValueError, wire.WireError):
             raise Rejected(422, "a forwarded report carries its peer and peer_signature") from None
         if not 1 <= peer <= len(job.view.committee) or job.view.committee[peer - 1] != signer:
             raise Rejected(401, "the forwarded report is not signed by that committee member")
-        return peer
+        return peer, committed
 
     def result_document(self, job_id: int) -> bytes:
         """The result document this node signed, once the chain has finalized that result
@@ -645,6 +719,7 @@ class HeavyNode:
             return
         self.store.append(job.view.job_id, Input.GIVE_UP, str(peer))  # before acting
         job.heard.add(peer)
+        job.missing.add(peer)
         self._deliver(job, PeerUnavailable(str(job.view.job_id), peer))
 
     def _discover(self, every: float = 1.0) -> None:
@@ -764,15 +839,19 @@ class HeavyNode:
         job_id, outcome = job.view.job_id, job.round.outcome
         if isinstance(outcome, RoundResult):
             if job.valuation is not None and not job.deciding:
-                if self.clock() <= self.report_window(job)[1]:
+                # As soon as every agreed member took the same report; else at the window's end.
+                agreed = self.agreed_report(job)
+                if agreed is None and self.clock() <= self.report_window(job)[1]:
                     return None
                 with self._lock:  # no report is taken after this
-                    self.store.append(job_id, Input.DECIDE)
-                    job.deciding = True
+                    body = {"report": agreed.hex() if agreed is not None else None}
+                    self.store.append(job_id, Input.DECIDE, body=body)
+                    job.deciding, job.agreed = True, agreed
             self.stakes.sync()  # the participants' stakes as they stand now, in one read
             document, result, consents = results.build(
-                job.view, job.config, job.valuation, outcome, self.stakes, self.store
-            )
+                job.view, job.config, job.valuation, outcome, self.stakes, self.store,
+                agreed=job.agreed,
+            )  # fmt: skip
             digest = result_digest(self.escrow.domain, result)
             return Decision(Kind.RESULT, digest, result, consents, document.to_bytes())
         assert isinstance(outcome, Abort)

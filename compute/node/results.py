@@ -34,8 +34,11 @@ def build(
     outcome: RoundResult,
     stakes: StakeView,
     store: Store,
+    *,
+    agreed: bytes | None = None,
 ) -> tuple[ResultDocument, Result, tuple[SlashConsent, ...]]:
-    """The result document, the `Result` to sign, and the consents its slashes need."""
+    """The result document, the `Result` to sign, and the consents its slashes need. `agreed`:
+    the digest of the valuation report every agreed member took (`HeavyNode.agreed_report`)."""
     records = {d: stakes.dataset(bytes.fromhex(d.removeprefix("0x"))) for d in outcome.participants}
     # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
     fit = outcome.fit
@@ -54,7 +57,7 @@ def build(
     consents: tuple[SlashConsent, ...] = ()
     valuation: dict[str, Any] | None = None
     if spec is not None:
-        valuation = valuation_summary(store, view.job_id)
+        valuation = valuation_summary(store, view.job_id, agreed)
         if valuation["report"] is not None:
             influence, slashes, consents, slashed_to_payouts = by_influence(
                 view, spec, store, records, valuation
@@ -106,9 +109,13 @@ def build(
     return document, result, consents
 
 
-def valuation_summary(store: Store, job_id: int) -> dict[str, Any]:
-    """Which report the committee settles on: the buyer's, when it sent exactly one;
-    otherwise (none in time, or two different ones) the pool is split equally."""
+def valuation_summary(store: Store, job_id: int, agreed: bytes | None = None) -> dict[str, Any]:
+    """Which report the committee settles on: the one every agreed member took (`agreed`, the
+    same summary a member that holds only that report writes), else the buyer's when it sent
+    exactly one; otherwise (none in time, or two different ones) the pool is split equally."""
+    held = store.score_report(job_id, agreed) if agreed is not None else None
+    if held is not None:
+        return {"report": held, "rule": "influence"}
     reports = store.score_reports(job_id)
     if len(reports) == 1:
         return {"report": reports[0], "rule": "influence"}

@@ -68,13 +68,15 @@ class SignatureBody(BaseModel):
 
 class ScoresBody(BaseModel):
     """A valuation job's score report, signed by the job's buyer (EIP-191 over its canonical
-    JSON); `peer` and `peer_signature` when a committee member forwards it."""
+    JSON); `peer` and `peer_signature` when a committee member forwards it, with `committed`
+    when that member took it from the buyer as its report (its signature then covers the flag)."""
 
     model_config = ConfigDict(extra="forbid")
     report: dict[str, Any] = Field(description='{"job": id, "scores": {dataset: total}}')
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
     peer: int | None = Field(default=None, ge=1, le=16)
     peer_signature: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{130}$")
+    committed: bool | None = None
 
 
 Dataset = Annotated[str, Path(pattern=r"^0x[0-9a-f]{64}$", description="A dataset id")]

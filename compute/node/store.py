@@ -78,7 +78,10 @@ class Input(StrEnum):
     GIVE_UP = "give_up"
     """The node stopped waiting for a peer (`key`: the peer's index)."""
     DECIDE = "decide"
-    """A valuation job's report window is over: no further score report is taken."""
+    """A valuation job's node decides on the reports it holds: no further score report is taken
+    (`body.report`: the digest every agreed member took, when it decided on that one)."""
+    COMMIT = "commit"
+    """A committee member took a buyer's score report as its report (`key`: `member:digest`)."""
     SIGNATURE = "signature"
     """A peer's verified signature (`key`: `signer:digest`)."""
     ATTEMPT = "attempt"
@@ -360,6 +363,14 @@ class Store:
                 "SELECT 1 FROM score_reports WHERE job = ? AND digest = ?", (job, digest)
             ).fetchone()
         return row is not None
+
+    def score_report(self, job: int, digest: bytes) -> dict[str, Any] | None:
+        """The signed report with this digest, if held."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM score_reports WHERE job = ? AND digest = ?", (job, digest)
+            ).fetchone()
+        return json.loads(row[0]) if row is not None else None
 
     def score_reports(self, job: int) -> list[dict[str, Any]]:
         """The distinct signed reports held for `job`, in digest order."""

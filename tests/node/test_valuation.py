@@ -156,6 +156,20 @@ def _settle(market: ValuationMarket) -> ResultDocument:
     return ResultDocument.from_bytes(raw, market.sandbox.escrow.job(market.job_id).result_hash)
 
 
+def _settled_early(market: ValuationMarket) -> ResultDocument:
+    """Without moving the clock: finalized on the report, well inside the report window."""
+    assert market.committee.wait_for(market.job_id) is JobState.FINALIZED
+    # The nodes' own clock is still where `_close` left it (plus the seconds this took), far
+    # from the end of the window they would otherwise have waited for.
+    assert market.committee.clock() < market.deadline + DECRYPT_WINDOW
+    return _document(market)
+
+
+def _document(market: ValuationMarket) -> ResultDocument:
+    raw = requests.get(f"{market.endpoints[0]}/jobs/{market.job_id}/result", timeout=10).content
+    return ResultDocument.from_bytes(raw, market.sandbox.escrow.job(market.job_id).result_hash)
+
+
 @pytest.fixture
 def committee(tmp_path: Path) -> Iterator[Committee]:
     with Chain.embedded() as chain:
@@ -169,7 +183,7 @@ def committee(tmp_path: Path) -> Iterator[Committee]:
             c.stop()
 
 
-def test_valuation_job_pays_by_influence_and_slashes_the_flipped_provider(
+def test_valuation_job_settles_on_the_report_at_once_pays_by_influence_and_slashes(
     tmp_path: Path, committee: Committee
 ) -> None:
     market = _submitted(tmp_path, committee)
@@ -178,7 +192,8 @@ def test_valuation_job_pays_by_influence_and_slashes_the_flipped_provider(
         market.buyer, market.publication.buyer, market.job_id, market.endpoints
     )
     assert failed == {}
-    document = _settle(market)
+    # Every member took the report from the buyer: the committee settles on it right away.
+    document = _settled_early(market)
     sandbox = market.sandbox
     ids = {name: dataset for name, (_, dataset) in market.providers.items()}
 
@@ -327,3 +342,62 @@ def test_a_report_with_no_positive_score_does_not_refund_the_buyer(
     assert market.sandbox.token.balance_of(market.buyer.address) == 9 * BUDGET + FEE_REMAINDER
     assert market.sandbox.escrow.totals().burned == burned_before
     market.sandbox.assert_accounting()
+
+
+def _status(market: ValuationMarket, endpoint: str) -> dict[str, Any]:
+    return requests.get(f"{endpoint}/jobs/{market.job_id}/valuation", timeout=10).json()
+
+
+def test_members_settle_early_only_on_one_report_every_agreed_member_took(
+    tmp_path: Path, committee: Committee
+) -> None:
+    market = _submitted(tmp_path, committee)
+    _close(market)
+    view = market.sandbox.escrow.job(market.job_id)
+    endpoint = {i: market.sandbox.staking.heavy_node(m).endpoint
+                for i, m in enumerate(view.committee, start=1)}  # fmt: skip
+    account = {i: next(a for a in committee.accounts if a.address == m)
+               for i, m in enumerate(view.committee, start=1)}  # fmt: skip
+    ids = sorted(dataset for _, dataset in market.providers.values())
+    first = {"job": market.job_id, "scores": {d: 1.0 for d in ids}}
+    second = {**first, "scores": {**first["scores"], ids[0]: -5.0}}
+
+    def post(member: int, body: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{endpoint[member]}/jobs/{market.job_id}/scores", json=body,
+                             timeout=10)  # fmt: skip
+
+    # A member cannot claim to hold a report it does not: its claim carries the report, which
+    # must be the buyer's, and its signature must cover the claim itself.
+    forged = {"report": first, "signature": sign_payload(account[3], first)}
+    claim = {**forged, "peer": 3, "committed": True,
+             "peer_signature": sign_payload(account[3], {**forged, "committed": True})}  # fmt: skip
+    refused = post(1, claim)
+    assert refused.status_code == 401 and "not signed by the job's buyer" in refused.text
+    record = {"report": first, "signature": sign_payload(market.buyer, first)}
+    upgraded = {
+        **record,
+        "peer": 3,
+        "committed": True,
+        "peer_signature": sign_payload(account[3], record),
+    }  # a plain forward's signature
+    refused = post(1, upgraded)
+    assert refused.status_code == 401 and "not signed by that committee member" in refused.text
+    assert _status(market, endpoint[1])["taken_by"] == []
+
+    # The buyer sends one report to members 1 and 2 and another to member 3: every member took
+    # a report, but not the same one, so nobody settles before the window ends.
+    for member, report in ((1, first), (2, first), (3, second)):
+        body = {"report": report, "signature": sign_payload(market.buyer, report)}
+        assert post(member, body).status_code == 200
+    limit = time.monotonic() + 30
+    for member in endpoint:
+        while (status := _status(market, endpoint[member]))["taken_by"] != [1, 2, 3]:
+            assert time.monotonic() < limit, f"member {member} never heard every member's report"
+            time.sleep(0.1)
+        assert status["agreed"] is None and status["decided"] is False
+        assert status["members"] == [1, 2, 3] and status["reports"] == 2
+    assert market.sandbox.escrow.job_state(market.job_id) is JobState.POSTED
+
+    # At the window's end, as before: two reports from the buyer void both.
+    valuation = _settle(market).result["valuation"]
+    assert valuation["rule"] == "equal" and "2 different score reports" in valuation["reason"]
