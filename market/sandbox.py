@@ -122,7 +122,7 @@ class Sandbox:
             self.token.faucet_many(self.deployer, chunk, stake)
         self.accounts.extend(owners)
         # One deadline for all; the accounts are new, so each permit's nonce is 0: no reads.
-        deadline = self.chain.now() + PERMIT_TTL
+        deadline = self.chain.clock() + PERMIT_TTL
 
         def stake_one(owner: LocalAccount, dataset_id: bytes) -> None:
             permit = self.token.sign_permit(owner, self.market, stake, deadline, nonce=0)

@@ -750,7 +750,7 @@ class HeavyNode:
         if view.state is not JobState.POSTED:
             return True
         if not view.drawn:
-            if self.chain.now() > view.accept_by:
+            if self.chain.clock() > view.accept_by:
                 return True  # nobody can staff it any more: `expire` refunds the buyer
             if self.chain.web3.eth.block_number > view.draw_block:
                 try:
@@ -768,7 +768,7 @@ class HeavyNode:
         if view.has_accepted(self.address):
             self._open(view)
             return True
-        if self.chain.now() > view.accept_by:
+        if self.chain.clock() > view.accept_by:
             return True
         share = view.budget * view.fee_bps // 10_000 // view.committee_size
         if share < self.min_fee:

@@ -48,6 +48,10 @@ class Backend(Protocol):
         ...
 
 
+_TIMED = frozenset({"eth_sendRawTransaction", "eth_sendTransaction", "eth_call", "eth_estimateGas"})
+"""Requests that run at the pending block, whose timestamp must be the wall clock's."""
+
+
 class _LockedTesterProvider(EthereumTesterProvider):
     """py-evm is not thread-safe: one request at a time (nodes in threads share a chain)."""
 
@@ -57,7 +61,18 @@ class _LockedTesterProvider(EthereumTesterProvider):
 
     def make_request(self, method: Any, params: Any) -> Any:
         with self._request_lock:
+            if method in _TIMED:
+                self._catch_up()
             return super().make_request(method, params)
+
+    def _catch_up(self) -> None:
+        """Brings the pending block's timestamp up to the wall clock, as a real chain's next
+        block has it (py-evm stamps a pending block when the one before it is mined, so after
+        an idle minute a transaction would be mined a minute in the past)."""
+        chain = self.ethereum_tester.backend.chain
+        now = int(time.time())
+        if chain.header.timestamp < now:
+            chain.header = chain.header.copy(timestamp=now)
 
 
 class EmbeddedBackend:
@@ -118,7 +133,9 @@ class EmbeddedBackend:
     def increase_time(self, seconds: int) -> None:
         with self._lock:
             latest = self.web3.eth.get_block("latest")["timestamp"]
-            self._tester.time_travel(latest + max(1, seconds))
+            pending = self._tester.backend.chain.header.timestamp
+            target = max(latest, int(time.time())) + max(1, seconds)
+            self._tester.time_travel(max(target, pending + 1))
             self._tester.mine_blocks(1)  # so that `latest` (what calls see) has the new time
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ receipts, and reverts turned into the contract's named errors."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -237,6 +238,13 @@ class Chain:
         """The latest block's timestamp: the contract's idea of `block.timestamp`."""
         return int(self.web3.eth.get_block("latest")["timestamp"])
 
+    def clock(self) -> int:
+        """Now, as the next block will see it: the wall clock, or the latest block's timestamp
+        if the chain is ahead (a devnet whose clock was moved). An idle chain's latest block
+        can be minutes old, and its next block takes the wall clock: a deadline or a window
+        counted from `now()` would come that much early."""
+        return max(self.now(), int(time.time()))
+
     # ----------------------------------------------------------------- writing
     def transact(
         self, account: LocalAccount, fn: Any, *, value: int = 0, gas: int | None = None
@@ -324,6 +332,12 @@ class Chain:
             self._nonces[sender] = nonce + 1
 
     def _replay_failure(self, tx: dict[str, Any], raw: TxReceipt) -> ContractRevert:
+        """The named error a mined transaction reverted with: from the node's trace of it
+        (Anvil, Hardhat and most RPC nodes keep one), else by replaying it as a call on the
+        state before its block (which misses a revert that depends on the block's time)."""
+        data = self._traced_revert(raw["transactionHash"])
+        if data:
+            return decode_revert(data)
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
             self.web3.eth.call(call, block_identifier=raw["blockNumber"] - 1)  # type: ignore[arg-type]
@@ -331,4 +345,21 @@ class Chain:
             error = translate(exc)
             if isinstance(error, ContractRevert):
                 return error
-        return UnknownRevert({"reason": f"transaction failed (gas used {raw['gasUsed']})"})
+        if raw["gasUsed"] >= tx.get("gas", 0) > 0:
+            reason = f"the transaction ran out of gas (limit {tx['gas']})"
+        else:
+            reason = f"transaction failed (gas used {raw['gasUsed']}) and the node keeps no trace"
+        return UnknownRevert({"reason": reason})
+
+    def _traced_revert(self, tx_hash: Any) -> bytes | None:
+        if self.backend.name == "embedded":
+            return None  # eth-tester traces nothing; its calls see the mined block's time
+        try:
+            trace = self.web3.provider.make_request(
+                "debug_traceTransaction",  # type: ignore[arg-type]
+                ["0x" + bytes(tx_hash).hex(), {"tracer": "callTracer"}],
+            )
+            output = trace["result"]["output"]
+        except Exception:
+            return None
+        return bytes.fromhex(output.removeprefix("0x")) if isinstance(output, str) else None

@@ -95,7 +95,7 @@ class TokenClient:
     ) -> Permit:
         """`owner`'s permit for `spender` to move `value`, valid for `PERMIT_TTL` seconds of chain
         time: what the marketplace's `...WithPermit` functions take."""
-        return self.sign_permit(owner, spender, value, self.chain.now() + PERMIT_TTL, nonce)
+        return self.sign_permit(owner, spender, value, self.chain.clock() + PERMIT_TTL, nonce)
 
     def sign_permit(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -204,9 +205,18 @@ class Signer:
 
 
 def _prompt(text: str) -> Callable[[], str] | None:
-    if not sys.stdin.isatty():
-        return None
-    return lambda: click.prompt(text, hide_input=True, err=True)
+    """A password prompt, or None when nobody is there to answer it: no terminal, output to a
+    file, or a background job (`... &`, which the shell would stop on the prompt)."""
+    return (lambda: click.prompt(text, hide_input=True, err=True)) if _attended() else None
+
+
+def _attended() -> bool:
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def wallet() -> Wallet:
@@ -261,6 +271,19 @@ def parse_deadline(text: str, now: int) -> int:
     if moment.tzinfo is None:
         raise UserError(f"deadline {text!r} needs a time zone, like +00:00")
     return int(moment.timestamp())
+
+
+def format_span(seconds: int) -> str:
+    """`604800` → `"7 days"`, `5400` → `"1 h 30 min"`, `40` → `"40 s"`."""
+    if seconds % 86_400 == 0 and seconds >= 86_400:
+        days = seconds // 86_400
+        return f"{days} day{'s' if days != 1 else ''}"
+    parts = []
+    for size, unit in ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts) or "0 s"
 
 
 def format_time(unix: int) -> str:

@@ -237,7 +237,7 @@ def node_light(
                     out.print(f"job {job}, dataset {dataset[:10]}…: {status} ({reason})")
             if once and service.staffing:
                 if wait_until is None:
-                    left = max(service.staffing.values()) - net.chain.now()
+                    left = max(service.staffing.values()) - net.chain.clock()
                     wait_until = time.monotonic() + max(left, 0) + 5
                     err.print(f"waiting for the committees of jobs {sorted(service.staffing)} "
                               "to accept", highlight=False)  # fmt: skip

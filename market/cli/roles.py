@@ -19,6 +19,7 @@ from market.cli.common import (
     account_options,
     emit_json,
     err,
+    format_span,
     format_time,
     format_tokens,
     json_option,
@@ -492,7 +493,7 @@ def bounty_post(
     with network() as net:
         escrow, staking, token = _clients(net)
         if deadline is not None:
-            template["deadline"] = parse_deadline(deadline, net.chain.now())
+            template["deadline"] = parse_deadline(deadline, net.chain.clock())
         _set(template, "committee_size", committee_size)
         template.setdefault("committee_size", 3)
         _set(template, "quorum", quorum)
@@ -502,6 +503,7 @@ def bounty_post(
             proposal = parse_proposal(template)
         except ProposalError as exc:
             raise UserError(f"the proposal is not valid: {exc}") from None
+        _check_deadline(proposal.deadline, net)
         amount = proposal.economics.budget
         _require_funds(token, signer.address, amount, "the budget")
         from compute.node.jobs import job_params
@@ -536,6 +538,24 @@ def bounty_post(
             f"{format_time(view.deadline)}, drawn committee "
             f"{', '.join(view.committee) or '(not yet drawn)'}; members accept by "
             f"{format_time(view.accept_by)}"
+        )
+
+
+def _check_deadline(deadline: int, net: Any) -> None:
+    """The contract takes a deadline after the posting block and within its maximum job
+    window of it; both are checked against the time the posting block will have."""
+    now = net.chain.clock()
+    window = net.deployment.config.max_job_window
+    if deadline <= now:
+        raise UserError(
+            f"the deadline {format_time(deadline)} is in the past (it is {format_time(now)}); "
+            "give a later --deadline, such as 30m"
+        )
+    if deadline > now + window:
+        raise UserError(
+            f"the deadline {format_time(deadline)} is beyond this market's maximum job window "
+            f"of {format_span(window)} (the latest is {format_time(now + window)}); give an "
+            "earlier --deadline"
         )
 
 
@@ -635,7 +655,7 @@ def bounty_cancel(job_id: int, network: Net, signer: Signer, as_json: bool) -> N
         grace = net.deployment.config.settlement_grace
         staffed = len(view.accepted) >= view.quorum  # else the contract refunds after acceptance
         opens = (view.deadline + grace if staffed else view.accept_by) + 1
-        if net.chain.now() < opens:
+        if net.chain.clock() < opens:
             raise UserError(
                 f"job {job_id} can still be settled by its committee; it can be cancelled from "
                 f"{format_time(opens)}"

@@ -534,7 +534,7 @@ def report_cmd(
         members = list(view.committee)
         endpoints = [staking.heavy_node(m).endpoint for m in members]
         window = spec.decrypt_window if spec is not None else None
-        now = net.chain.now()
+        now = net.chain.clock()
         account = signer.unlock()
         try:
             with step(f"decrypting and reporting the scores of job {job_id}"):

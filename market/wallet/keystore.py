@@ -189,8 +189,8 @@ def resolve_password(
         source = "the prompt"
     else:
         raise WalletError(
-            f"no password to {purpose}: pass --password-file FILE, set ${env_var},"
-            " or run in a terminal to be prompted"
+            f"no password to {purpose} and no terminal to ask in: pass --password-file FILE "
+            f"(its first line) or set ${env_var}"
         )
     if not password and not allow_empty:
         raise WalletError(f"empty password from {source} to {purpose}: use a non-empty password")
