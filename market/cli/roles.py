@@ -613,20 +613,39 @@ def bounty_show(job_id: int, network: Net, as_json: bool) -> None:
 @bounty_group.command("wait")
 @click.argument("job_id", type=int)
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait at most.")
+@click.option(
+    "--poll", default=2.0, show_default=True, type=click.FloatRange(min=0.05),
+    help="Seconds between looks at the job.",
+)  # fmt: skip
 @network_options
 @json_option
-def bounty_wait(job_id: int, timeout: float, network: Net, as_json: bool) -> None:
-    """Wait until JOB_ID is settled (finalized, aborted or expired); exit 1 on timeout."""
+def bounty_wait(job_id: int, timeout: float, poll: float, network: Net, as_json: bool) -> None:
+    """Wait until JOB_ID is settled (finalized, aborted or expired); exit 1 on timeout.
+
+    Says on stderr each stage the job reaches (accepted by its committee, submissions closed,
+    for a valuation job the buyer's report and which members took it, settling, settled), and
+    the current one again once a minute; stdout has only the final state."""
     import time
 
+    import requests
+
+    from market.cli.progress import Progress, stage
+
+    progress = Progress(lambda line: click.echo(line, err=True))
+    http = requests.Session()
     with network() as net:
-        escrow, _, _ = _clients(net)
+        escrow, staking, _ = _clients(net)
         view = existing_job(escrow, job_id)
         end = time.monotonic() + timeout
-        with step(f"waiting for job {job_id} to settle"):
-            while view.state is JobState.POSTED and time.monotonic() < end:
-                time.sleep(1)
-                view = escrow.job(job_id)
+        endpoints: list[str] = []
+        while True:
+            if view.drawn and not endpoints:
+                endpoints = [staking.heavy_node(m).endpoint for m in view.committee]
+            progress.update(stage(view, net.chain.clock(), endpoints, http))
+            if view.state is not JobState.POSTED or time.monotonic() >= end:
+                break
+            time.sleep(poll)
+            view = escrow.job(job_id)
     if view.state is JobState.POSTED:
         raise UserError(f"job {job_id} is still open after {timeout:.0f} s")
     if as_json:

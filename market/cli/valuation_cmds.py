@@ -549,6 +549,7 @@ def report_cmd(
             ) from None
         except ValuationError as exc:
             raise UserError(f"job {job_id}: {exc}") from None
+    settles = _settlement_expected(job_id, endpoints, failed)
     taken = [m for i, m in enumerate(members, start=1) if i not in failed]
     refused = {members[i - 1]: reason for i, reason in failed.items()}
     result = {
@@ -559,6 +560,8 @@ def report_cmd(
         "refused_by": refused,
         "report": report.to_json(),
         "reports_until": view.deadline + window if window is not None else None,
+        "settles_by": settles["decide_by"] if settles else None,
+        "settles_early": bool(settles and settles["agreed"]),
     }
     if as_json:
         emit_json(result)
@@ -574,8 +577,36 @@ def report_cmd(
         err.print(f"{member} did not take the report: {reason}", highlight=False)
     out.print(
         "positive scores are predicted to lower your evaluation loss; the committee settles on "
-        f"this report (`market bounty wait {job_id}`)",
+        "this report " + _settles_text(settles) + f" (`market bounty wait {job_id}` follows it)",
         highlight=False,
+    )
+
+
+def _settlement_expected(
+    job_id: int, endpoints: list[str], failed: dict[int, str]
+) -> dict[str, Any] | None:
+    """What a member that took the report says about settling (`GET /jobs/{id}/valuation`:
+    which members it knows took a report, and when it decides at the latest)."""
+    import requests
+
+    from market.cli.progress import member_status
+
+    took = [e for i, e in enumerate(endpoints, start=1) if i not in failed]
+    answer = member_status(requests.Session(), took, f"/jobs/{job_id}/valuation")
+    if answer is None or answer[0] != 200 or "decide_by" not in answer[1]:
+        return None
+    return dict(answer[1])
+
+
+def _settles_text(settles: dict[str, Any] | None) -> str:
+    if settles is None:
+        return "once every member that agreed on the participants holds it"
+    if settles.get("agreed") or settles.get("decided"):
+        return "now: every member that agreed on the participants holds it"
+    members, taken = settles.get("members", []), settles.get("taken_by", [])
+    return (
+        f"as soon as all {len(members)} members that agreed on the participants hold it "
+        f"({len(taken)} known to so far), at the latest at {format_time(int(settles['decide_by']))}"
     )
 
 

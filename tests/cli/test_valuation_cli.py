@@ -29,8 +29,9 @@ from compute.policy import Policy
 from compute.proposal import BlobRef, ValuationSpec, parse_proposal
 from market.chain import TOKEN, Chain
 from market.cli import valuation_cmds
+from market.cli.common import format_time
 from market.cli.main import main
-from market.escrow import JobState
+from market.cli.progress import Progress
 from market.escrow.documents import ResultDocument, fetch
 from market.home import Home
 from market.sandbox import Sandbox
@@ -297,6 +298,12 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
         assert status == "submitted", reason
         providers[provider.name] = "0x" + dataset_id.hex()
 
+    # `bounty wait` says where the job is on stderr (here one look: --timeout 0).
+    wait = ("bounty", "wait", str(job_id), "--poll", "0.1")
+    look = _invoke(home, *wait, "--timeout", "0")
+    assert look.exit_code == 1 and look.stdout == ""
+    assert "accepted by 3 of 3 committee members; submissions close" in look.stderr
+
     report = ("valuation", "report", str(job_id))
     # Before the committee has agreed on the participants: retry later.
     early = _invoke(home, *report, "--account", "buyer")
@@ -320,6 +327,11 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
     while requests.get(f"{endpoint}/jobs/{job_id}/valuation", timeout=10).status_code != 200:
         assert time.monotonic() < limit, "the committee never agreed on the participants"
         time.sleep(0.1)
+    look = _invoke(home, *wait, "--timeout", "0")
+    assert look.exit_code == 1, look.stderr
+    due = sandbox.escrow.job(job_id).deadline + DECRYPT_WINDOW
+    assert "submissions closed at the deadline" in look.stderr
+    assert f"waiting for the buyer's report until {format_time(due)}" in look.stderr
     reported = _invoke(home, *report, "--account", "buyer", "--json")
     assert reported.exit_code == 0, reported.stderr
     result = json.loads(reported.stdout)
@@ -343,14 +355,18 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
     scores = result["scores"]
     assert min(scores, key=scores.__getitem__) == providers["flipped"]
 
-    # A second run is a duplicate for the members (the same signed report), not a conflict.
-    human = _invoke(home, *report, "--account", "buyer")
-    assert human.exit_code == 0, human.stderr
-    assert "reported to 3 of 3 committee members" in human.stdout
-
-    # The committee settles on the report.
-    committee.clock.advance(DECRYPT_WINDOW + 5)
-    assert committee.wait_for(job_id) is JobState.FINALIZED
+    # Every member took the report: the committee settles on it at once, not at the latest
+    # time the report states (the window's end plus the members' peer timeout, 3 s here).
+    assert result["settles_by"] == due + 3.0
+    waited = _invoke(home, *wait, "--json")
+    assert waited.exit_code == 0, waited.stderr
+    assert json.loads(waited.stdout)["state"] == "FINALIZED"  # stdout: the JSON alone
+    assert waited.stderr.splitlines()[-1] == (
+        f"job {job_id} finalized: `market bounty result {job_id}` shows the result"
+    )
+    assert committee.clock() < due  # the nodes' own clock: well inside the report window
+    late = _invoke(home, *report, "--account", "buyer")
+    assert late.exit_code == 1 and "already finalized; a report is too late" in late.stderr
     raw_doc = requests.get(f"{endpoint}/jobs/{job_id}/result", timeout=10).content
     document = ResultDocument.from_bytes(raw_doc, sandbox.escrow.job(job_id).result_hash)
     valuation = document.result["valuation"]
@@ -358,3 +374,15 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
     assert valuation["report"]["report"] == result["report"]
     assert providers["flipped"] in valuation["slashes"]
     sandbox.assert_accounting()
+
+
+def test_wait_progress_says_each_stage_once_and_a_lasting_one_once_a_minute() -> None:
+    said: list[str] = []
+    now = [0.0]
+    progress = Progress(said.append, every=60.0, clock=lambda: now[0])
+    looks = [(0, "posted"), (2, "posted"), (30, "posted"), (61, "posted"), (62, "closed"),
+             (64, "closed"), (200, "closed"), (201, "finalized")]  # fmt: skip
+    for t, line in looks:
+        now[0] = t
+        progress.update(line)
+    assert said == ["posted", "still: posted", "closed", "still: closed", "finalized"]

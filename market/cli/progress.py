@@ -1,0 +1,103 @@
+"""What `market bounty wait` says while a job moves: one line on stderr each time the job reaches
+a new stage (posted, accepted by k of n members, submissions closed, for a valuation job the
+buyer's report and who took it, settling, settled), and the same line again, marked "still", at
+most once a minute while nothing changes. Stdout stays for the command's result.
+
+The chain says where a job is up to its deadline; after it, the committee's members say (the
+round's phase, `GET /jobs/{id}`, and a valuation job's report, `GET /jobs/{id}/valuation`),
+asked in the committee's order until one answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import requests
+
+from market.cli.common import format_time
+from market.escrow import JobState, JobView
+
+SETTLED = {
+    JobState.FINALIZED: "finalized: `market bounty result {job}` shows the result",
+    JobState.ABORTED: "aborted: the budget went back to the buyer",
+    JobState.EXPIRED: "expired: the budget went back to the buyer",
+}
+
+
+def member_status(http: Any, endpoints: Sequence[str], path: str) -> tuple[int, Any] | None:
+    """(HTTP status, JSON body) from the first member that answers `path`; None if none does."""
+    for endpoint in endpoints:
+        try:
+            response = http.get(endpoint.rstrip("/") + path, timeout=5)
+            body = response.json()
+        except (requests.RequestException, ValueError):
+            continue
+        if response.status_code < 500:
+            return response.status_code, body
+    return None
+
+
+def stage(view: JobView, now: float, endpoints: Sequence[str], http: Any) -> str:
+    """One line: where the job is now."""
+    job = view.job_id
+    if view.state is not JobState.POSTED:
+        return f"job {job} " + SETTLED.get(view.state, view.state.name.lower()).format(job=job)
+    if not view.drawn:
+        return f"job {job} posted; its committee is drawn from the next block"
+    accepted = f"accepted by {len(view.accepted)} of {view.committee_size} committee members"
+    status = member_status(http, endpoints, f"/jobs/{job}")
+    collecting = status is None or status[0] != 200 or status[1].get("phase") == "collecting"
+    if now <= view.deadline and collecting:
+        if len(view.accepted) < view.committee_size and now <= view.accept_by:
+            return f"job {job} posted: {accepted} (acceptance closes {format_time(view.accept_by)})"
+        return f"job {job} {accepted}; submissions close {format_time(view.deadline)}"
+    closed = f"job {job} submissions closed at the deadline ({format_time(view.deadline)})"
+    valuation = member_status(http, endpoints, f"/jobs/{job}/valuation")
+    if valuation is None or valuation[0] == 404:  # not a valuation job (or nobody answers)
+        if status is not None and status[0] == 200 and status[1].get("settlement") not in (
+            None, "awaiting_outcome",
+        ):  # fmt: skip
+            return f"{closed}; settling: the committee signs and finalizes its result"
+        return f"{closed}; the committee is reducing the shares"
+    code, body = valuation
+    if code != 200:
+        return f"{closed}; the committee is agreeing on the participants"
+    members, taken = body.get("members", []), body.get("taken_by", [])
+    latest = format_time(int(body["decide_by"])) if "decide_by" in body else "the window's end"
+    if body.get("decided") or body.get("agreed"):
+        return f"job {job} settling: the committee signs and finalizes its result"
+    if not taken:
+        due = format_time(int(body["report_due"]))
+        return (
+            f"{closed}; waiting for the buyer's report until {due} "
+            f"(`market valuation report {job}`; without one it settles equally at {latest})"
+        )
+    return (
+        f"job {job} report taken by {len(taken)} of {len(members)} members; it settles once "
+        f"all {len(members)} hold the same report, at the latest at {latest}"
+    )
+
+
+class Progress:
+    """Says each new stage once, and a stage that lasts again every `every` seconds."""
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.say, self.every, self.clock = say, every, clock
+        self._last: str | None = None
+        self._said_at = 0.0
+
+    def update(self, line: str) -> None:
+        now = self.clock()
+        if line != self._last:
+            self.say(line)
+        elif now - self._said_at >= self.every:
+            self.say(f"still: {line}")
+        else:
+            return
+        self._last, self._said_at = line, now
