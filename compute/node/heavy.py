@@ -86,6 +86,17 @@ from market.valuation.tip.release import ScoreReport, scores_count
 
 log = logging.getLogger("market.heavy")
 
+
+def _utc(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+
+
+def _describe(decision: Decision) -> str:
+    if decision.result is not None:
+        return f"the result over {decision.result.participants} participants"
+    return f"an abort ({decision.reason})"
+
+
 ConfigFor = Callable[[JobView], RoundConfig]
 """How a node learns a job's round configuration (from its proposal)."""
 ValuationFor = Callable[[JobView], ValuationSpec | None]
@@ -366,6 +377,7 @@ class HeavyNode:
             with self._lock:
                 self._jobs.pop(job_id, None)  # the round saw it, the store did not: rebuild
             raise
+        log.info("job %s: share from dataset %s", job_id, dataset)
         return {"job": job_id, "dataset": dataset, "stored": True}
 
     def _check_payload(self, job: _Job, payload: bytes) -> None:
@@ -708,6 +720,8 @@ class HeavyNode:
         job.view = self.escrow.job(job.view.job_id)
         self.store.append(job.view.job_id, Input.CLOSE, body={"at": now})  # before acting
         job.closed_at = now
+        log.info("job %s: submissions closed at the deadline with %d shares here", job.view.job_id,
+                 self.store.submission_count(job.view.job_id))  # fmt: skip
         self._deliver(job, CloseSubmissions(str(job.view.job_id)))
         for peer in job.config.committee:
             if peer != job.index and job.view.committee[peer - 1] not in job.view.accepted:
@@ -733,6 +747,8 @@ class HeavyNode:
         self._looked_at = head
         self.stakes.sync()  # kept current, so that a submission rarely finds the view behind
         count = self.escrow.job_count()
+        for job_id in range(self._seen + 1, count + 1):
+            log.info("job %s: posted; looking at it", job_id)
         self._watching.update(range(self._seen + 1, count + 1))
         self._seen = count
         for job_id in sorted(self._watching):
@@ -741,8 +757,7 @@ class HeavyNode:
                     self._watching.discard(job_id)
             except Rejected as exc:
                 self._watching.discard(job_id)
-                log.warning("heavy node %s: not taking job %s: %s", self.address, job_id,
-                            exc.detail)  # fmt: skip
+                log.warning("job %s: not taking it: %s", job_id, exc.detail)
         self._looked.set()
 
     def _staff(self, view: JobView) -> bool:
@@ -764,6 +779,7 @@ class HeavyNode:
             if not view.drawn:
                 return False
         if self.address not in view.committee:
+            log.info("job %s: not drawn for its committee", view.job_id)
             return True
         if view.has_accepted(self.address):
             self._open(view)
@@ -785,7 +801,9 @@ class HeavyNode:
             return True
         with self._lock:
             self._jobs[view.job_id].view = self.escrow.job(view.job_id)
-        log.info("heavy node %s: accepted job %s", self.address, view.job_id)
+        log.info("job %s: accepted (drawn as member %d of %d; submissions close %s)",
+                 view.job_id, view.committee.index(self.address) + 1, view.committee_size,
+                 _utc(view.deadline))  # fmt: skip
         return True
 
     def _endpoint(self, job: _Job, peer: int) -> str:
@@ -828,6 +846,8 @@ class HeavyNode:
         ):  # a result settled by the peers first: this node signs it to claim its fee share
             decision = self._decision(job)
             if decision is not None:
+                log.info("job %s: the committee agreed; signing %s", job.view.job_id,
+                         _describe(decision))  # fmt: skip
                 signature = self.settler.decide(settlement, decision)
                 with self._lock:
                     self._send_signature(job, decision, signature)

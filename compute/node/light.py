@@ -8,6 +8,9 @@ tolerates missing holders); a refusal (4xx) is reported with the node's reason.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -30,9 +33,12 @@ from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
 from market.escrow import EscrowClient, JobState, JobView
+from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
 from market.valuation.tip.errors import TipError
+
+log = logging.getLogger("market.light")
 
 
 class SubmissionRefused(Exception):
@@ -152,7 +158,9 @@ class LightNode:
 # ------------------------------------------------------------------------------ the service
 class LightState:
     """What a light node decided for each (job, dataset), in SQLite: accepted and submitted,
-    refused (with the policy's reasons), or waiting for the operator's manual approval."""
+    refused (with the policy's reasons, and the fingerprint of the policy that refused), or
+    waiting for the operator's manual approval; then how a submitted job ended (settled,
+    aborted, expired)."""
 
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -160,7 +168,18 @@ class LightState:
             "CREATE TABLE IF NOT EXISTS decisions (job INTEGER, dataset TEXT, status TEXT, "
             "reason TEXT, PRIMARY KEY (job, dataset))"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        if "policy" not in columns:  # a database from before refusals were reconsidered
+            self._db.execute("ALTER TABLE decisions ADD COLUMN policy TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
+
+    def policy_of(self, job: int, dataset: str) -> str:
+        """The fingerprint of the policy under which (job, dataset) was decided ('' if none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT policy FROM decisions WHERE job = ? AND dataset = ?", (job, dataset)
+            ).fetchone()
+        return row[0] if row else ""
 
     def get(self, job: int, dataset: str) -> tuple[str, str] | None:
         with self._lock:
@@ -169,11 +188,12 @@ class LightState:
             ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def set(self, job: int, dataset: str, status: str, reason: str = "") -> None:
+    def set(self, job: int, dataset: str, status: str, reason: str = "", policy: str = "") -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
-                (job, dataset, status, reason),
+                "INSERT OR REPLACE INTO decisions (job, dataset, status, reason, policy) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (job, dataset, status, reason, policy),
             )
 
     def all(self, status: str | None = None) -> list[tuple[int, str, str, str]]:
@@ -200,8 +220,28 @@ class LocalData:
     """`() -> fitted classifier` (`compute.node.ensemble.load_model`), for ensemble jobs."""
 
 
+def policy_fingerprint(policy: Any) -> str:
+    """A short digest of a policy's rules: a refusal is reconsidered under a policy whose
+    fingerprint differs from the one that refused."""
+
+    def normal(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: normal(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return sorted((normal(v) for v in value), key=json.dumps)
+        return value
+
+    rules = normal(policy.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:16]
+
+
+FINAL = {JobState.FINALIZED: "settled", JobState.ABORTED: "aborted", JobState.EXPIRED: "expired"}
+"""The status a submitted (job, dataset) takes when its job ends on chain."""
+
+
 class LightService:
-    """Watches the chain for jobs, applies the policy, runs the map and submits."""
+    """Watches the chain for jobs, applies the policy, runs the map and submits; then follows
+    each submitted job to its end on chain and logs what its owner can claim."""
 
     def __init__(
         self,
@@ -211,23 +251,63 @@ class LightService:
         state: LightState,
         clock: Any = None,
         blobs: BlobCache | None = None,
+        refresh: Any = None,
+        refresh_every: float = 30.0,
     ) -> None:
         self.node = node
         self.blobs = blobs or BlobCache()
         self.datasets = datasets
         self.policy = policy
+        self.fingerprint = policy_fingerprint(policy)
         self.state = state
         self.clock = clock or time.time
+        self.refresh = refresh
+        """`() -> list[LocalData]`: every dataset the node may serve now (staked since it
+        started included); asked when a new job appears and every `refresh_every` seconds."""
+        self.refresh_every = refresh_every
+        self._refreshed_at = time.monotonic()
+        self._jobs_seen = 0
         self.staffing: dict[int, int] = {}
         """Open jobs whose committee is still being drawn or accepting: job id -> accept_by."""
+
+    def _refresh(self, job_count: int) -> None:
+        due = time.monotonic() >= self._refreshed_at + self.refresh_every
+        if self.refresh is None or not (job_count > self._jobs_seen or due):
+            return
+        self._refreshed_at = time.monotonic()
+        known = {d.dataset_id for d in self.datasets}
+        for d in self.refresh():
+            if d.dataset_id not in known:
+                log.info("dataset 0x%s: staked and registered here; now serving it",
+                         d.dataset_id.hex())  # fmt: skip
+                self.datasets.append(d)
+
+    def _undecided(self, job_id: int, d: LocalData) -> bool:
+        """Whether (job, dataset) is still to be decided: never decided, approved by the
+        operator, or refused under a policy other than the current one."""
+        dataset = "0x" + d.dataset_id.hex()
+        decided = self.state.get(job_id, dataset)
+        if decided is None or decided[0] == "approved":
+            return True
+        if decided[0] == "refused" and self.state.policy_of(job_id, dataset) != self.fingerprint:
+            log.info("job %s, dataset %s: refused under another policy (%s); reconsidering it "
+                     "under this one", job_id, dataset, decided[1])  # fmt: skip
+            return True
+        return False
 
     def poll(self) -> list[tuple[int, str, str, str]]:
         """One pass over jobs not yet decided; returns the decisions taken in this pass."""
         escrow = self.node.escrow
-        taken = []
+        taken: list[tuple[int, str, str, str]] = []
         self.staffing = {}
-        for job_id in range(1, escrow.job_count() + 1):
+        count = escrow.job_count()
+        self._refresh(count)
+        self._follow()
+        for job_id in range(1, count + 1):
             view = escrow.job(job_id)
+            if job_id > self._jobs_seen:
+                log.info("job %s: %s, submissions close %s", job_id, view.state.name.lower(),
+                         _utc(view.deadline))  # fmt: skip
             if view.state is not JobState.POSTED or self.clock() > view.deadline:
                 continue
             # Only to a committee the contract drew and whose acceptance is over: never to
@@ -235,12 +315,7 @@ class LightService:
             if not escrow.committee_ready(job_id):
                 self.staffing[job_id] = view.accept_by
                 continue
-            pending = [
-                d
-                for d in self.datasets
-                if (self.state.get(job_id, "0x" + d.dataset_id.hex()) or ("", ""))[0]
-                in ("", "approved")
-            ]
+            pending = [d for d in self.datasets if self._undecided(job_id, d)]
             if not pending:
                 continue
             try:
@@ -310,9 +385,58 @@ class LightService:
                     ("probabilities on " if evaluation is not None else "")
                     + f"{rows} rows to heavy nodes {delivery.accepted}",
                 )  # fmt: skip
+        self._jobs_seen = max(self._jobs_seen, count)
         return taken
 
     def _decide(self, taken: list, job_id: int, d: LocalData, status: str, reason: str) -> None:
         dataset = "0x" + d.dataset_id.hex()
-        self.state.set(job_id, dataset, status, reason)
+        self.state.set(job_id, dataset, status, reason, self.fingerprint)
         taken.append((job_id, dataset, status, reason))
+        log.info("job %s, dataset %s: %s (%s)", job_id, dataset, status, reason)
+
+    def _follow(self) -> None:
+        """Each submitted job that ended on chain since the last look: logged once, with the
+        payout its owner can now claim."""
+        served = {"0x" + d.dataset_id.hex() for d in self.datasets}
+        submitted: dict[int, list[str]] = {}
+        for job_id, dataset, _, _ in self.state.all("submitted"):
+            if dataset in served:
+                submitted.setdefault(job_id, []).append(dataset)
+        for job_id, datasets in submitted.items():
+            view = self.node.escrow.job(job_id)
+            if view.state not in FINAL:
+                continue
+            note = self._ending(view)
+            log.info("job %s: %s", job_id, note)
+            for dataset in datasets:
+                self.state.set(job_id, dataset, FINAL[view.state], note, self.fingerprint)
+
+    def _ending(self, view: JobView) -> str:
+        escrow, owner = self.node.escrow, self.node.owner.address
+        if view.state is JobState.EXPIRED:
+            return "expired without a result; the buyer takes its budget back"
+        if view.state is JobState.ABORTED:
+            event = escrow.aborted_event(view.job_id)
+            return f"aborted by its committee ({event['reason'] if event else 'no reason'})"
+        event = escrow.finalized_event(view.job_id)
+        if view.payout_root == bytes(32) or event is None:
+            return "settled with no payouts"
+        endpoints = [self.node.directory[m].endpoint for m in view.committee]
+        try:
+            raw = fetch(event["resultURI"], endpoints, allow=self.blobs.allow)
+            tree = ResultDocument.from_bytes(raw, view.result_hash).payouts
+        except (DocumentError, requests.RequestException) as exc:
+            return f"settled; its result document could not be read yet ({exc})"
+        amount = tree.amount(owner) if tree is not None and owner in tree else 0
+        if not amount:
+            return f"settled; nothing to claim for {owner}"
+        return f"settled: {_tokens(amount)} claimable by {owner} (`market claim`)"
+
+
+def _utc(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+
+
+def _tokens(amount: int) -> str:
+    whole, frac = divmod(amount, 10**18)
+    return f"{whole:,}" + (f".{frac:018d}".rstrip("0") if frac else "") + " DATA"

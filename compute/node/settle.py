@@ -277,6 +277,7 @@ class Settler:
             else:
                 self.escrow.abort(self.account, job_id, decision.reason, signatures)
         except E.MarketplaceJobNotPosted:
+            log.info("job %s: settled on chain by a peer", job_id)
             self._record(job, Input.SETTLED, "", {}, Settled())  # a peer settled it first
         except E.MarketplaceSettlementClosed:
             log.error("job %s: its settlement window closed before it settled", job_id)
@@ -289,7 +290,9 @@ class Settler:
             self._record(job, Input.REVERTED, attempt, body, Reverted(now, frozenset(bad)))
         else:
             self._record(job, Input.MINED, attempt, {}, Mined())
-            log.info("job %s: %s with %d signatures", job_id, decision.kind, len(signatures))
+            log.info("job %s: %s mined with %d signatures%s", job_id, decision.kind,
+                     len(signatures), "; each signer's fee share is paid"
+                     if decision.kind is Kind.RESULT else "")  # fmt: skip
 
     def _report(self, job: JobSettlement) -> None:
         """Report each equivocation the node holds both messages of: two results (its own, or

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +139,7 @@ def node_heavy(
             _wait_for_signal()
         finally:
             node.stop()
+        _log_to_stderr()
             server.stop()
             store.close()
 
@@ -145,6 +148,39 @@ def _light_state(alias: str) -> Any:
     from compute.node.light import LightState
 
     return LightState(str(Home.default().dir("light") / f"{alias}.db"))
+def _require_free_port(port: int, endpoint: str) -> None:
+    """A one-line error, before anything is opened, when another process holds `port`."""
+    import errno
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise UserError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+            raise UserError(
+                f"port {port} is already in use by another process (the node's registered "
+                f"endpoint is {endpoint}): stop that process, or serve on a free port with "
+                "--port PORT and have the endpoint reach it; register new nodes with an "
+                "--endpoint on a free port"
+            ) from None
+
+
+def _log_to_stderr() -> None:
+    """The nodes' own log lines (every job seen, decision, submission, agreement, settlement,
+    payout) on stderr with UTC times; other libraries' warnings only."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    market = logging.getLogger("market")
+    market.addHandler(handler)
+    market.setLevel(logging.INFO)
+    market.propagate = False
+
+
 
 
 def _local_data(d: LocalDataset) -> Any:
@@ -203,8 +239,12 @@ def node_light(
         account = signer.unlock()
         escrow = EscrowClient(net.chain, net.deployment)
         staking = StakingClient(net.chain, net.deployment)
-        mine = {r.dataset_id for r in staking.datasets_of(account.address)}
-        served = [d for d in registered_datasets() if d.dataset_id in mine]
+
+        def staked_here() -> list[LocalDataset]:
+            mine = {r.dataset_id for r in staking.datasets_of(account.address)}
+            return [d for d in registered_datasets() if d.dataset_id in mine]
+
+        served = staked_here()
         if not served:
             raise UserError(
                 f"{account.address} has no staked dataset registered on this machine: "
@@ -224,7 +264,12 @@ def node_light(
         stop = threading.Event()
         if not once:
             for sig in (signal.SIGINT, signal.SIGTERM):
+            refresh=None if once else lambda: [_local_data(d) for d in staked_here()],
                 signal.signal(sig, lambda *_: stop.set())
+        if not once:  # a long-running node says what it does on stderr (its log)
+            _log_to_stderr()
+            err.print(f"light node {account.address} serving "
+                      f"{', '.join(d.name for d in served)}", highlight=False)  # fmt: skip
         decisions = []
         # With --once, a job whose drawn committee is still accepting is waited for (at most
         # until its acceptance window closes): its shares go only to members that accepted.
@@ -232,7 +277,7 @@ def node_light(
         while True:
             taken = service.poll()
             decisions.extend(taken)
-            if not as_json:
+            if once and not as_json:
                 for job, dataset, status, reason in taken:
                     out.print(f"job {job}, dataset {dataset[:10]}…: {status} ({reason})")
             if once and service.staffing:
@@ -276,6 +321,13 @@ def node_approve(job_id: int, alias: str, as_json: bool) -> None:
     for job, dataset in waiting:
         state.set(job, dataset, "approved", "approved by the operator")
     if as_json:
+        refused = [(d, r) for j, d, _, r in state.all("refused") if j == job_id]
+        if refused:
+            raise UserError(
+                f"job {job_id} is not awaiting approval: the policy refused it ({refused[0][1]}); "
+                "to reconsider it, change the policy and run `market node light --policy FILE` "
+                "again: a job refused under another policy is decided afresh while it is open"
+            )
         emit_json([{"job": j, "dataset": d, "status": "approved"} for j, d in waiting])
     else:
         out.print(f"approved job {job_id} for {len(waiting)} dataset(s)")
