@@ -143,6 +143,14 @@ class Chain:
         except Exception as exc:
             raise translate(exc) from None
 
+    def dry_run(self, fn: ContractFunction, sender: str) -> Any:
+        """Runs `fn` as `sender` at the pending block (what a transaction sent now would see)
+        without sending anything; raises the contract's named error if it would revert."""
+        try:
+            return fn.call({"from": sender}, block_identifier="pending")
+        except Exception as exc:
+            raise translate(exc) from None
+
     def events(
         self,
         contract: Contract,

@@ -875,13 +875,19 @@ def dataset_register(path: Path, name: str | None, mock_rows: int, as_json: bool
 @json_option
 def dataset_stake(dataset: str, amount: str, network: Net, signer: Signer, as_json: bool) -> None:
     """Stake DATASET (its id or name) so that it can join jobs."""
+    tokens = parse_tokens(amount)  # a malformed command line first (exit 2)
     local = _local(dataset)
-    tokens = parse_tokens(amount)
     with network() as net:
         _, staking, token = _clients(net)
         minimum = net.deployment.config.min_dataset_stake
         if tokens < minimum:
             raise UserError(f"the minimum dataset stake is {format_tokens(minimum)}")
+        staked = staking.dataset(local.dataset_id)
+        if staked.exists:
+            raise UserError(
+                f"{local.name} (0x{local.dataset_id.hex()}) is already staked by {staked.owner}, "
+                f"{format_tokens(staked.stake)}; see `market dataset list`"
+            )
         _require_funds(token, signer.address, tokens, "the stake")
         account = signer.unlock()
         with step("staking"):
@@ -1042,6 +1048,11 @@ def heavy_register(endpoint: str, stake: str, network: Net, signer: Signer, as_j
         minimum = net.deployment.config.min_heavy_node_stake
         if tokens < minimum:
             raise UserError(f"the minimum heavy-node stake is {format_tokens(minimum)}")
+        if staking.heavy_node(signer.address).registered:
+            raise UserError(
+                f"{signer.address} is already a registered heavy node; see `market heavy status "
+                f"--account {signer.alias}`"
+            )
         _require_funds(token, signer.address, tokens, "the stake")
         account = signer.unlock()
         with step("registering"):

@@ -52,12 +52,16 @@ class EscrowClient:
         self, buyer: LocalAccount, params: JobParams, use_permit: bool = True
     ) -> Receipt:
         """`post_job`, returning the receipt of the posting transaction."""
+        permit = self.token.permit(buyer, self.contract.address, params.budget)
+        with_permit = self.contract.functions.postJobWithPermit(
+            params.as_abi(), permit.deadline, permit.v, permit.r, permit.s
+        )
         if use_permit:
-            permit = self.token.permit(buyer, self.contract.address, params.budget)
-            fn = self.contract.functions.postJobWithPermit(
-                params.as_abi(), permit.deadline, permit.v, permit.r, permit.s
-            )
+            fn = with_permit
         else:
+            # Every check of the posting, before the approval is sent: a post that would fail
+            # leaves no allowance behind.
+            self.chain.dry_run(with_permit, buyer.address)
             self.token.ensure_allowance(buyer, self.contract.address, params.budget)
             fn = self.contract.functions.postJob(params.as_abi())
         return self.chain.transact(buyer, fn)
@@ -155,6 +159,12 @@ class EscrowClient:
         """The `JobFinalized` event of `job_id` (with its result URI), if it was finalized."""
         return self.chain.find_event(
             self.contract, "JobFinalized", self.deployment.block, jobId=job_id
+        )
+
+    def aborted_event(self, job_id: int) -> dict[str, Any] | None:
+        """The `JobAborted` event of `job_id` (with the committee's reason), if it was aborted."""
+        return self.chain.find_event(
+            self.contract, "JobAborted", self.deployment.block, jobId=job_id
         )
 
     def posted_event(self, job_id: int) -> dict[str, Any] | None:

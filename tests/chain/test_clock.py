@@ -44,6 +44,21 @@ def test_a_deadline_past_by_the_wall_clock_is_refused_before_sending(chain: Chai
     assert chain.web3.eth.get_transaction_count(buyer.address) == sent  # nothing was sent
 
 
+def test_a_post_that_would_fail_approves_nothing(chain: Chain) -> None:
+    """Without a permit, the approval is a transaction of its own: it is sent only after a dry
+    run of the posting passed."""
+    sandbox = Sandbox.deploy(chain)
+    nodes = sandbox.heavy_nodes(3)
+    buyer = sandbox.account(1_000 * TOKEN)
+    params = sandbox.params(nodes, budget=100 * TOKEN, window=30 * 86_400)  # beyond 7 days
+    with pytest.raises(E.MarketplaceDeadlineOutOfRange):
+        sandbox.escrow.post_job(buyer, params, use_permit=False)
+    assert sandbox.token.allowance(buyer.address, sandbox.market) == 0
+    params = sandbox.params(nodes, budget=100 * TOKEN)
+    job_id = sandbox.escrow.post_job(buyer, params, use_permit=False)
+    assert sandbox.escrow.job(job_id).budget == 100 * TOKEN
+
+
 @pytest.mark.anvil
 def test_a_mined_revert_that_depends_on_the_block_time_is_decoded(anvil_chain: Chain) -> None:
     """Sent without a dry run (a fixed gas limit), mined, reverted: the replay on the state
