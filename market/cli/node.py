@@ -125,6 +125,7 @@ def node_heavy(
             )
         if port is None:
             port = int(record.endpoint.rstrip("/").rsplit(":", 1)[-1])
+        _require_free_port(port, record.endpoint)
         escrow = EscrowClient(net.chain, net.deployment)
         store = Store(Home.default().dir("heavy") / f"{signer.alias}.db")
         specs = JobSpecs(escrow, allow=allow_fetch)
@@ -132,22 +133,21 @@ def node_heavy(
                          valuation_for=specs.valuation, peer_timeout=peer_timeout,
                          min_fee=least, discover_every=poll)  # fmt: skip
         server = Server(create_app(node), port=port)
-        url = server.start()
+        try:
+            url = server.start()
+        except RuntimeError:  # the port was taken after the check
+            raise UserError(f"the node could not listen on port {port}; see above") from None
         node.start(interval=interval)
         err.print(f"heavy node {account.address} serving at {url} (registered {record.endpoint})")
+        _log_to_stderr()
         try:
             _wait_for_signal()
         finally:
             node.stop()
-        _log_to_stderr()
             server.stop()
             store.close()
 
 
-def _light_state(alias: str) -> Any:
-    from compute.node.light import LightState
-
-    return LightState(str(Home.default().dir("light") / f"{alias}.db"))
 def _require_free_port(port: int, endpoint: str) -> None:
     """A one-line error, before anything is opened, when another process holds `port`."""
     import errno
@@ -181,6 +181,10 @@ def _log_to_stderr() -> None:
     market.propagate = False
 
 
+def _light_state(alias: str) -> Any:
+    from compute.node.light import LightState
+
+    return LightState(str(Home.default().dir("light") / f"{alias}.db"))
 
 
 def _local_data(d: LocalDataset) -> Any:
@@ -260,16 +264,16 @@ def node_light(
         service = LightService(
             LightNode(account, escrow, staking), datasets, policy, _light_state(signer.alias),
             blobs=BlobCache(allow_fetch),
-        )  # fmt: skip
-        stop = threading.Event()
-        if not once:
-            for sig in (signal.SIGINT, signal.SIGTERM):
             refresh=None if once else lambda: [_local_data(d) for d in staked_here()],
-                signal.signal(sig, lambda *_: stop.set())
+        )  # fmt: skip
         if not once:  # a long-running node says what it does on stderr (its log)
             _log_to_stderr()
             err.print(f"light node {account.address} serving "
                       f"{', '.join(d.name for d in served)}", highlight=False)  # fmt: skip
+        stop = threading.Event()
+        if not once:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         decisions = []
         # With --once, a job whose drawn committee is still accepting is waited for (at most
         # until its acceptance window closes): its shares go only to members that accepted.
@@ -317,10 +321,6 @@ def node_approve(job_id: int, alias: str, as_json: bool) -> None:
     state = _light_state(alias)
     waiting = [(j, d) for j, d, _, _ in state.all("awaiting approval") if j == job_id]
     if not waiting:
-        raise UserError(f"job {job_id} is not awaiting approval (`market node approvals`)")
-    for job, dataset in waiting:
-        state.set(job, dataset, "approved", "approved by the operator")
-    if as_json:
         refused = [(d, r) for j, d, _, r in state.all("refused") if j == job_id]
         if refused:
             raise UserError(
@@ -328,6 +328,10 @@ def node_approve(job_id: int, alias: str, as_json: bool) -> None:
                 "to reconsider it, change the policy and run `market node light --policy FILE` "
                 "again: a job refused under another policy is decided afresh while it is open"
             )
+        raise UserError(f"job {job_id} is not awaiting approval (`market node approvals`)")
+    for job, dataset in waiting:
+        state.set(job, dataset, "approved", "approved by the operator")
+    if as_json:
         emit_json([{"job": j, "dataset": d, "status": "approved"} for j, d in waiting])
     else:
         out.print(f"approved job {job_id} for {len(waiting)} dataset(s)")
