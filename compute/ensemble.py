@@ -3,15 +3,20 @@
 Several model holders keep their models; each runs its model on a public evaluation set (a
 validation split with public labels, and a test split) and secret-shares the class
 probabilities, laid out `[validation rows x classes ; test rows x classes]`, fixed point in
-`[0, 1]` (`PROB_FIELD`). The committee never reconstructs one model's outputs. In two linear
-steps over the same shares:
+`[0, 1]` (`PROB_FIELD`); on the validation rows the record holds the model's prediction
+(one-hot of its most probable class, `records`). The committee never reconstructs one model's
+outputs. In two linear steps over the same shares:
 
-1. **Fit** (`stat_partial`): for each model, the sum over validation rows of the probability it
-   gave the true label, a linear function of its shares with public 0/1 coefficients. Only
-   these per-model statistics are reconstructed: each model's *soft accuracy* on the
-   validation split (the committee learns how good each model is, nothing per row).
-   `fit_weights` turns them into the ensemble's weights: a model's weight is its soft accuracy
-   above chance (`1 / classes`), normalized; models no better than chance get none.
+1. **Fit** (`stat_partial`): for each model, the sum over validation rows of its one-hot
+   prediction's true-label coordinate, a linear function of its shares with public 0/1
+   coefficients: the number of validation rows it gets right. Only these per-model statistics
+   are reconstructed: each model's validation *accuracy* (the committee learns how good each
+   model is, nothing per row). `fit_weights` maximizes the validation accuracy over the
+   candidates it can evaluate from them, the simplex's vertices (each model alone): the whole
+   weight goes to the most accurate model, so the ensemble is never worse than its best member
+   on the validation split. A blend's validation accuracy (or log-loss, or Brier score) is not a
+   linear function of the shares; evaluating one would open more than one number per model
+   (docs/ensemble.md).
 2. **Ensemble** (`weighted_partial`): each node's weighted sum of its test-split shares with
    the public fixed-point weights; reconstructed, that is the weighted ensemble's test
    probabilities, the only per-row output released.
@@ -86,8 +91,9 @@ class Layout:
 
 
 def records(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> FloatArray:
-    """A model holder's one record: its validation then test probabilities, one row (what its
-    light node shares through the ensemble reduction, which clips each to [0, 1])."""
+    """A model holder's one record: its predictions on the validation rows (one-hot of the most
+    probable class, the first on a tie) then its test probabilities, one row (what its light node
+    shares through the ensemble reduction, which clips each to [0, 1])."""
     val = np.asarray(val_probs, dtype=np.float64)
     test = np.asarray(test_probs, dtype=np.float64)
     if val.shape != (layout.n_val, layout.classes) or test.shape != (layout.n_test, layout.classes):
@@ -97,7 +103,16 @@ def records(layout: Layout, val_probs: ArrayLike, test_probs: ArrayLike) -> Floa
         )
     if not (np.all(np.isfinite(val)) and np.all(np.isfinite(test))):
         raise EnsembleError("probabilities must be finite")
-    return np.concatenate([val.ravel(), test.ravel()])[None, :]
+    return np.concatenate([one_hot_predictions(val).ravel(), test.ravel()])[None, :]
+
+
+def one_hot_predictions(probabilities: ArrayLike) -> FloatArray:
+    """Each row's most probable class (the first on a tie), one-hot."""
+    proba = np.asarray(probabilities, dtype=np.float64)
+    out = np.zeros_like(proba)
+    if proba.size:
+        out[np.arange(len(proba)), proba.argmax(axis=1)] = 1.0
+    return out
 
 
 def stat_partial(
@@ -115,18 +130,21 @@ def weighted_partial(
     return scheme.weighted_sum(np.ascontiguousarray(rows[:, layout.test]), weights)
 
 
-def soft_accuracy(totals: ArrayLike, n_val: int) -> FloatArray:
-    """Decoded validation statistics: each model's mean probability of the true label."""
+def validation_accuracy(totals: ArrayLike, n_val: int) -> FloatArray:
+    """Decoded validation statistics: each model's share of validation rows predicted right."""
     return PROB_FIELD.decode(totals) / max(n_val, 1)
 
 
-def fit_weights(accuracy: Sequence[float], classes: int) -> FloatArray:
-    """Weights from validation soft accuracy: the part above chance, normalized (uniform when
-    no model beats chance)."""
-    above = np.maximum(np.asarray(accuracy, dtype=np.float64) - 1.0 / classes, 0.0)
-    if above.sum() <= 0:
-        return np.full(len(above), 1.0 / max(len(above), 1))
-    return above / above.sum()
+def fit_weights(accuracy: Sequence[float]) -> FloatArray:
+    """The weights on the simplex with the best validation accuracy among those the statistics
+    can evaluate, its vertices: all weight on the most accurate model (the first of those tied,
+    in the participants' order). No other candidate's accuracy is known, so no blend is chosen:
+    the ensemble's validation accuracy is its best member's, never less."""
+    scores = np.asarray(accuracy, dtype=np.float64)
+    weights = np.zeros(len(scores))
+    if len(scores):
+        weights[int(np.argmax(scores))] = 1.0
+    return weights
 
 
 def encoded_weights(weights: Sequence[float]) -> NDArray[np.int64]:
@@ -137,7 +155,7 @@ def encoded_weights(weights: Sequence[float]) -> NDArray[np.int64]:
 class EnsembleResult:
     models: tuple[str, ...]
     accuracy: FloatArray
-    """Each model's validation soft accuracy (the only per-model figure released)."""
+    """Each model's validation accuracy (the only per-model figure released)."""
     weights: FloatArray
     """The fitted weights (for the secure path, as decoded from their fixed point)."""
     probabilities: FloatArray
@@ -152,7 +170,7 @@ def decode_ensemble(total: ArrayLike, layout: Layout) -> FloatArray:
 @dataclass(frozen=True, eq=False)
 class EnsembleFit:
     """What an ensemble round reconstructs (in the participants' order): each model's
-    validation soft accuracy, the weights fitted from it, and the weighted test probabilities."""
+    validation accuracy, the weights fitted from it, and the weighted test probabilities."""
 
     accuracy: FloatArray
     weights: NDArray[np.int64]
@@ -175,10 +193,10 @@ class EnsemblePlan:
         object.__setattr__(self, "columns", self.layout.true_label_columns(self.y_val))
 
     def fit(self, totals: ArrayLike) -> tuple[FloatArray, NDArray[np.int64]]:
-        """From the reconstructed validation statistics: each model's soft accuracy and its
-        fixed-point weight."""
-        accuracy = soft_accuracy(totals, self.layout.n_val)
-        return accuracy, encoded_weights(fit_weights(accuracy, self.layout.classes))
+        """From the reconstructed validation statistics: each model's validation accuracy and
+        its fixed-point weight."""
+        accuracy = validation_accuracy(totals, self.layout.n_val)
+        return accuracy, encoded_weights(fit_weights(accuracy))
 
     def result(self, models: Sequence[str], fit: EnsembleFit) -> EnsembleResult:
         """A round's fit, decoded."""
@@ -227,9 +245,9 @@ def plain_ensemble(
     models = tuple(sorted(val_probs))
     y = np.asarray(y_val, dtype=np.int64)
     accuracy = np.array(
-        [np.clip(np.asarray(val_probs[m]), 0, 1)[np.arange(len(y)), y].mean() for m in models]
+        [(np.asarray(val_probs[m], dtype=np.float64).argmax(axis=1) == y).mean() for m in models]
     )
-    weights = fit_weights(accuracy, classes)
+    weights = fit_weights(accuracy)
     probabilities = sum(
         w * np.clip(np.asarray(test_probs[m], dtype=np.float64), 0, 1)
         for w, m in zip(weights, models, strict=True)

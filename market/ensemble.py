@@ -1,8 +1,10 @@
 """`market bench ensemble`: the PMSR paper's ensemble table on data shipped with scikit-learn.
 
-Six model holders, each with a different model family trained on its own private part of the
-bundled digits set (1,797 images, 10 classes): logistic regression, Gaussian naive Bayes, a
-decision tree, k-nearest neighbours, a random forest and a small MLP. The rest of the set is
+Up to six model holders (`MODEL_FAMILIES`, the first `models` of them), each with a different
+model family trained on its own private part of the bundled digits set (1,797 images, 10
+classes): logistic regression, Gaussian naive Bayes, a decision tree, k-nearest neighbours, a
+random forest and a small MLP. The private rows are always cut in six, so a family's model is
+the same whichever number of holders takes part. The rest of the set is
 the public evaluation set, split into a validation half (labels public, for fitting the
 weights) and a held-out test half (labels kept by the buyer, for the table).
 
@@ -10,12 +12,15 @@ Each holder's class probabilities are secret-shared among a three-node committee
 the heavy nodes' ensemble round (`compute.simulation.simulate_ensemble`: the weights fitted on
 the validation split from per-model statistics computed under sharing, then the weighted test
 probabilities), in one process; `plain_ensemble` does
-the same in floats. The table reports every model's test accuracy, the ensemble's under sharing
-and in plaintext, the gain over the best single model and over the mean, and each holder's
-weight and payout (`split_by_weights` of the pool)."""
+the same in floats. The table reports every model's test accuracy, validation accuracy (what the
+committee reconstructs) and validation soft accuracy (computed here in the clear, for
+reference), the ensemble's test accuracy under sharing and in plaintext, the gain over the best
+single model and over the mean, and each holder's weight and payout (`split_by_weights` of the
+pool)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +42,11 @@ from market.valuation.payouts import split_by_weights
 
 POOL = 950 * 10**18
 """The payout pool the table splits (a 1,000 DATA budget less a 5% fee)."""
+
+MODEL_FAMILIES = (
+    "logistic", "naive_bayes", "decision_tree", "knn", "random_forest", "mlp",
+)  # fmt: skip
+"""The bench's holders in order; `--models N` takes the first N."""
 
 
 def _models(seed: int) -> dict[str, Any]:
@@ -63,7 +73,7 @@ def _models(seed: int) -> dict[str, Any]:
 
 @dataclass
 class Holders:
-    """Six model holders, each with its model trained on its own part of digits, and the public
+    """The model holders, each with its model trained on its own part of digits, and the public
     evaluation set (the buyer keeps `y_test`)."""
 
     models: dict[str, Any]
@@ -85,28 +95,47 @@ class Holders:
         return float((probabilities.argmax(axis=1) == self.y_test).mean())
 
 
-def train_holders(seed: int = 0) -> Holders:
-    """Digits shuffled by `seed`: 40% of the rows split among the six holders as private
-    training data, the rest the public evaluation set, halved into validation and test."""
+def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
-    x, y = x[order], y[order]
-    models = _models(seed)
-    n_private = len(y) * 2 // 5
-    parts = np.array_split(np.arange(n_private), len(models))
-    public = np.arange(n_private, len(y))
+    return x[order], y[order]
+
+
+@functools.lru_cache(maxsize=len(MODEL_FAMILIES))
+def _fitted(seed: int, family: str) -> tuple[Any, int]:
+    """Family `family`'s model trained on its holder's private part of digits (shuffled by
+    `seed`), and that part's size; kept, so runs with fewer holders reuse the same models."""
+    x, y = _digits(seed)
+    parts = np.array_split(np.arange(len(y) * 2 // 5), len(MODEL_FAMILIES))
+    rows = parts[MODEL_FAMILIES.index(family)]
+    return _models(seed)[family].fit(x[rows], y[rows]), len(rows)
+
+
+def train_holders(seed: int = 0, models: int = len(MODEL_FAMILIES)) -> Holders:
+    """Digits shuffled by `seed`: 40% of the rows cut into six parts, the private training data
+    of the first `models` families' holders, the rest the public evaluation set, halved into
+    validation and test."""
+    if not 1 <= models <= len(MODEL_FAMILIES):
+        raise ValueError(f"models must be 1 to {len(MODEL_FAMILIES)}, not {models}")
+    x, y = _digits(seed)
+    fitted = {name: _fitted(seed, name) for name in MODEL_FAMILIES[:models]}
+    public = np.arange(len(y) * 2 // 5, len(y))
     val, test = public[: len(public) // 2], public[len(public) // 2 :]
-    for (_, model), rows in zip(models.items(), parts, strict=True):
-        model.fit(x[rows], y[rows])
     evaluation = EvaluationSet(x[val], y[val], x[test], classes=int(y.max()) + 1)
-    train_rows = {name: len(rows) for name, rows in zip(models, parts, strict=True)}
-    return Holders(models, train_rows, evaluation, y[test])
+    return Holders(
+        {name: model for name, (model, _) in fitted.items()},
+        {name: rows for name, (_, rows) in fitted.items()},
+        evaluation,
+        y[test],
+    )
 
 
-def run_ensemble_bench(seed: int = 0, scheme: str = "shamir") -> dict[str, Any]:
-    holders = train_holders(seed)
+def run_ensemble_bench(
+    seed: int = 0, scheme: str = "shamir", models: int = len(MODEL_FAMILIES)
+) -> dict[str, Any]:
+    holders = train_holders(seed, models)
     evaluation, classes = holders.evaluation, holders.evaluation.classes
     layout = evaluation.layout
     val_probs, test_probs, accuracy = {}, {}, {}
@@ -137,10 +166,14 @@ def run_ensemble_bench(seed: int = 0, scheme: str = "shamir") -> dict[str, Any]:
             np.abs(secure.probabilities - plain.probabilities).max()
         ),
         "weights": weights,
-        "validation_soft_accuracy": dict(
+        "validation_accuracy": dict(
             zip(secure.models, (float(a) for a in secure.accuracy), strict=True)
         ),
-        "payouts": {m: str(a) for m, a in payouts.items()},
+        "validation_soft_accuracy": {
+            name: float(val_probs[name][np.arange(layout.n_val), evaluation.y_val].mean())
+            for name in holders.models
+        },
+        "payouts": {m: str(payouts.get(m, 0)) for m in weights},
         "train_rows": holders.train_rows,
         "validation_rows": layout.n_val,
         "test_rows": layout.n_test,
@@ -155,12 +188,13 @@ def format_ensemble_table(result: dict[str, Any]) -> str:
         f"validation and {result['test_rows']} test rows, {result['scheme']} sharing among 3 "
         f"heavy nodes ({result['secure_s']:.3f} s)",
         "",
-        f"{'model':<16}{'train rows':>11}{'test acc':>10}{'val soft acc':>14}{'weight':>9}"
-        f"{'payout (DATA)':>15}",
+        f"{'model':<16}{'train rows':>11}{'test acc':>10}{'val acc':>9}{'val soft acc':>14}"
+        f"{'weight':>9}{'payout (DATA)':>15}",
     ]
     for name, acc in sorted(result["models"].items(), key=lambda kv: -kv[1]):
         lines.append(
             f"{name:<16}{result['train_rows'][name]:>11}{acc:>10.4f}"
+            f"{result['validation_accuracy'][name]:>9.4f}"
             f"{result['validation_soft_accuracy'][name]:>14.4f}{result['weights'][name]:>9.4f}"
             f"{int(result['payouts'][name]) / 10**18:>15.3f}"
         )

@@ -88,7 +88,7 @@ def build(
         summary["ensemble"] = {
             "classes": plan.layout.classes,
             "test_rows": plan.layout.n_test,
-            "validation_soft_accuracy": dict(
+            "validation_accuracy": dict(
                 zip(outcome.participants, (float(a) for a in fit.accuracy), strict=True)
             ),
             "weights": {d: w / WEIGHT_SCALE for d, w in shares.items()},

@@ -138,14 +138,17 @@ def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
 @click.option("--scheme", type=click.Choice(["shamir", "additive"]), default="shamir",
               show_default=True, help="Sharing among the three heavy nodes.")  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
+@click.option("--models", type=click.IntRange(2, 6), default=6, show_default=True,
+              help="How many model holders: the first N of logistic, naive_bayes, "
+              "decision_tree, knn, random_forest, mlp.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_ensemble(scheme: str, seed: int, as_json: bool) -> None:
-    """Secure weighted ensembling of six model families: each model's accuracy, the ensemble's
-    under sharing and in plaintext, and the gain."""
+def bench_ensemble(scheme: str, seed: int, models: int, as_json: bool) -> None:
+    """Secure weighted ensembling of up to six model families: each model's accuracy, the
+    ensemble's under sharing and in plaintext, and the gain."""
     from market.ensemble import format_ensemble_table, run_ensemble_bench
 
-    with err.status("training six models and ensembling their shared outputs"):
-        result = run_ensemble_bench(seed, scheme)
+    with err.status(f"training {models} models and ensembling their shared outputs"):
+        result = run_ensemble_bench(seed, scheme, models)
     if as_json:
         emit_json(result)
         return
@@ -193,11 +196,16 @@ def valuation_figure_cmd(path: str, k: int, examples: int, seed: int) -> None:
     type=click.Choice(["aggregate", "ensemble"]),
     default="aggregate",
     show_default=True,
-    help="aggregate: clinics' mean blood pressure; ensemble: six model holders' secure "
+    help="aggregate: clinics' mean blood pressure; ensemble: model holders' secure "
     "weighted ensemble (embedded chain only).",
 )
+@click.option("--models", type=click.IntRange(3, 6), default=None,
+              help="--kind ensemble: how many model holders (3 to 6, default 6; the bounty's "
+              "privacy.min_participants is 3).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def demo(providers: int, seed: int | None, devnet: bool, kind: str, as_json: bool) -> None:
+def demo(
+    providers: int, seed: int | None, devnet: bool, kind: str, models: int | None, as_json: bool
+) -> None:
     """One bounty end to end: deploy, heavy nodes, providers' light nodes, secure reduce,
     settlement, claims (on the embedded chain unless --devnet)."""
     from dataclasses import asdict
@@ -205,8 +213,10 @@ def demo(providers: int, seed: int | None, devnet: bool, kind: str, as_json: boo
     if kind == "ensemble":
         if devnet:
             raise UserError("--kind ensemble runs on the embedded chain; drop --devnet")
-        _ensemble_demo(seed or 0, as_json)
+        _ensemble_demo(seed or 0, 6 if models is None else models, as_json)
         return
+    if models is not None:
+        raise UserError("--models is for --kind ensemble; use --providers for an aggregate")
     with err.status("starting") as status:
         if devnet:
             from market.demo_devnet import run_devnet_demo
@@ -223,13 +233,13 @@ def demo(providers: int, seed: int | None, devnet: bool, kind: str, as_json: boo
     _print_report(report)
 
 
-def _ensemble_demo(seed: int, as_json: bool) -> None:
+def _ensemble_demo(seed: int, models: int, as_json: bool) -> None:
     from dataclasses import asdict
 
     from market.demo_ensemble import run_ensemble_demo
 
     with err.status("starting") as status, Chain.embedded() as chain:
-        report = run_ensemble_demo(chain, seed, progress=lambda s: status.update(s))
+        report = run_ensemble_demo(chain, seed, progress=lambda s: status.update(s), models=models)
     if as_json:
         emit_json({**asdict(report), "state": report.state.name})
         return
@@ -239,19 +249,22 @@ def _ensemble_demo(seed: int, as_json: bool) -> None:
         f"({report.evaluation_uri}), state [bold]{report.state.name}[/]"
     )
     table = Table(title="Models (accuracy on the buyer's test labels)")
-    for column in ("model", "test accuracy", "validation soft accuracy", "weight", "paid (DATA)"):
+    for column in ("model", "test accuracy", "validation accuracy", "weight", "paid (DATA)"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in sorted(report.accuracy, key=lambda n: -report.accuracy[n]):
         table.add_row(
-            name, f"{report.accuracy[name]:.4f}", f"{report.soft_accuracy[name]:.4f}",
+            name, f"{report.accuracy[name]:.4f}", f"{report.validation_accuracy[name]:.4f}",
             f"{report.weights[name]:.4f}", _tokens(report.earnings[name]),
         )  # fmt: skip
+    table.add_section()
+    table.add_row("ensemble", f"{report.ensemble:.4f}", "", "", "")
     out.print(table)
-    best = max(report.accuracy.values())
+    best = report.accuracy[report.best_model]
     out.print(
-        f"  ensemble released by the committee {report.ensemble:.4f} (plaintext ensemble "
+        f"  ensemble test accuracy {report.ensemble:.4f}, best model ({report.best_model}) "
+        f"{best:.4f}: {report.ensemble - best:+.4f}; plaintext ensemble "
         f"{report.plain_ensemble:.4f}, largest probability difference "
-        f"{report.max_probability_error:.1e}); {report.ensemble - best:+.4f} over the best model"
+        f"{report.max_probability_error:.1e}"
     )
     fees = ", ".join(_tokens(f) for f in report.fee_per_node.values())
     out.print(f"  heavy node fees {fees} DATA; buyer refund {_tokens(report.refund)} DATA")

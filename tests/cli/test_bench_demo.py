@@ -118,7 +118,8 @@ def test_ensemble_demo_releases_the_plaintext_ensemble_and_pays_by_weight(tmp_pa
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["state"] == "FINALIZED"
-    assert report["ensemble"] == report["plain_ensemble"] > max(report["accuracy"].values())
+    assert report["ensemble"] == report["plain_ensemble"] >= max(report["accuracy"].values())
+    assert report["accuracy"][report["best_model"]] == max(report["accuracy"].values())
     assert report["max_probability_error"] < 1e-4
     assert set(report["weights"]) == set(report["accuracy"]) == set(report["earnings"])
     assert sum(report["weights"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -164,6 +165,39 @@ def test_bench_valuation_json_shape(tmp_path):
     proc = run("valuation", "figure", str(figure), "--k", "32", "--examples", "600")
     assert proc.returncode == 0, proc.stderr
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ensemble_demo_with_three_holders_prints_the_ensemble_and_each_model(tmp_path):
+    env = {**os.environ, "MARKET_HOME": str(tmp_path)}
+    env.pop("MARKET_IPFS_API", None)
+    proc = subprocess.run([MARKET, "demo", "--kind", "ensemble", "--models", "3"],
+                          capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "FINALIZED" in out
+    for name in ("logistic", "naive_bayes", "decision_tree"):
+        assert name in out
+    assert "knn" not in out and "mlp" not in out
+    assert "ensemble test accuracy 0.9019, best model (logistic) 0.9019: +0.0000" in out
+
+
+def test_bench_ensemble_is_never_below_its_best_member_for_2_to_6_models():
+    """`market bench ensemble --models N` (in process: each family trains once for all N)."""
+    from click.testing import CliRunner
+
+    from market.cli.main import main
+
+    runner = CliRunner(mix_stderr=False)
+    families = ["logistic", "naive_bayes", "decision_tree", "knn", "random_forest", "mlp"]
+    for n in range(2, 7):
+        proc = runner.invoke(main, ["bench", "ensemble", "--models", str(n), "--json"])
+        assert proc.exit_code == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert list(result["models"]) == families[:n]
+        assert result["ensemble"] >= max(result["models"].values()), (n, result)
+        assert result["gain_over_best"] >= 0
+        assert sum(result["weights"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert runner.invoke(main, ["bench", "ensemble", "--models", "7"]).exit_code == 2
 
 
 def test_bench_ensemble_json_shape():

@@ -83,10 +83,46 @@ def test_only_the_statistics_are_reconstructed_not_a_models_outputs() -> None:
     assert list(totals) == [int(v[columns].sum()) for v in vectors]
 
 
-def test_weights_favour_better_models_and_ignore_chance() -> None:
-    weights = fit_weights([0.9, 0.6, 0.5, 0.3], classes=2)
-    assert list(weights) == pytest.approx([0.4 / 0.5, 0.1 / 0.5, 0.0, 0.0])
-    assert list(fit_weights([0.1, 0.2], classes=4)) == [0.5, 0.5]  # none beats chance
+def test_the_weights_are_the_most_accurate_vertex() -> None:
+    assert list(fit_weights([0.6, 0.9, 0.5, 0.3])) == [0.0, 1.0, 0.0, 0.0]
+    assert list(fit_weights([0.7, 0.9, 0.9])) == [0.0, 1.0, 0.0]  # a tie: the first
+    assert list(fit_weights([0.1, 0.05])) == [1.0, 0.0]  # below chance: still the best
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float((probabilities.argmax(axis=1) == labels).mean())
+
+
+@pytest.mark.parametrize(("scheme", "threshold"), SCHEMES)
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    models=st.integers(1, 6),
+    n_val=st.integers(1, 30),
+    classes=st.integers(2, 6),
+)
+def test_the_fitted_ensemble_is_never_worse_than_its_best_model_on_validation(
+    scheme: str, threshold: int | None, seed: int, models: int, n_val: int, classes: int
+) -> None:
+    """The committee's fit, under sharing: the validation accuracy of the weighted ensemble of
+    the models' validation probabilities is at least the best single model's."""
+    rng = np.random.default_rng(seed)
+    layout = Layout(n_val, n_val, classes)
+    val = {f"m{i}": _probs(rng, n_val, classes) for i in range(models)}
+    y_val = rng.integers(0, classes, n_val)
+    rows = {m: records(layout, val[m], val[m]) for m in val}  # test rows = validation rows
+    committee = scheme_named(scheme, n=3, threshold=threshold)
+    plan = EnsemblePlan(layout, y_val)
+    secure = simulate_ensemble(committee, rows, plan, AesCtrRandom(bytes(16)))
+    best = max(_accuracy(val[m], y_val) for m in val)
+    assert _accuracy(secure.probabilities, y_val) >= best
+    assert list(secure.accuracy) == pytest.approx([_accuracy(val[m], y_val) for m in sorted(val)])
+
+
+def test_a_record_holds_predictions_on_validation_and_probabilities_on_test() -> None:
+    layout = Layout(2, 1, 3)
+    row = records(layout, [[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]], [[0.1, 0.6, 0.3]])
+    assert list(row[0]) == [0, 1, 0, 1, 0, 0, 0.1, 0.6, 0.3]
 
 
 def test_outputs_of_the_wrong_shape_are_refused() -> None:
