@@ -598,10 +598,15 @@ def bounty_show(job_id: int, network: Net, as_json: bool) -> None:
     with network() as net:
         escrow, _, _ = _clients(net)
         view = existing_job(escrow, job_id)
+        abort = _abort_info(escrow, net, view)
     data = _job_json(view)
+    if abort is not None:
+        data["abort"] = abort
     if as_json:
         emit_json(data)
         return
+    if abort is not None:
+        data["abort"] = _abort_text(abort)
     data["budget"] = format_tokens(view.budget)
     data["unclaimed"] = format_tokens(view.unclaimed)
     data["posted_at"] = format_time(view.posted_at)
@@ -691,13 +696,27 @@ def bounty_cancel(job_id: int, network: Net, signer: Signer, as_json: bool) -> N
 
 @bounty_group.command("result")
 @click.argument("job_id", type=int)
+@click.option(
+    "--test-labels",
+    "test_labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An ensemble job: your test rows' labels (an .npz holding y_test, or a text/CSV file "
+    "of one label per line), read here and never sent; shows the released ensemble's test "
+    "accuracy beside the models' validation accuracy.",
+)
 @network_options
 @json_option
-def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
+def bounty_result(job_id: int, test_labels: Path | None, network: Net, as_json: bool) -> None:
     """The settled result of JOB_ID, checked against its on-chain hash."""
+    labels = None if test_labels is None else _read_labels(test_labels)
     with network() as net:
         escrow, staking, _ = _clients(net)
         view = existing_job(escrow, job_id)
+        if view.state is JobState.ABORTED:
+            abort = _abort_info(escrow, net, view)
+            why = "" if abort is None else f" ({_abort_text(abort)})"
+            raise UserError(f"job {job_id} was aborted{why}: it has no result")
         if view.state is not JobState.FINALIZED:
             raise UserError(f"job {job_id} is {view.state.name.lower()}: it has no result")
         event = escrow.finalized_event(job_id)
@@ -712,15 +731,20 @@ def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
         "refund": event["refund"],
         "claimable": event["claimable"],
     }
+    result = document.result
+    ensemble = result.get("ensemble") if isinstance(result, dict) else None
+    if labels is not None:
+        if not isinstance(ensemble, dict):
+            raise UserError(f"job {job_id} is not an ensemble job; --test-labels is for those")
+        summary["accuracy"] = _ensemble_accuracy(result, labels)
     if as_json:
         emit_json(summary)
         return
     out.print(
         f"job {job_id} result ({event['participants']} participants), from {event['resultURI']}"
     )
-    result = document.result
-    if isinstance(result, dict) and isinstance(result.get("ensemble"), dict):
-        _print_ensemble(result)
+    if isinstance(ensemble, dict):
+        _print_ensemble(result, summary.get("accuracy"))
     else:
         out.print_json(json.dumps(result))
     out.print(
@@ -729,12 +753,106 @@ def bounty_result(job_id: int, network: Net, as_json: bool) -> None:
     )
 
 
-def _print_ensemble(result: dict[str, Any]) -> None:
+def _abort_info(escrow: EscrowClient, net: Any, view: JobView) -> dict[str, Any] | None:
+    """Why the committee aborted the job (its `JobAborted` reason) and, for too few
+    participants, how many datasets reached a committee member (its `/jobs/N` status, if one
+    answers; None otherwise) against the proposal's `privacy.min_participants`."""
+    if view.state is not JobState.ABORTED:
+        return None
+    event = escrow.aborted_event(view.job_id)
+    if event is None:
+        return None
+    info: dict[str, Any] = {"reason": event["reason"], "refund": event["refund"]}
+    if event["reason"] == "too_few_participants":
+        info["needed"] = view.min_participants
+        info["submitted"] = None
+        staking = StakingClient(net.chain, net.deployment)
+        endpoints = [staking.heavy_node(member).endpoint for member in view.committee]
+        try:
+            status = json.loads(fetch(f"committee:/jobs/{view.job_id}", endpoints, timeout=5))
+            info["submitted"] = int(status["submissions"])
+        except (DocumentError, ValueError, KeyError, TypeError):
+            pass  # no member answers: say what the chain knows
+    return info
+
+
+def _abort_text(info: dict[str, Any]) -> str:
+    if info["reason"] != "too_few_participants":
+        return f"reason {info['reason']}"
+    came = info["submitted"]
+    needed = info["needed"]
+    reached = (
+        "the committee did not say how many datasets reached it"
+        if came is None
+        else f"{came} dataset{'' if came == 1 else 's'} reached the committee"
+    )
+    return (
+        f"too few participants: {reached}, the proposal needs {needed} (privacy.min_participants)"
+    )
+
+
+def _read_labels(path: Path) -> Any:
+    """The buyer's test labels from its own file: an `.npz` with `y_test` (or one array), or
+    text with one integer label per line (a CSV's one column, a header line allowed)."""
+    import numpy as np
+
+    what = f"--test-labels {path}"
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                names = list(npz.files)
+                name = "y_test" if "y_test" in names else (names[0] if len(names) == 1 else None)
+                if name is None:
+                    raise UserError(f"{what} holds {names}; it needs a y_test array")
+                labels = np.asarray(npz[name])
+        else:
+            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+            if lines and not lines[0].lstrip("-").isdigit():
+                lines = lines[1:]  # a header
+            if any("," in ln for ln in lines):
+                raise UserError(f"{what} has more than one column; give one label per line")
+            labels = np.array([int(ln) for ln in lines])
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {what}: {exc}; give an .npz with y_test or one "
+                        "integer label per line") from None  # fmt: skip
+    if labels.ndim != 1 or labels.size == 0 or labels.dtype.kind not in "iu":
+        raise UserError(f"{what} must hold one integer label per test row")
+    return labels
+
+
+def _ensemble_accuracy(result: dict[str, Any], labels: Any) -> dict[str, Any]:
+    """The released ensemble's accuracy on the buyer's own test labels, beside what the
+    committee released about each model: its validation accuracy and weight. (No model's own
+    test outputs are released, so neither is its test accuracy.)"""
+    import numpy as np
+
+    ensemble = result["ensemble"]
+    classes, rows = ensemble.get("classes"), ensemble.get("test_rows")
+    values = np.asarray(result.get("values") or [], dtype=np.float64)
+    if labels.size != rows:
+        raise UserError(f"--test-labels has {labels.size} labels; the job has {rows} test rows")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise UserError(f"--test-labels must be labels 0 .. {classes - 1}")
+    predicted = values.reshape(rows, classes).argmax(axis=1)
+    weights = {d: float(w) for d, w in (ensemble.get("weights") or {}).items()}
+    validation = ensemble.get("validation_accuracy") or {}
+    chosen = [d for d, w in weights.items() if w == 1.0]
+    return {
+        "test_labels": int(labels.size),
+        "ensemble_test": float((predicted == labels).mean()),
+        "ensemble_validation": float(validation[chosen[0]]) if len(chosen) == 1 else None,
+        "best_model_validation": max(validation.values()) if validation else None,
+        "models_validation": validation,
+    }
+
+
+def _print_ensemble(result: dict[str, Any], accuracy: dict[str, Any] | None = None) -> None:
     """An ensemble's result: each model's weight and validation accuracy, and how many
-    probabilities it released (not the probabilities: `--json` has them)."""
+    probabilities it released (not the probabilities: `--json` has them); with the buyer's
+    test labels, the ensemble's test accuracy."""
     ensemble = result["ensemble"]
     weights = ensemble.get("weights") or {}
-    accuracy = ensemble.get("validation_soft_accuracy") or {}
+    validation = ensemble.get("validation_accuracy") or {}
     values = result.get("values") or []
     classes, test_rows = ensemble.get("classes"), ensemble.get("test_rows")
     out.print(
@@ -746,10 +864,25 @@ def _print_ensemble(result: dict[str, Any]) -> None:
         return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
     rows = [
-        [dataset, number(weights.get(dataset)), number(accuracy.get(dataset))]
-        for dataset in sorted(set(weights) | set(accuracy))
+        [dataset, number(weights.get(dataset)), number(validation.get(dataset)), "-"]
+        for dataset in sorted(set(weights) | set(validation))
     ]
-    out.print(table("Models", ["dataset", "weight", "validation soft accuracy"], rows))
+    columns = ["dataset", "weight", "validation accuracy", "test accuracy"]
+    if accuracy is None:
+        columns, rows = columns[:3], [r[:3] for r in rows]
+    else:
+        rows.append(["ensemble (released)", "", number(accuracy["ensemble_validation"]),
+                     number(accuracy["ensemble_test"])])  # fmt: skip
+    out.print(table("Models", columns, rows))
+    if accuracy is not None:
+        best = accuracy["best_model_validation"]
+        out.print(
+            f"ensemble test accuracy {accuracy['ensemble_test']:.4f} on your "
+            f"{accuracy['test_labels']} labels; validation accuracy: ensemble "
+            f"{number(accuracy['ensemble_validation'])}, best model {number(best)} (no model's "
+            "own test outputs are released)",
+            highlight=False,
+        )
     out.print(
         f"{len(values):,} ensemble probabilities ({test_rows} test rows x {classes} classes, "
         "row by row); --json prints them",

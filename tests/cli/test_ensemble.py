@@ -347,8 +347,8 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
         "ensemble": {
             "classes": CLASSES,
             "test_rows": 10,
-            "validation_soft_accuracy": {model["dataset"]: 0.8125, other: 0.5},
-            "weights": {model["dataset"]: 0.75, other: 0.25},
+            "validation_accuracy": {model["dataset"]: 0.8125, other: 0.5},
+            "weights": {model["dataset"]: 1.0, other: 0.0},
             "weight_scale": 2**16,
             "values": "the weighted ensemble's probabilities, test row by test row",
         },
@@ -357,14 +357,44 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
 
     shown = cli.ok("bounty", "result", str(job), net=True)
     assert "weighted ensemble of 2 models: 3 classes, 10 test rows" in shown
-    assert model["dataset"] in shown and "0.7500" in shown and "0.8125" in shown
-    assert other in shown and "0.2500" in shown and "0.5000" in shown
+    assert model["dataset"] in shown and "1.0000" in shown and "0.8125" in shown
+    assert other in shown and "0.0000" in shown and "0.5000" in shown
+    assert "test accuracy" not in shown  # without the buyer's labels
     assert "30 ensemble probabilities" in shown
     assert "0.3333" not in shown  # the probabilities themselves only with --json
     assert len(shown.splitlines()) < 30
     result = cli.json("bounty", "result", str(job), net=True)
     assert result["result"]["values"] == values
     assert result["result"]["ensemble"]["weights"] == summary["ensemble"]["weights"]
+    assert "accuracy" not in result
+
+    # The buyer's own test labels, read locally: the released ensemble's test accuracy beside
+    # the models' validation accuracy. Every released row is a tie (1/3 each): class 0 wins.
+    y_test = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 0])
+    npz, text = tmp_path / "labels.npz", tmp_path / "labels.csv"
+    np.savez(npz, y_test=y_test)
+    text.write_text("label\n" + "\n".join(str(v) for v in y_test) + "\n")
+    for labels in (npz, text):
+        scored = cli.json("bounty", "result", str(job), "--test-labels", str(labels), net=True)
+        assert scored["accuracy"] == {
+            "test_labels": 10,
+            "ensemble_test": 0.5,
+            "ensemble_validation": 0.8125,
+            "best_model_validation": 0.8125,
+            "models_validation": {model["dataset"]: 0.8125, other: 0.5},
+        }
+    shown = " ".join(cli.ok("bounty", "result", str(job), "--test-labels", str(npz), net=True)
+                     .split())  # fmt: skip
+    assert "ensemble test accuracy 0.5000 on your 10 labels" in shown
+    assert "validation accuracy: ensemble 0.8125, best model 0.8125" in shown
+    short = tmp_path / "short.txt"
+    short.write_text("0\n1\n")
+    line = cli.fails(1, "bounty", "result", str(job), "--test-labels", str(short), net=True)
+    assert "has 2 labels; the job has 10 test rows" in line
+    wide = tmp_path / "wide.csv"
+    wide.write_text("0,1\n1,2\n")
+    line = cli.fails(1, "bounty", "result", str(job), "--test-labels", str(wide), net=True)
+    assert "more than one column" in line
     assert "finalized" in cli.ok("bounty", "wait", str(job), net=True)
     show = cli.json("bounty", "show", str(job), net=True)
     assert show["state"] == "FINALIZED" and show["result_hash"] != "0x" + "00" * 32
@@ -446,3 +476,46 @@ def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Pa
         assert pool - 2 <= sum(paid.values()) <= pool
         for who in holders:  # payouts follow the fitted weights
             assert paid[who] / pool == pytest.approx(ensemble["weights"][ids[who]], abs=1e-3)
+
+
+def test_an_ensemble_job_with_too_few_holders_says_why_it_aborted(
+    embedded_cli: Cli, tmp_path: Path
+):
+    """The ensemble template asks for three holders by default; a job the committee aborts
+    for too few participants says so in `bounty result` and `bounty show`."""
+    from market.escrow.eip712 import sign_digest
+    from tests.cli.conftest import _committee_nodes, _escrow
+
+    cli = embedded_cli
+    cli.ok("wallet", "new", "buyer")
+    cli.ok("faucet", "--account", "buyer", "--amount", "2000", net=True)
+    for i in range(3):  # registered, not running: no member answers for its status
+        cli.ok("wallet", "new", f"node{i}")
+        cli.ok("faucet", "--account", f"node{i}", "--amount", "2000", net=True)
+        cli.ok("heavy", "register", "--endpoint", f"http://127.0.0.1:{free_port()}",
+               "--stake", "1000", "--account", f"node{i}", net=True)  # fmt: skip
+    terms = tmp_path / "terms.json"
+    terms.write_text(
+        cli.ok("bounty", "evaluation", str(_evaluation(tmp_path)), "--classes", "3", "--json")
+    )
+    spec = tmp_path / "spec.json"
+    spec.write_text(cli.ok("bounty", "template", "--kind", "ensemble", "--ensemble", str(terms)))
+    assert json.loads(spec.read_text())["privacy"]["min_participants"] == 3
+    job = cli.json("bounty", "post", str(spec), "--budget", "100", "--deadline", "2h",
+                   "--account", "buyer", net=True)["job"]  # fmt: skip
+    accept_as_committee(cli, job)
+    with _escrow(cli) as escrow:
+        nodes = _committee_nodes(cli)
+        digest = escrow.abort_digest(job, "too_few_participants")
+        signatures = [sign_digest(n, digest) for n in nodes[:2]]
+        escrow.abort(nodes[0], job, "too_few_participants", signatures)
+
+    line = cli.fails(1, "bounty", "result", str(job), net=True)
+    assert f"job {job} was aborted (too few participants:" in line
+    assert "the proposal needs 3 (privacy.min_participants)" in line
+    show = cli.json("bounty", "show", str(job), net=True)
+    assert show["state"] == "ABORTED"
+    assert show["abort"] == {
+        "reason": "too_few_participants", "refund": 100 * TOKEN, "needed": 3, "submitted": None
+    }  # fmt: skip
+    assert "too few participants" in " ".join(cli.ok("bounty", "show", str(job), net=True).split())
