@@ -5,6 +5,7 @@ because of its block's time is refused before it is sent or, mined, decoded all 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,12 +18,21 @@ LAG = 3.5
 """Seconds the chain idles so that its latest block lags the wall clock."""
 
 
+@pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def fresh(request: pytest.FixtureRequest) -> Iterator[Chain]:
+    """A chain of its own whose clock nobody moved ahead of the wall clock (the session's
+    chains are, by the tests that skip through unbonding periods)."""
+    with Chain.embedded() if request.param == "embedded" else Chain.anvil() as chain:
+        yield chain
+
+
 def _idle(chain: Chain) -> None:
     chain.increase_time(1)  # a fresh block, a second ahead of the wall clock
     time.sleep(LAG)
 
 
-def test_clock_is_the_later_of_the_wall_clock_and_the_latest_block(chain: Chain) -> None:
+def test_clock_is_the_later_of_the_wall_clock_and_the_latest_block(fresh: Chain) -> None:
+    chain = fresh
     _idle(chain)
     before = int(time.time())
     clock = chain.clock()
@@ -32,7 +42,8 @@ def test_clock_is_the_later_of_the_wall_clock_and_the_latest_block(chain: Chain)
     assert chain.clock() == chain.now() >= time.time() + 3_000
 
 
-def test_a_deadline_past_by_the_wall_clock_is_refused_before_sending(chain: Chain) -> None:
+def test_a_deadline_past_by_the_wall_clock_is_refused_before_sending(fresh: Chain) -> None:
+    chain = fresh
     sandbox = Sandbox.deploy(chain)
     nodes = sandbox.heavy_nodes(3)
     buyer = sandbox.account(1_000 * TOKEN)
@@ -63,7 +74,7 @@ def test_a_post_that_would_fail_approves_nothing(chain: Chain) -> None:
 def test_a_mined_revert_that_depends_on_the_block_time_is_decoded(anvil_chain: Chain) -> None:
     """Sent without a dry run (a fixed gas limit), mined, reverted: the replay on the state
     before the block would pass (its time is earlier), so the node's trace names the error."""
-    chain = anvil_chain
+    chain = anvil_chain  # ahead of the wall clock or not: the revert needs only the idle second
     sandbox = Sandbox.deploy(chain)
     nodes = sandbox.heavy_nodes(3)
     buyer = sandbox.account(1_000 * TOKEN)
