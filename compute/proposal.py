@@ -97,7 +97,7 @@ from compute.ensemble import EnsemblePlan, Layout
 from compute.errors import ComputeError, ReductionError
 from compute.maps import MAP_FUNCTIONS
 from compute.messages import RoundConfig
-from compute.reduce import ReduceOp, Reduction
+from compute.reduce import CLIPPING_OPS, ReduceOp, Reduction
 from compute.sharing import Scheme, scheme_named
 
 
@@ -751,16 +751,20 @@ class Proposal(_Strict):
 
     def reduction(self) -> Reduction:
         """The reduce as `compute.reduce` runs it: op, field spec, width, bins, max_values (an
-        ensemble's is fixed by its layout: `Layout.reduction`)."""
+        ensemble's is fixed by its layout: `Layout.reduction`). An op that clips also counts,
+        under sharing, the values outside the fields' bounds (`Reduction.count_clipped`): the
+        result reports that total, never a provider's own."""
         if self.ensemble is not None:
             return self.ensemble.layout.reduction(self.reduce.max_values)
         fields = self.map.output.fields
+        op = ReduceOp(self.reduce.op)
         return Reduction(
-            ReduceOp(self.reduce.op),
+            op,
             self.field_spec(),
             width=max(len(fields), 1),
             bins=self.reduce.bins or 0,
             max_values=self.reduce.max_values,
+            count_clipped=op in CLIPPING_OPS,
         )
 
     def scheme(self) -> Scheme:

@@ -16,6 +16,13 @@ the **aggregate**, the sum of all contributions, and nothing else; `Reduction.fi
 | `histogram`    | counts of clipped values per bin     | counts per bin                    |
 | `weighted_sum` | `sum(enc(x))`; weights are public    | `sum_j w_j * sum(x_j)`            |
 
+A reduction that clips (`sum`, `mean`, `variance`, `histogram`) can also count, under the same
+sharing, how many values fell outside the field's bounds (`count_clipped`, which a proposal
+always sets for those ops): each contribution then ends with one more word, the provider's
+number of values outside `[lo, hi]`, and the aggregate's last word is the total over the
+participants (`Reduction.clipped`), reconstructed like the rest and never per provider. One
+record moves it by at most `width`, its DP sensitivity (`Group("clipped")`).
+
 `secure_reduce` runs a whole reduce over shares already received (the one-process reference
 that the aggregation round in `compute.round` performs step by step over messages). Nothing
 is reconstructed unless the participant minimum and the scheme's threshold are met; otherwise
@@ -47,6 +54,11 @@ class ReduceOp(StrEnum):
     VARIANCE = "variance"
     HISTOGRAM = "histogram"
     WEIGHTED_SUM = "weighted_sum"
+
+
+CLIPPING_OPS = frozenset({ReduceOp.SUM, ReduceOp.MEAN, ReduceOp.VARIANCE, ReduceOp.HISTOGRAM})
+"""The operations whose contributions clip values to the field's bounds (and so may count
+them: `Reduction.count_clipped`)."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,14 @@ class Reduction:
     """Weighted sum only: fixed-point scale of the public weights."""
     max_weight: float = 1.0
     """Weighted sum only: bound on the magnitude of a weight."""
+    count_clipped: bool = False
+    """Clipping ops only: the contribution ends with the provider's number of values outside
+    `[field.lo, field.hi]`, so the aggregate carries the total (`clipped`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op", ReduceOp(self.op))
+        if self.count_clipped and self.op not in CLIPPING_OPS:
+            raise ReductionError(f"{self.op} clips no values, so it has none to count")
         if self.width < 1 or self.max_values < 1:
             raise ReductionError(f"width and max_values must be >= 1 ({self.op})")
         if self.op is ReduceOp.HISTOGRAM and (self.bins < 1 or self.width != 1):
@@ -110,7 +127,15 @@ class Reduction:
         return self.groups()[-1].stop
 
     def groups(self) -> tuple[Group, ...]:
-        """The contribution's slices, in order."""
+        """The contribution's slices, in order (the clipped count, when counted, last)."""
+        groups = self._value_groups()
+        if not self.count_clipped:
+            return groups
+        stop = groups[-1].stop
+        # One record has `width` values, each of which may be clipped.
+        return (*groups, Group("clipped", stop, stop + 1, self.width))
+
+    def _value_groups(self) -> tuple[Group, ...]:
         w, bound = self.width, self.field.bound
         if self.op is ReduceOp.SUM:
             return (Group("sum", 0, w, bound),)
@@ -163,6 +188,13 @@ class Reduction:
     def contribution(self, values: ArrayLike) -> NDArray[np.int64]:
         """What a provider shares: its local statistics as an int64 vector of `length`."""
         records = self.records(values)
+        statistics = self._statistics(records)
+        if not self.count_clipped:
+            return statistics
+        outside = np.count_nonzero((records < self.field.lo) | (records > self.field.hi))
+        return np.concatenate([statistics, np.array([outside], dtype=np.int64)])
+
+    def _statistics(self, records: NDArray[np.float64]) -> NDArray[np.int64]:
         m = records.shape[0]
         if self.op is ReduceOp.COUNT:
             return np.array([m], dtype=np.int64)
@@ -185,6 +217,8 @@ class Reduction:
         total = np.asarray(aggregate, dtype=np.int64)
         if total.shape != (self.length,):
             raise ReductionError(f"aggregate of shape {total.shape}, expected ({self.length},)")
+        if self.count_clipped:
+            total = total[:-1]
         w, scale = self.width, self.field.scale
         if self.op is ReduceOp.SUM:
             return self.field.decode(total)
@@ -198,9 +232,18 @@ class Reduction:
 
     def count(self, aggregate: NDArray[np.int64]) -> int | None:
         """The number of records in an aggregate, for the operations that carry one."""
-        if self.op in (ReduceOp.COUNT, ReduceOp.MEAN, ReduceOp.VARIANCE):
-            return int(aggregate[-1])
+        for group in self.groups():
+            if group.name == "count":
+                return int(aggregate[group.start])
         return None
+
+    def clipped(self, aggregate: NDArray[np.int64]) -> int | None:
+        """How many values of all the participants' records fell outside `[field.lo,
+        field.hi]` (and were clipped to it), when the reduction counts them. With DP noise in
+        the aggregate the count is noisy; it is shown no lower than 0 (post-processing)."""
+        if not self.count_clipped:
+            return None
+        return max(int(aggregate[-1]), 0)
 
     def encode_weights(self, weights: Mapping[str, float]) -> dict[str, int]:
         """Public per-dataset weights as fixed-point ints (weighted sum only)."""
@@ -348,6 +391,11 @@ class Aggregate:
     @property
     def count(self) -> int | None:
         return self.reduction.count(self.total)
+
+    @property
+    def clipped(self) -> int | None:
+        """Values outside the field's bounds over all participants (`Reduction.clipped`)."""
+        return self.reduction.clipped(self.total)
 
 
 def inconsistency_abort(error: ShareInconsistencyError, own: int | None = None) -> Abort:

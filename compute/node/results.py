@@ -1,6 +1,7 @@
 """What a heavy node signs for a round that reached a result: the result document (the decoded
-aggregate, the participants, the DP budget spent, for an ensemble its weights, for a valuation
-job its scores rule) with its payout tree, and the EIP-712 `Result` over it, the same on every
+aggregate, the participants, the DP budget spent, for an op that clips how many values fell
+outside the bounds, for an ensemble its weights, for a valuation job its scores rule) with its
+payout tree, and the EIP-712 `Result` over it, the same on every
 honest member. Payouts: the pool (`budget - fee`) in proportion to each owner's share, or a
 valuation job's influence with slashes for harm within each owner's signed cap."""
 
@@ -80,6 +81,13 @@ def build(
             else None
         ),
     }
+    clipped = outcome.aggregate.clipped
+    if clipped is not None:
+        # The total over the participants, reconstructed under sharing like the values (and
+        # with DP, noised like them); no provider's own count is ever reconstructed.
+        field = config.reduction.field
+        summary["clipped"] = clipped
+        summary["clip_bounds"] = {"lo": field.lo, "hi": field.hi}
     if valuation is not None:
         summary["valuation"] = valuation
     if fit is not None:

@@ -731,6 +731,8 @@ def bounty_result(job_id: int, test_labels: Path | None, network: Net, as_json: 
         "refund": event["refund"],
         "claimable": event["claimable"],
     }
+    clipping = _clipping(document.result)
+    summary["clipped"] = None if clipping is None else clipping[0]
     result = document.result
     ensemble = result.get("ensemble") if isinstance(result, dict) else None
     if labels is not None:
@@ -747,6 +749,15 @@ def bounty_result(job_id: int, test_labels: Path | None, network: Net, as_json: 
         _print_ensemble(result, summary.get("accuracy"))
     else:
         out.print_json(json.dumps(result))
+    if clipping is not None:
+        clipped, lo, hi = clipping
+        noisy = isinstance(result, dict) and result.get("privacy") is not None
+        out.print(
+            f"{clipped:,} value{'' if clipped == 1 else 's'} outside [{lo:g}, {hi:g}] "
+            f"{'was' if clipped == 1 else 'were'} clipped"
+            + (" (a count with DP noise in it, like the values)" if noisy else ""),
+            highlight=False,
+        )
     out.print(
         f"fee {format_tokens(event['fee'])}, payouts {format_tokens(event['claimable'])}, "
         f"refund {format_tokens(event['refund'])}"
@@ -789,6 +800,20 @@ def _abort_text(info: dict[str, Any]) -> str:
     return (
         f"too few participants: {reached}, the proposal needs {needed} (privacy.min_participants)"
     )
+
+
+def _clipping(result: Any) -> tuple[int, float, float] | None:
+    """From a result document: how many values fell outside the proposal's bounds (over all
+    participants, counted under sharing) and those bounds; None when the op clips nothing."""
+    if not isinstance(result, dict):
+        return None
+    clipped, bounds = result.get("clipped"), result.get("clip_bounds")
+    if isinstance(clipped, bool) or not isinstance(clipped, int) or not isinstance(bounds, dict):
+        return None
+    lo, hi = bounds.get("lo"), bounds.get("hi")
+    if not all(isinstance(b, int | float) and not isinstance(b, bool) for b in (lo, hi)):
+        return None
+    return clipped, float(lo), float(hi)
 
 
 def _read_labels(path: Path) -> Any:

@@ -72,10 +72,12 @@ def test_column_values_without_filter() -> None:
 
 def test_the_contribution_clips_what_the_report_counts() -> None:
     proposal = values_proposal()
-    records, _ = run_map(proposal, FRAME)
+    records, report = run_map(proposal, FRAME)
     contribution = proposal.reduction().contribution(records)
     clipped = FRAME.dropna(subset=["x", "y"])[["x", "y"]].clip(0, 10)
-    assert contribution.tolist() == (clipped.sum() * 2**8).round().astype(int).tolist()
+    sums = (clipped.sum() * 2**8).round().astype(int).tolist()
+    # The last word, shared with the sums, is the number of values the report counts.
+    assert contribution.tolist() == [*sums, report.values_clipped]
 
 
 FILTER_CASES = [
@@ -178,7 +180,8 @@ def test_infinities_are_clipped_not_dropped() -> None:
     proposal = values_proposal()
     records, report = run_map(proposal, frame)
     assert report.rows_dropped_missing == 0 and report.values_clipped == 2
-    assert proposal.reduction().contribution(records).tolist() == [10 * 2**8, 3 * 2**8]
+    # Both clipped (and counted, in the contribution's last word).
+    assert proposal.reduction().contribution(records).tolist() == [10 * 2**8, 3 * 2**8, 2]
 
 
 def test_booleans_count_as_numbers() -> None:
@@ -208,15 +211,16 @@ def test_histogram_records_are_one_column() -> None:
     )
     records, report = run_map(proposal, FRAME)
     assert records.shape == (5, 1) and report.values_clipped == 2
-    # x = 1, 5, -3 (clipped to 0), 12 (clipped to 10), 7.5 in five bins of width 2 over [0, 10].
-    assert proposal.reduction().contribution(records).tolist() == [2, 0, 1, 1, 1]
+    # x = 1, 5, -3 (clipped to 0), 12 (clipped to 10), 7.5 in five bins of width 2 over [0, 10],
+    # then the two clipped values.
+    assert proposal.reduction().contribution(records).tolist() == [2, 0, 1, 1, 1, 2]
 
 
 def test_empty_tables_and_filters_that_keep_nothing() -> None:
     proposal = values_proposal(map__filter={"column": "age", "op": ">", "value": 1000})
     records, report = run_map(proposal, FRAME)
     assert records.shape == (0, 2) and report.rows_used == 0
-    assert proposal.reduction().contribution(records).tolist() == [0, 0]
+    assert proposal.reduction().contribution(records).tolist() == [0, 0, 0]
     empty = FRAME.iloc[:0]
     assert run_map(values_proposal(), empty).records.shape == (0, 2)
 
