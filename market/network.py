@@ -93,8 +93,8 @@ def open_network(
             raise NetworkError("no devnet is running: start one with `market devnet up`")
         try:
             chain = Chain.rpc(info["url"])
-        except ChainConnectionError:
-            raise NetworkError(
+        except ChainConnectionError:  # it died: a network that does not answer
+            raise ChainConnectionError(
                 f"the devnet at {info['url']} does not answer: `market devnet down` then "
                 "`market devnet up`"
             ) from None

@@ -92,6 +92,8 @@ class Chain:
         self._senders_lock = threading.Lock()
         self._dry_run_gas: int | None = getattr(backend, "dry_run_gas", None)
         self._call_sender: str | None = getattr(backend, "call_sender", None)
+        self._recorders: list[list[Receipt]] = []
+        """Lists open in `recording`, each collecting the receipts mined meanwhile."""
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -291,6 +293,17 @@ class Chain:
         """Sets `address`'s ether balance on a devnet (for gas)."""
         self.backend.set_balance(Web3.to_checksum_address(address), wei)
 
+    @contextmanager
+    def recording(self) -> Iterator[list[Receipt]]:
+        """The receipts of the transactions mined through this object while the block runs,
+        in order (a command reports their hashes)."""
+        receipts: list[Receipt] = []
+        self._recorders.append(receipts)
+        try:
+            yield receipts
+        finally:
+            self._recorders.remove(receipts)
+
     def increase_time(self, seconds: int) -> None:
         """Moves a devnet's clock forward by `seconds` and mines a block."""
         self.backend.increase_time(seconds)
@@ -317,13 +330,16 @@ class Chain:
             raise translate(exc) from None
         if raw["status"] != 1:
             raise self._replay_failure(tx, raw)
-        return Receipt(
+        receipt = Receipt(
             tx_hash="0x" + bytes(raw["transactionHash"]).hex(),
             block_number=raw["blockNumber"],
             gas_used=raw["gasUsed"],
             contract_address=raw.get("contractAddress"),
             raw=raw,
         )
+        for receipts in self._recorders:
+            receipts.append(receipt)
+        return receipt
 
     @contextmanager
     def _sending(self, sender: str) -> Iterator[int]:

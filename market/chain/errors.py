@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from importlib import resources
 from typing import Any
 
@@ -46,7 +47,10 @@ class ContractRevert(ChainError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        args = ", ".join(f"{k}={_show(v)}" for k, v in self.values.items())
+        args = ", ".join(
+            f"{k}={_show(v)}" + (f" ({_utc(v)})" if is_time_field(self.error_name, k, v) else "")
+            for k, v in self.values.items()
+        )
         return f"{self.error_name}({args})"
 
 
@@ -68,6 +72,28 @@ class UnknownRevert(ContractRevert):
     """Revert data that matches no known error (or no data at all: out of gas, bad opcode)."""
 
     error_name = "UnknownRevert"
+
+
+TIME_FIELDS: dict[str, frozenset[str]] = {
+    "MarketplaceDeadlineOutOfRange": frozenset({"earliest", "latest"}),
+}
+"""Arguments that are unix times although their names do not say so (see `is_time_field`)."""
+
+_LATEST_TIME = 2**40
+"""Beyond this (year 36812) a number is no time anyone means; it is shown as it is."""
+
+
+def is_time_field(error: str, field: str, value: Any) -> bool:
+    """Whether `field` of the custom error `error` holds a unix time: names ending in `At`,
+    `By` or `Until` (`unlockAt`, `closesAt`), a `deadline`, and those in `TIME_FIELDS`."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < _LATEST_TIME:
+        return False
+    named = field.endswith(("At", "By", "Until")) or field.lower().endswith("deadline")
+    return named or field in TIME_FIELDS.get(error, frozenset())
+
+
+def _utc(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
 
 
 def _show(value: Any) -> str:

@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+import requests
 from eth_account.signers.local import LocalAccount
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markup import escape
 from rich.table import Table
 
 from market.chain import TOKEN, ChainConnectionError, ChainError, ContractRevert
@@ -42,7 +44,9 @@ ACCOUNT_ENV = "MARKET_ACCOUNT"
 PASSWORD_ENV = "MARKET_PASSWORD"
 
 err = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
+"""Standard output: lines are never broken by the console (an address stays whole when
+piped or in a narrow terminal); tables size themselves (`table`)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,8 +60,15 @@ class UserError(click.ClickException):
         fail_line(self.message)
 
 
+class BadValue(UserError):
+    """An option's value that is malformed (an amount of -5, a deadline of "soon"): a
+    malformed command line, shown as one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
 def fail_line(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 # Hints for the custom errors people run into; the decoded error is always shown as well.
@@ -72,8 +83,6 @@ REVERT_HINTS = {
     "least 3; raise --committee-size or set --max-slash-bps 0",
     "MarketplaceAcceptWindowClosed": "the job's acceptance window is over",
     "MarketplaceAlreadyAccepted": "this heavy node already accepted the job",
-    "MarketplaceDeadlineOutOfRange": "the deadline must be in the future and within the "
-    "maximum job window; choose another --deadline",
     "MarketplaceStakeTooLow": "the stake is below the market's minimum; stake more",
     "MarketplaceStillUnbonding": "the stake is still unbonding; withdraw after the time shown",
     "MarketplaceNotUnbonding": "request the unstake first (`unstake`), then withdraw once the "
@@ -103,22 +112,79 @@ REVERT_HINTS = {
 }
 
 
+def revert_hint(exc: ContractRevert) -> str | None:
+    """What to do about a custom error people run into (None when there is nothing to add)."""
+    if exc.error_name == "MarketplaceDeadlineOutOfRange" and {"earliest", "latest"} <= set(
+        exc.values
+    ):
+        # The contract takes deadlines in [block.timestamp + 1, block.timestamp + window].
+        window = int(exc.values["latest"]) - int(exc.values["earliest"]) + 1
+        return (
+            "the deadline must be after the posting block and at most this market's maximum "
+            f"job window of {format_span(window)} after it; choose another --deadline"
+        )
+    return REVERT_HINTS.get(exc.error_name)
+
+
+_UNREACHABLE = (ChainConnectionError, ConnectionError, requests.ConnectionError, requests.Timeout)
+"""What a node that does not answer surfaces as: our own error, or web3's and the HTTP
+client's when a node dies between two requests of a command."""
+
+
+def _unreachable_message(exc: BaseException) -> str:
+    if isinstance(exc, requests.RequestException):
+        url = getattr(exc.request, "url", None) or "the node"
+        return (
+            f"{url} stopped answering ({type(exc).__name__}); check that the node still runs "
+            "(`market devnet status` for the devnet)"
+        )
+    return str(exc)
+
+
 class MarketGroup(click.Group):
-    """Turns the errors a user can cause into one line on stderr and a stable exit code."""
+    """Turns the errors a user can cause into one line on stderr and a stable exit code:
+    with `--json` on the command line, that line is `{"error": ..., "code": ...}`."""
+
+    json_errors = False
+
+    def main(self, args: Any = None, *rest: Any, **options: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        given = argv[: argv.index("--")] if "--" in argv else argv
+        self.json_errors = "--json" in given
+        return super().main(args, *rest, **options)
+
+    def make_context(self, *args: Any, **options: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **options)
+        except click.ClickException as exc:  # a malformed `market` option itself
+            if not self.json_errors:
+                raise
+            self._fail(exc.format_message(), exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # UserError, and click's own usage errors
+            if not self.json_errors:
+                raise
+            self._fail(exc.format_message(), exc.exit_code)
+        except BrokenPipeError:  # stdout closed by a reader (`| head`): not the network
+            raise
         except ContractRevert as exc:
-            hint = REVERT_HINTS.get(type(exc).__name__)
-            fail_line(f"transaction reverted: {exc}" + (f" ({hint})" if hint else ""))
-            sys.exit(EXIT_REVERTED)
-        except ChainConnectionError as exc:
-            fail_line(f"network unreachable: {exc}")
-            sys.exit(EXIT_UNREACHABLE)
+            hint = revert_hint(exc)
+            self._fail(f"transaction reverted: {exc}" + (f" ({hint})" if hint else ""),
+                       EXIT_REVERTED)  # fmt: skip
+        except _UNREACHABLE as exc:
+            self._fail(f"network unreachable: {_unreachable_message(exc)}", EXIT_UNREACHABLE)
         except (ChainError, WalletError, DatasetError, DocumentError) as exc:
-            fail_line(str(exc))
-            sys.exit(EXIT_ERROR)
+            self._fail(str(exc), EXIT_ERROR)
+
+    def _fail(self, message: str, code: int) -> NoReturn:
+        if self.json_errors:
+            click.echo(json.dumps({"error": message, "code": code}), err=True)
+        else:
+            fail_line(message)
+        sys.exit(code)
 
 
 # ---------------------------------------------------------------------------- options
@@ -146,11 +212,32 @@ def network_options(fn: F) -> F:
     )
     @functools.wraps(fn)
     def wrapper(*args: Any, network_name: str, rpc_url: str | None, **kwargs: Any) -> Any:
-        return fn(
-            *args, network=lambda: open_network(Home.default(), network_name, rpc_url), **kwargs
-        )
+        return fn(*args, network=lambda: _recorded(network_name, rpc_url), **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+_SENDS = "market.sends"
+_SENT = "market.sent"
+
+
+@contextmanager
+def _recorded(network_name: str, rpc_url: str | None) -> Iterator[Network]:
+    """The network, with the transactions the command mines on it recorded (`emit_json`)."""
+    with open_network(Home.default(), network_name, rpc_url) as net:
+        with net.chain.recording() as receipts:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None:
+                ctx.meta.setdefault(_SENT, []).append(receipts)  # read live by `emit_json`
+            yield net
+
+
+def sends_transactions() -> None:
+    """Mark the running command as one that sends transactions: its `--json` output carries
+    their hashes (`tx_hashes`). Commands with `--account` are marked already."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_SENDS] = True
 
 
 def account_options(fn: F) -> F:
@@ -172,6 +259,7 @@ def account_options(fn: F) -> F:
     )
     @functools.wraps(fn)
     def wrapper(*args: Any, alias: str, password_file: Path | None, **kwargs: Any) -> Any:
+        sends_transactions()
         return fn(*args, signer=Signer(alias, password_file), **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -231,13 +319,13 @@ def parse_tokens(text: str, what: str = "amount") -> int:
     """`"12.5"` or `"12.5 DATA"` → base units (18 decimals), exactly."""
     match = _AMOUNT.match(text)
     if not match:
-        raise UserError(f"{what} {text!r} is not a token amount; write it like 100 or 12.5")
+        raise BadValue(f"{what} {text!r} is not a token amount; write it like 100 or 12.5")
     try:
         value = Decimal(match.group(1)) * TOKEN
     except InvalidOperation:
-        raise UserError(f"{what} {text!r} is not a token amount") from None
+        raise BadValue(f"{what} {text!r} is not a token amount") from None
     if value != value.to_integral_value():
-        raise UserError(f"{what} {text!r} has more than 18 decimals")
+        raise BadValue(f"{what} {text!r} has more than 18 decimals")
     return int(value)
 
 
@@ -264,12 +352,12 @@ def parse_deadline(text: str, now: int) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(
+        raise BadValue(
             f"deadline {text!r} not understood; write a duration (90m, 2h, 3d), a unix time, "
             "or an ISO time (2026-12-01T12:00:00+00:00)"
         ) from None
     if moment.tzinfo is None:
-        raise UserError(f"deadline {text!r} needs a time zone, like +00:00")
+        raise BadValue(f"deadline {text!r} needs a time zone, like +00:00")
     return int(moment.timestamp())
 
 
@@ -294,15 +382,38 @@ def format_time(unix: int) -> str:
 
 # ---------------------------------------------------------------------------- output
 def emit_json(value: object) -> None:
+    """Print `value` as JSON; a command that sends transactions (`sends_transactions`) adds
+    `tx_hashes` to its object: the hash of every transaction it mined, in order."""
+    ctx = click.get_current_context(silent=True)
+    if isinstance(value, dict) and ctx is not None and ctx.meta.get(_SENDS):
+        sent = [r.tx_hash for receipts in ctx.meta.get(_SENT, []) for r in receipts]
+        value = {**value, "tx_hashes": sent}
     click.echo(json.dumps(value, indent=2, default=str))
 
 
+class WholeTable(Table):
+    """A table that never breaks a word: a column of single words (addresses, hashes, URLs,
+    numbers) never wraps, and the table is drawn wider than the console rather than fold one
+    (a terminal wraps the long line as a whole). Piped, it keeps its natural width."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        unbounded = options.update_width(1_000_000)
+        widths = [self._measure_column(console, unbounded, c) for c in self.columns]
+        least = (lambda m: m.minimum) if console.is_terminal else (lambda m: m.maximum)
+        need = sum(least(m) for m in widths) + self._extra_width
+        if need > options.max_width:
+            options = options.update_width(need)
+        yield from super().__rich_console__(console, options)
+
+
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
-    for column in columns:
-        t.add_column(column, overflow="fold")
-    for row in rows:
-        t.add_row(*(str(c) for c in row))
+    cells = [[str(c) for c in row] for row in rows]
+    t = WholeTable(title=title, title_justify="left", show_header=any(columns))
+    for i, column in enumerate(columns):
+        words = all(not any(ch.isspace() for ch in row[i]) for row in cells if i < len(row))
+        t.add_column(column, overflow="fold", no_wrap=words)
+    for row in cells:
+        t.add_row(*row)
     return t
 
 
@@ -317,6 +428,7 @@ def step(message: str) -> Iterator[None]:
 
 
 __all__ = [
+    "BadValue",
     "EXIT_ERROR",
     "EXIT_REVERTED",
     "EXIT_UNREACHABLE",
@@ -335,6 +447,7 @@ __all__ = [
     "out",
     "parse_deadline",
     "parse_tokens",
+    "sends_transactions",
     "step",
     "table",
 ]

@@ -18,6 +18,7 @@ from market.cli.common import (
     network_options,
     out,
     parse_tokens,
+    sends_transactions,
     step,
     table,
     wallet,
@@ -65,6 +66,15 @@ def _print_status(status: Any) -> None:
 def devnet_up_cmd(port: int, hardhat: bool, as_json: bool) -> None:
     """Start Anvil (or Hardhat) in the background and deploy the market (once)."""
     kind = "hardhat" if hardhat else "anvil"
+    running = devnet_status(Home.default())
+    if running.running and running.url is not None:
+        running_port = int(running.url.rsplit(":", 1)[1])
+        if (running.kind or "anvil", running_port) != (kind, port):
+            raise UserError(
+                f"a devnet is already running at {running.url} ({running.kind}, port "
+                f"{running_port}), not {kind} on port {port}: `market devnet down` first, or "
+                "use it as it is (--network devnet)"
+            )
     with step(f"starting {kind} and deploying the market"):
         status = devnet_up(Home.default(), port, kind=kind)
     if as_json:
@@ -120,11 +130,12 @@ def faucet(
     as_json: bool,
 ) -> None:
     """Mint DATA tokens and gas money to an account (devnets only)."""
+    sends_transactions()
     target = to or alias
+    tokens = parse_tokens(amount)  # a malformed command line first (exit 2)
     if target is None:
         raise UserError("say whom to fund: --account ALIAS or --to ADDRESS")
     address = _address_of(target)
-    tokens = parse_tokens(amount)
     with network() as net:
         if not net.chain.backend.is_devnet:
             raise UserError(f"{net.name} is not a devnet: there is no faucet; buy tokens instead")

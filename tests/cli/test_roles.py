@@ -108,7 +108,7 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     assert "more than" in line and "faucet" in line
     line = cli.fails(1, "bounty", "show", "99", net=True)
     assert "no job 99" in line
-    line = cli.fails(1, *post, "--budget", "ten", "--account", "buyer", net=True)
+    line = cli.fails(2, *post, "--budget", "ten", "--account", "buyer", net=True)
     assert "not a token amount" in line
     spec.write_text(spec.read_text().replace('"op": "mean"', '"op": "median"'))
     line = cli.fails(1, *post, "--budget", "5", "--account", "buyer", net=True)
