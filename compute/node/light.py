@@ -305,11 +305,10 @@ class LightService:
         self._follow()
         for job_id in range(1, count + 1):
             view = escrow.job(job_id)
-            if job_id > self._jobs_seen:
-                log.info("job %s: %s, submissions close %s", job_id, view.state.name.lower(),
-                         _utc(view.deadline))  # fmt: skip
             if view.state is not JobState.POSTED or self.clock() > view.deadline:
                 continue
+            if job_id > self._jobs_seen:
+                log.info("job %s: open, submissions close %s", job_id, _utc(view.deadline))
             # Only to a committee the contract drew and whose acceptance is over: never to
             # members the buyer named, never to a member that may not take part.
             if not escrow.committee_ready(job_id):

@@ -42,6 +42,7 @@ EXIT_UNREACHABLE = 4
 
 ACCOUNT_ENV = "MARKET_ACCOUNT"
 PASSWORD_ENV = "MARKET_PASSWORD"
+PASSWORD_FILE_ENV = "MARKET_PASSWORD_FILE"
 
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -255,7 +256,9 @@ def account_options(fn: F) -> F:
         "--password-file",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help=f"File whose first line is the password (or ${PASSWORD_ENV}, or a prompt).",
+        envvar=PASSWORD_FILE_ENV,
+        help=f"File whose first line is the password (also ${PASSWORD_FILE_ENV}; else "
+        f"${PASSWORD_ENV}, else a prompt in a terminal).",
     )
     @functools.wraps(fn)
     def wrapper(*args: Any, alias: str, password_file: Path | None, **kwargs: Any) -> Any:

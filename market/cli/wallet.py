@@ -9,6 +9,7 @@ import click
 
 from market.cli.common import (
     PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
     UserError,
     _prompt,
     emit_json,
@@ -23,7 +24,9 @@ password_file_option = click.option(
     "--password-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help=f"File whose first line is the password (or ${PASSWORD_ENV}, or a prompt).",
+    envvar=PASSWORD_FILE_ENV,
+    help=f"File whose first line is the password (also ${PASSWORD_FILE_ENV}; else "
+    f"${PASSWORD_ENV}, else a prompt in a terminal).",
 )
 
 

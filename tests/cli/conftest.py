@@ -30,7 +30,8 @@ class Cli:
     """Options that select the network under test (`--network embedded|devnet`)."""
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("ETH_RPC_URL", "MARKET_ACCOUNT")}
+        own = ("ETH_RPC_URL", "MARKET_ACCOUNT", "MARKET_PASSWORD_FILE")  # not the developer's
+        env = {k: v for k, v in os.environ.items() if k not in own}
         env.update(
             MARKET_HOME=str(self.home),
             MARKET_PASSWORD=PASSWORD,
