@@ -65,6 +65,10 @@ class DemoReport:
     secure_mean: float
     plain_mean: float
     records: int
+    clipped: int
+    """Values outside the proposal's bounds, counted under sharing (the committee's total)."""
+    plain_clipped: int
+    """The same count over the plaintext tables that took part."""
     budget: int
     fee_per_node: dict[str, int]
     earnings: dict[str, int]
@@ -242,7 +246,8 @@ def report(
     """The demo's report, with the plaintext mean of the tables that took part beside the
     secure result."""
     assert document.payouts is not None
-    values = np.concatenate([np.clip(t["systolic_bp"].to_numpy(), LO, HI) for t in used])
+    raw = np.concatenate([t["systolic_bp"].to_numpy() for t in used])
+    values = np.clip(raw, LO, HI)
     return DemoReport(
         providers=providers,
         participants=len(document.result["participants"]),
@@ -252,6 +257,8 @@ def report(
         secure_mean=float(document.result["values"][0]),
         plain_mean=float(values.mean()),
         records=int(document.result["count"]),
+        clipped=int(document.result.get("clipped") or 0),
+        plain_clipped=int(((raw < LO) | (raw > HI)).sum()),
         budget=BUDGET,
         fee_per_node=fees,
         earnings=earnings,

@@ -286,6 +286,10 @@ def _print_report(report: Any) -> None:
         f"  secure result {report.secure_mean:.6f}   plaintext {report.plain_mean:.6f}   "
         f"difference {report.error:.2e}"
     )
+    out.print(
+        f"  {report.clipped} values outside the proposal's bounds were clipped, counted under "
+        f"sharing (plaintext count {report.plain_clipped})"
+    )
     if report.refused:
         reason = next(iter(report.refused.values()))
         out.print(f"  {len(report.refused)} clinics declined under their policy ({reason})")

@@ -103,6 +103,7 @@ def test_demo_settles_and_pays_everyone():
     report = json.loads(proc.stdout)
     assert report["state"] == "FINALIZED"
     assert abs(report["secure_mean"] - report["plain_mean"]) < 1e-4
+    assert report["clipped"] == report["plain_clipped"]  # the committee's count, under sharing
     assert len(report["earnings"]) == report["participants"] == 5
     assert len(report["refused"]) == 1  # one clinic in ten demands DP and declines
     paid = sum(report["earnings"].values()) + sum(report["fee_per_node"].values())
