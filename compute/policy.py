@@ -23,6 +23,12 @@ approval.
 | `min_committee_size` | fewer heavy nodes would hold shares (of the size, or that accepted) |
 | `allowed_operators` | a list is given and a committee member is not on it |
 | `denied_operators` | a committee member is on this list |
+| `budget` | (light node) its (epsilon, delta) exceeds what a dataset, or its buyer, has left |
+
+`budget` (`compute.budget.BudgetSpec`): `{"epsilon": 10, "delta": 1e-6, "per_buyer":
+{"epsilon": 2, "delta": 1e-7}, "window_s": 2592000, "composition": "zcdp"}`, every key but
+`epsilon` optional. It is the one rule `evaluate` does not apply: it needs the dataset's ledger,
+which the light node keeps (`compute.node.light.LightState`).
 
 `min_budget_per_participant` uses the proposal's minimum number of participants, i.e. the most a
 participant can be paid under an equal split; more participants each get less.
@@ -38,6 +44,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from compute.budget import BudgetSpec
 from compute.errors import ComputeError
 from compute.maps import MAP_FUNCTIONS, columns_touched
 from compute.proposal import BPS, Address, Kind, Proposal, checksum_address, describe
@@ -87,6 +94,10 @@ class Policy(BaseModel):
     """Heavy-node operators this provider shares with; `None` accepts any drawn member."""
     denied_operators: frozenset[Address] = frozenset()
     """Heavy-node operators this provider never shares with."""
+    budget: BudgetSpec | None = None
+    """Each dataset's differential-privacy budget (total, per buyer, window, composition
+    rule), enforced by the light node's ledger; `None`: unlimited (a job without DP spends
+    nothing recorded). With a budget, a job without DP is refused: its epsilon is unbounded."""
 
     @field_validator("allowed_functions")
     @classmethod

@@ -22,6 +22,7 @@ import requests
 from eth_account.signers.local import LocalAccount
 from numpy.typing import ArrayLike
 
+from compute.budget import Spend, check, job_cost, mock_spend, retry_at
 from compute.errors import ComputeError
 from compute.maps import run_map
 from compute.messages import RoundConfig
@@ -171,7 +172,35 @@ class LightState:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
         if "policy" not in columns:  # a database from before refusals were reconsidered
             self._db.execute("ALTER TABLE decisions ADD COLUMN policy TEXT NOT NULL DEFAULT ''")
+        # The privacy-budget ledger: one spend per (job, dataset), on disk (synchronous=FULL)
+        # before any share of it is sent; a resend after a crash finds it and spends nothing.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS spends (job INTEGER, dataset TEXT, buyer TEXT, "
+            "epsilon REAL, delta REAL, rho REAL, at REAL, PRIMARY KEY (job, dataset))"
+        )
         self._lock = threading.Lock()
+
+    def spend(self, dataset: str, spend: Spend) -> bool:
+        """Record `spend` for (its job, `dataset`), committed before this returns; False (and
+        nothing written) if that job already spent on this dataset."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO spends (job, dataset, buyer, epsilon, delta, rho, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (spend.job, dataset, spend.buyer, spend.epsilon, spend.delta, spend.rho, spend.at),
+            )
+        return cursor.rowcount == 1
+
+    def spends(self, dataset: str) -> list[Spend]:
+        """Every job's spend on `dataset`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job, buyer, epsilon, delta, rho, at FROM spends WHERE dataset = ? "
+                "ORDER BY at, job",
+                (dataset,),
+            ).fetchall()
+        return [Spend(int(j), b, float(e), float(d), r, float(a)) for j, b, e, d, r, a in rows]
 
     def policy_of(self, job: int, dataset: str) -> str:
         """The fingerprint of the policy under which (job, dataset) was decided ('' if none)."""
@@ -218,6 +247,8 @@ class LocalData:
     model."""
     model: Any = None
     """`() -> fitted classifier` (`compute.node.ensemble.load_model`), for ensemble jobs."""
+    mock_spend: tuple[float, float] | None = None
+    """(epsilon, delta) its dp mock data spent (the ledger's first spend), if it has any."""
 
 
 def policy_fingerprint(policy: Any) -> str:
@@ -289,7 +320,13 @@ class LightService:
         decided = self.state.get(job_id, dataset)
         if decided is None or decided[0] == "approved":
             return True
-        if decided[0] == "refused" and self.state.policy_of(job_id, dataset) != self.fingerprint:
+        fingerprint, _, retry = self.state.policy_of(job_id, dataset).partition("@")
+        if decided[0] == "refused" and retry and self.clock() >= float(retry):
+            log.info("job %s, dataset %s: refused for its privacy budget (%s); spends have left "
+                     "the budget's window since, reconsidering it", job_id, dataset,
+                     decided[1])  # fmt: skip
+            return True
+        if decided[0] == "refused" and fingerprint != self.fingerprint:
             log.info("job %s, dataset %s: refused under another policy (%s); reconsidering it "
                      "under this one", job_id, dataset, decided[1])  # fmt: skip
             return True
@@ -372,6 +409,8 @@ class LightService:
                 except (ComputeError, TipError, ValuationError, EnsembleJobError) as exc:
                     self._decide(taken, job_id, d, "refused", f"cannot run the map: {exc}")
                     continue
+                if not self._spend(taken, job_id, d, view.buyer, config):
+                    continue
                 try:
                     delivery = self.node.submit(
                         view, config, d.dataset_id, records, self.policy.max_slash_bps, payload
@@ -387,9 +426,47 @@ class LightService:
         self._jobs_seen = max(self._jobs_seen, count)
         return taken
 
-    def _decide(self, taken: list, job_id: int, d: LocalData, status: str, reason: str) -> None:
+    def _spend(self, taken: list, job_id: int, d: LocalData, buyer: str, config: Any) -> bool:
+        """Charge the job's (epsilon, delta) to the dataset's ledger, durably, before any share
+        is sent; False (the job refused, the reason naming what is left) if it does not fit the
+        policy's budget. A job that already spent here (a resend after a crash) spends nothing
+        more. Without a budget, a DP job's spend is still recorded and a non-DP job's is not."""
         dataset = "0x" + d.dataset_id.hex()
-        self.state.set(job_id, dataset, status, reason, self.fingerprint)
+        spends = self.state.spends(dataset)
+        if any(s.job == job_id for s in spends):
+            log.info("job %s, dataset %s: its privacy budget spent already; sending again",
+                     job_id, dataset)  # fmt: skip
+            return True
+        plan = config.privacy
+        now = float(self.clock())
+        new = None if plan is None else Spend(job_id, buyer, *job_cost(plan), at=now)
+        budget = getattr(self.policy, "budget", None)
+        if budget is not None:
+            mock = mock_spend(d)
+            ledger = ([mock] if mock else []) + spends
+            verdict = check(budget, ledger, new, now)
+            if not verdict.fits:
+                again = retry_at(ledger, budget, now)
+                self._decide(taken, job_id, d, "refused", "; ".join(verdict.reasons),
+                             None if again is None else f"{self.fingerprint}@{again}")  # fmt: skip
+                return False
+        if new is not None:
+            self.state.spend(dataset, new)
+            log.info("job %s, dataset %s: spent epsilon %g, delta %g of its privacy budget",
+                     job_id, dataset, new.epsilon, new.delta)  # fmt: skip
+        return True
+
+    def _decide(
+        self,
+        taken: list,
+        job_id: int,
+        d: LocalData,
+        status: str,
+        reason: str,
+        policy: str | None = None,
+    ) -> None:
+        dataset = "0x" + d.dataset_id.hex()
+        self.state.set(job_id, dataset, status, reason, policy or self.fingerprint)
         taken.append((job_id, dataset, status, reason))
         log.info("job %s, dataset %s: %s (%s)", job_id, dataset, status, reason)
 

@@ -195,7 +195,10 @@ def _local_data(d: LocalDataset) -> Any:
 
     if d.model is not None:
         return LocalData(d.dataset_id, None, model=load_model(d.path))
-    return LocalData(d.dataset_id, lambda: read_table(d.path))
+    # The dp mock data's (epsilon, delta), when its owner chose it: the ledger's first spend.
+    return LocalData(
+        d.dataset_id, lambda: read_table(d.path), mock_spend=getattr(d, "mock_spend", None)
+    )
 
 
 @node_group.command("light")
