@@ -33,6 +33,7 @@ from market.cli.common import (
 from market.datasets import LocalDataset, read_table, register_dataset, registered_datasets
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, ResultDocument, fetch
+from market.home import Home
 from market.keys import box_public_key
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
@@ -1165,6 +1166,96 @@ def dataset_mock(dataset: str) -> None:
             "a model serves ensemble jobs, scored on the job's public evaluation set)"
         )
     click.echo(local.mock_path.read_text(), nl=False)
+
+
+@dataset_group.command("budget")
+@click.argument("dataset")
+@click.option("--account", "alias", envvar="MARKET_ACCOUNT", default=None,
+              help="Whose light-node ledger to read (default: every ledger on this machine).")
+@click.option("--policy", "policy_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The policy the light node runs with (its budget: the totals).")
+@json_option
+def dataset_budget(dataset: str, alias: str | None, policy_file: Path | None,
+                   as_json: bool) -> None:  # fmt: skip
+    """DATASET's differential-privacy budget (its id or name): the total (from the policy's
+    budget), what the jobs it took part in spent under the budget's composition rule, what is
+    left, and each spend (job, buyer, epsilon, delta, when), from the light node's ledger."""
+    import time
+
+    from compute.budget import Standing, basic, mock_spend, standing
+    from compute.node.light import LightState
+    from compute.policy import PolicyError, parse_policy
+
+    local = _local(dataset)
+    budget = None
+    if policy_file is not None:
+        try:
+            budget = parse_policy(policy_file.read_bytes()).budget
+        except PolicyError as exc:
+            raise UserError(f"{policy_file}: {exc}") from None
+    ledgers = Home.default().dir("light")
+    paths = [ledgers / f"{alias}.db"] if alias else sorted(ledgers.glob("*.db"))
+    name = "0x" + local.dataset_id.hex()
+    spends = [s for p in paths if p.exists() for s in LightState(str(p)).spends(name)]
+    spends.sort(key=lambda s: (s.at, s.job))
+    mock = mock_spend(local)
+    ledger = ([mock] if mock else []) + spends
+    now = time.time()
+    per_buyer: dict[str, Standing] = {}
+    if budget is None:  # unlimited: what was spent, under basic composition
+        spent, counted = basic(ledger), ledger
+    else:
+        whole = standing(budget, ledger, now)
+        spent, counted = whole.spent, list(whole.spends)
+        if budget.per_buyer is not None:
+            for buyer in sorted({s.buyer for s in spends}):
+                per_buyer[buyer] = standing(budget, ledger, now, buyer)
+    jobs = [{**s.to_json(), "counted": s in counted} for s in ledger]
+    data: dict[str, Any] = {
+        "dataset": name,
+        "name": local.name,
+        "budget": None if budget is None else budget.model_dump(mode="json"),
+        "total": None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta},
+        "spent": {"epsilon": spent.epsilon, "delta": spent.delta},
+        "remaining": None
+        if budget is None
+        else dict(zip(("epsilon", "delta"), whole.remaining, strict=True)),
+        # The policy's rule, and the one that gave the figure (zcdp charges the tighter).
+        "rule": spent.rule if budget is None else f"{budget.composition}: {spent.rule}",
+        "jobs": jobs,
+        "per_buyer": {
+            b: {"spent": {"epsilon": st.spent.epsilon, "delta": st.spent.delta},
+                "remaining": dict(zip(("epsilon", "delta"), st.remaining, strict=True))}
+            for b, st in per_buyer.items()
+        },  # fmt: skip
+    }
+    if as_json:
+        emit_json(data)
+        return
+
+    def pair(x: dict[str, float] | None) -> str:
+        return "unlimited" if x is None else f"epsilon {x['epsilon']:.6g}, delta {x['delta']:.3g}"
+
+    window = "" if budget is None or budget.window_s is None else f", over {budget.window_s} s"
+    rows = [["total", pair(data["total"]) + window], ["spent", pair(data["spent"])],
+            ["remaining", pair(data["remaining"])], ["composition", data["rule"]]]  # fmt: skip
+    out.print(table(f"Privacy budget of {local.name}", ["", "epsilon, delta"], rows))
+    if budget is None:
+        out.print("no budget set: give the light node's policy (--policy FILE) with a budget")
+    if per_buyer:
+        out.print(table("Per buyer", ["buyer", "spent", "remaining"],
+                        [[b, pair(v["spent"]), pair(v["remaining"])]
+                         for b, v in data["per_buyer"].items()]))  # fmt: skip
+    if not jobs:
+        out.print("no job has spent any of it yet")
+        return
+    out.print(table("Spent by", ["job", "buyer", "epsilon", "delta", "when", "counted"],
+                    [[j["what"] if j["job"] == 0 else j["job"], j["buyer"] or "-",
+                      f"{j['epsilon']:.6g}", f"{j['delta']:.3g}",
+                      format_time(int(j["at"])) if j["at"] else "-",
+                      "yes" if j["counted"] else "no (outside the window)"]
+                     for j in jobs]))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ heavy
