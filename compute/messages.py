@@ -127,14 +127,17 @@ class Partial:
 
 @dataclass(frozen=True, eq=False)
 class Statistic:
-    """Ensemble rounds, heavy node to peer: the sender's shares of each participant's
-    validation statistic (participants' order), from which the weights are fitted."""
+    """Ensemble rounds, heavy node to peer: at stage 0 the sender's shares of each
+    participant's validation statistic (participants' order), from which the candidate blends
+    are computed; at stage 1 its shares of each candidate blend's validation probabilities
+    (`compute.ensemble.blend_partial`), from which the weights are chosen."""
 
     job_id: str
     sender: int
     recipient: int
     participants: tuple[str, ...]
     value: NDArray[np.uint64]
+    stage: int = 0
 
 
 Event = Submission | CloseSubmissions | PeerUnavailable | Agreement | Statistic | Partial

@@ -23,8 +23,12 @@ Heavy node (`HeavyNodeRound`), phases and transitions all in `TRANSITIONS`:
 | AGREEING   | too few nodes or participants | ABORTED   | `Abort`                             |
 | AGREEING   | views complete, ensemble      | FITTING   | agree; send its `Statistic` to peers|
 | FITTING    | `Agreement`, `Statistic`, `Partial` | FITTING | keep                            |
-| FITTING    | statistics complete           | COMBINING | fit the weights; send its `Partial` |
+| FITTING    | statistics complete, one model| COMBINING | fit the weights; send its `Partial` |
+| FITTING    | statistics complete, blends   | SELECTING | send its stage-1 `Statistic`        |
 | FITTING    | too few or wrong statistics   | ABORTED   | `Abort`, naming a cheater if it can |
+| SELECTING  | `Agreement`, `Statistic`, `Partial` | SELECTING | keep                          |
+| SELECTING  | blends complete               | COMBINING | choose the weights; send `Partial`  |
+| SELECTING  | too few or wrong blends       | ABORTED   | `Abort`, naming a cheater if it can |
 | COMBINING  | `Partial`                     | COMBINING | keep                                |
 | COMBINING  | partials complete             | DONE      | reconstruct and decode: `Result`    |
 | COMBINING  | too few or wrong partials     | ABORTED   | `Abort`, naming a cheater if it can |
@@ -40,10 +44,14 @@ is only ever reconstructed with the noise in it. Inputs the table does not allow
 
 Ensemble rounds (an `EnsemblePlan` in the configuration) fit their weights inside the round:
 after agreeing, each node sends its shares of every participant's validation statistic
-(`compute.ensemble.stat_partial`, one value per model), reconstructs them with its peers'
-(Shamir checks them like partials), fits the weights from them (`EnsemblePlan.fit`, the same
-on every node) and only then sends its weighted partial of the test probabilities. A node that
-gives up on a peer during the fit does not take that peer's partial afterwards.
+(`compute.ensemble.stat_partial`, one value per model, a stage-0 `Statistic`) and
+reconstructs them with its peers' (Shamir checks them like partials). From them every node
+computes the same candidate blends (`EnsemblePlan.blends`); with two models or more it sends
+its shares of the blends' validation probabilities (`compute.ensemble.blend_partial`, a
+stage-1 `Statistic`), reconstructs them, chooses the candidate with the best validation
+accuracy (`EnsemblePlan.select`, the same on every node) and only then sends its weighted
+partial of the test probabilities. A node that gives up on a peer during the fit does not take
+that peer's later values.
 """
 
 from __future__ import annotations
@@ -58,7 +66,13 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from compute.ensemble import EnsembleFit, decode_ensemble, stat_partial, weighted_partial
+from compute.ensemble import (
+    Selection,
+    blend_partial,
+    decode_ensemble,
+    stat_partial,
+    weighted_partial,
+)
 from compute.errors import (
     DuplicateMessageError,
     DuplicateSubmissionError,
@@ -161,6 +175,7 @@ class Phase(StrEnum):
     COLLECTING = "collecting"
     AGREEING = "agreeing"
     FITTING = "fitting"
+    SELECTING = "selecting"
     COMBINING = "combining"
     DONE = "done"
     ABORTED = "aborted"
@@ -172,11 +187,14 @@ class Trigger(StrEnum):
     VIEWS_COMPLETE = "views complete"
     FIT_WEIGHTS = "views complete, ensemble"
     STATISTICS_COMPLETE = "statistics complete"
+    EVALUATE_BLENDS = "statistics complete, blends"
+    BLENDS_COMPLETE = "blends complete"
     PARTIALS_COMPLETE = "partials complete"
     ABORT = "abort"
 
 
 _C, _A, _F, _M = Phase.COLLECTING, Phase.AGREEING, Phase.FITTING, Phase.COMBINING
+_S = Phase.SELECTING
 _D, _X = Phase.DONE, Phase.ABORTED
 
 TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = MappingProxyType({
@@ -198,7 +216,14 @@ TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = Mappin
     (_F, Partial): _F,
     (_F, PeerUnavailable): _F,
     (_F, Trigger.STATISTICS_COMPLETE): _M,
+    (_F, Trigger.EVALUATE_BLENDS): _S,
     (_F, Trigger.ABORT): _X,
+    (_S, Agreement): _S,
+    (_S, Statistic): _S,
+    (_S, Partial): _S,
+    (_S, PeerUnavailable): _S,
+    (_S, Trigger.BLENDS_COMPLETE): _M,
+    (_S, Trigger.ABORT): _X,
     (_M, Agreement): _M,
     (_M, Statistic): _M,
     (_M, Partial): _M,
@@ -222,6 +247,7 @@ class _Peers:
     views: dict[int, frozenset[str]] = field(default_factory=dict)
     noise: dict[int, NDArray[np.uint64]] = field(default_factory=dict)
     statistics: dict[int, Statistic] = field(default_factory=dict)
+    blends: dict[int, Statistic] = field(default_factory=dict)
     partials: dict[int, Partial] = field(default_factory=dict)
     unavailable: set[int] = field(default_factory=set)
 
@@ -251,7 +277,10 @@ class HeavyNodeRound:
         self._peers = _Peers()
         self._own: Partial | None = None
         self._own_statistic: Statistic | None = None
-        self._fit: tuple[NDArray[np.float64], NDArray[np.int64]] | None = None
+        self._own_blend: Statistic | None = None
+        self._totals: NDArray[np.int64] | None = None
+        self._blends: tuple[NDArray[np.int64], ...] = ()
+        self._selection: Selection | None = None
         self._live: tuple[int, ...] = ()
 
     @property
@@ -316,6 +345,10 @@ class HeavyNodeRound:
             self._peers.statistics, self._live_peers()
         ):
             return self._fit_weights()
+        if self.phase is Phase.SELECTING and self._heard_from_all(
+            self._peers.blends, self._live_peers()
+        ):
+            return self._select()
         if self.phase is Phase.COMBINING and self._heard_from_all(
             self._peers.partials, self._live_peers()
         ):
@@ -394,24 +427,57 @@ class HeavyNodeRound:
         ] + self._advance()
 
     def _fit_weights(self) -> list[Outgoing]:
-        """Ensemble rounds: reconstruct the validation statistics, fit the weights, and send
-        this node's weighted partial of the test probabilities."""
+        """Ensemble rounds: reconstruct the validation statistics; with candidate blends, send
+        this node's shares of their validation probabilities, else choose the best model."""
         own = self._own_statistic
         plan, scheme = self.config.ensemble, self.config.scheme
         assert own is not None and plan is not None  # set by _send_statistics
         reconstructed = self._reconstruct(own, self._peers.statistics, "statistics")
         if reconstructed is None:
             return []
-        totals, _ = reconstructed
-        self._fit = plan.fit(totals)
-        weights = self._fit[1]
+        self._totals, _ = reconstructed
+        self._blends = plan.blends(self._totals)
+        if not self._blends:
+            self._move(Trigger.STATISTICS_COMPLETE)
+            return self._send_partial(plan.select(self._totals))
+        self._move(Trigger.EVALUATE_BLENDS)
+        value = np.zeros(plan.blend_length(len(own.participants)), dtype=np.uint64)
+        start = 0
+        for rows in self._rows(own.participants):
+            chunk = [w[start : start + len(rows)] for w in self._blends]
+            value = scheme.add(value, blend_partial(scheme, rows, plan.layout, chunk))
+            start += len(rows)
+        job = self.config.job_id
+        self._own_blend = Statistic(job, self.index, self.index, own.participants, value, 1)
+        return [
+            Statistic(job, self.index, peer, own.participants, value, 1)
+            for peer in self._live_peers()
+        ] + self._advance()
+
+    def _select(self) -> list[Outgoing]:
+        """Ensemble rounds: reconstruct the blends' validation probabilities, choose the
+        candidate with the best validation accuracy, and send this node's partial."""
+        own, plan = self._own_blend, self.config.ensemble
+        assert own is not None and plan is not None and self._totals is not None
+        reconstructed = self._reconstruct(own, self._peers.blends, "blends")
+        if reconstructed is None:
+            return []
+        self._move(Trigger.BLENDS_COMPLETE)
+        return self._send_partial(plan.select(self._totals, self._blends, reconstructed[0]))
+
+    def _send_partial(self, selection: Selection) -> list[Outgoing]:
+        """Ensemble rounds, the weights chosen: this node's weighted partial of the test
+        probabilities, to every live peer."""
+        own, plan, scheme = self._own_statistic, self.config.ensemble, self.config.scheme
+        assert own is not None and plan is not None
+        self._selection = selection
+        weights = selection.weights
         value = np.zeros(plan.layout.n_test * plan.layout.classes, dtype=np.uint64)
         start = 0
         for rows in self._rows(own.participants):
             chunk = weights[start : start + len(rows)]
             value = scheme.add(value, weighted_partial(scheme, rows, plan.layout, chunk))
             start += len(rows)
-        self._move(Trigger.STATISTICS_COMPLETE)
         job = self.config.job_id
         self._own = Partial(job, self.index, self.index, own.participants, (), value)
         return [
@@ -449,12 +515,12 @@ class HeavyNodeRound:
             return []
         total, holders = reconstructed
         reduction = self.config.reduction
-        if self._fit is not None:
+        if self._selection is not None:
             plan = self.config.ensemble
             assert plan is not None
             values = decode_ensemble(total, plan.layout).ravel()
             aggregate = Aggregate(reduction, own.participants, holders, total, values)
-            fit = EnsembleFit(*self._fit, total=total)
+            fit = self._selection.fit(total)
             return self._finish(Result(self.config.job_id, aggregate, None, fit))
         aggregate = Aggregate(reduction, own.participants, holders, total, reduction.finish(total))
         privacy = self.config.privacy
@@ -557,14 +623,20 @@ class HeavyNodeRound:
     def _keep_statistic(self, event: Statistic) -> None:
         if self.config.ensemble is None:
             raise UnexpectedEventError(f"job {self.config.job_id} fits no ensemble weights")
+        if event.stage not in (0, 1):
+            raise MalformedMessageError(
+                f"statistic from node {event.sender} of stage {event.stage}"
+            )
         if event.sender in self._peers.unavailable:
             return
-        if event.sender in self._peers.statistics:
-            raise DuplicateMessageError(f"second statistic from node {event.sender}")
-        self._check_vector(
-            event.value, f"statistic from node {event.sender}", len(event.participants)
-        )
-        self._peers.statistics[event.sender] = event
+        kept = self._peers.blends if event.stage else self._peers.statistics
+        what = "blends" if event.stage else "statistic"
+        if event.sender in kept:
+            raise DuplicateMessageError(f"second {what} from node {event.sender}")
+        models = len(event.participants)
+        length = self.config.ensemble.blend_length(models) if event.stage else models
+        self._check_vector(event.value, f"{what} from node {event.sender}", length)
+        kept[event.sender] = event
 
     def _keep_partial(self, event: Partial) -> None:
         if event.sender in self._peers.unavailable:

@@ -7,8 +7,9 @@ test rows without; content-addressed, `ipfs://`) and posts an `ensemble` bounty.
 trained its own model family on its own data and saved it on its own disk; its light node
 scores the evaluation set with it and Shamir-shares the probabilities to three heavy nodes
 (FastAPI on loopback). After the deadline (the nodes' clock is moved instead of waiting) the
-committee reconstructs each model's validation statistic, fits the weights, releases only the
-weighted ensemble's test probabilities, and finalizes; each holder claims its weight's share.
+committee reconstructs each model's validation statistic, evaluates the candidate blends on
+validation, chooses the weights, releases only the weighted ensemble's test probabilities, and
+finalizes; each holder claims its weight's share.
 The buyer scores the released ensemble on its own test labels.
 """
 
@@ -70,6 +71,11 @@ class EnsembleDemoReport:
     """The model with the best test accuracy (the member the ensemble must not fall below)."""
     plain_ensemble: float
     max_probability_error: float
+    candidates: list[dict[str, Any]]
+    """Every candidate the committee evaluated (name, weights by model name, validation
+    accuracy), the best model alone first, as the result document lists them."""
+    chosen: int
+    """The index of the candidate whose weights were released."""
     budget: int
     fee_per_node: dict[str, int]
     refund: int
@@ -201,4 +207,9 @@ def _report(
         "best_model": max(probabilities, key=lambda n: holders.test_accuracy(probabilities[n][1])),
         "plain_ensemble": holders.test_accuracy(plain.probabilities),
         "max_probability_error": float(np.abs(released - plain.probabilities).max()),
+        "candidates": [
+            {**c, "weights": {names[d]: w for d, w in c["weights"].items()}}
+            for c in summary["candidates"]
+        ],
+        "chosen": summary["chosen"],
     }

@@ -156,6 +156,20 @@ def run_ensemble_bench(
     weights = dict(zip(secure.models, (float(w) for w in secure.weights), strict=True))
     payouts = split_by_weights(POOL, {m: round(w * WEIGHT_SCALE) for m, w in weights.items()})
     best = max(accuracy.values())
+    candidates = [
+        {
+            "name": c.name,
+            "weights": dict(zip(secure.models, (int(w) / WEIGHT_SCALE for w in c.weights),
+                                strict=True)),
+            "validation_accuracy": c.accuracy,
+            # In the clear, for the table: the committee never sees test labels.
+            "test_accuracy": holders.test_accuracy(sum(
+                int(w) / WEIGHT_SCALE * np.clip(test_probs[m], 0, 1)
+                for w, m in zip(c.weights, secure.models, strict=True)
+            )),
+        }
+        for c in secure.candidates
+    ]  # fmt: skip
     return {
         "models": accuracy,
         "ensemble": secure_acc,
@@ -173,6 +187,9 @@ def run_ensemble_bench(
             name: float(val_probs[name][np.arange(layout.n_val), evaluation.y_val].mean())
             for name in holders.models
         },
+        "candidates": candidates,
+        "chosen": secure.chosen,
+        "plain_chosen": plain.chosen,
         "payouts": {m: str(payouts.get(m, 0)) for m in weights},
         "train_rows": holders.train_rows,
         "validation_rows": layout.n_val,
@@ -197,6 +214,14 @@ def format_ensemble_table(result: dict[str, Any]) -> str:
             f"{result['validation_accuracy'][name]:>9.4f}"
             f"{result['validation_soft_accuracy'][name]:>14.4f}{result['weights'][name]:>9.4f}"
             f"{int(result['payouts'][name]) / 10**18:>15.3f}"
+        )
+    lines += ["", f"{'candidate':<28}{'val acc':>9}{'test acc':>10}  weights"]
+    for i, candidate in enumerate(result.get("candidates", [])):
+        mark = "*" if i == result["chosen"] else " "
+        weights = ", ".join(f"{m} {w:.3f}" for m, w in candidate["weights"].items() if w)
+        lines.append(
+            f"{mark} {candidate['name']:<26}{candidate['validation_accuracy']:>9.4f}"
+            f"{candidate['test_accuracy']:>10.4f}  {weights}"
         )
     lines += [
         "",

@@ -101,6 +101,23 @@ def build(
             ),
             "weights": {d: w / WEIGHT_SCALE for d, w in shares.items()},
             "weight_scale": WEIGHT_SCALE,
+            # Every candidate the committee evaluated on validation (the best model alone
+            # first), and the index of the one whose weights these are.
+            "candidates": [
+                {
+                    "name": c.name,
+                    "weights": dict(
+                        zip(
+                            outcome.participants,
+                            (int(w) / WEIGHT_SCALE for w in c.weights),
+                            strict=True,
+                        )
+                    ),
+                    "validation_accuracy": c.accuracy,
+                }
+                for c in fit.candidates
+            ],
+            "chosen": fit.chosen,
             "values": "the weighted ensemble's probabilities, test row by test row",
         }
     document = ResultDocument(view.job_id, summary, tree)

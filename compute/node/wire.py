@@ -244,6 +244,10 @@ def refusal_detail(response: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- peers
+_STATISTIC_KINDS = ("statistic", "blends")
+"""An ensemble round's `Statistic` by stage: the models' statistics, the blends'."""
+
+
 def peer_payload(message: Agreement | Statistic | Partial) -> dict[str, Any]:
     if isinstance(message, Agreement):
         return {
@@ -257,8 +261,9 @@ def peer_payload(message: Agreement | Statistic | Partial) -> dict[str, Any]:
             ),
         }
     if isinstance(message, Statistic):
+        # Its own kind per stage: a node keeps one message of each kind from each sender.
         return {
-            "kind": "statistic",
+            "kind": _STATISTIC_KINDS[message.stage],
             "job": message.job_id,
             "sender": message.sender,
             "recipient": message.recipient,
@@ -297,13 +302,14 @@ def peer_message(payload: dict[str, Any]) -> Agreement | Statistic | Partial:
                 noise_from=tuple(int(n) for n in payload["noise_from"]),
                 value=decode_vector(payload["value"]),
             )
-        if payload["kind"] == "statistic":
+        if payload["kind"] in _STATISTIC_KINDS:
             return Statistic(
                 job_id=str(payload["job"]),
                 sender=int(payload["sender"]),
                 recipient=int(payload["recipient"]),
                 participants=tuple(str(d) for d in payload["participants"]),
                 value=decode_vector(payload["value"]),
+                stage=_STATISTIC_KINDS.index(payload["kind"]),
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"malformed peer message: {exc}") from None

@@ -260,6 +260,12 @@ def _ensemble_demo(seed: int, models: int, as_json: bool) -> None:
     table.add_row("ensemble", f"{report.ensemble:.4f}", "", "", "")
     out.print(table)
     best = report.accuracy[report.best_model]
+    chosen, alone = report.candidates[report.chosen], report.candidates[0]
+    out.print(
+        f"  weights chosen on validation: {chosen['name']} "
+        f"({chosen['validation_accuracy']:.4f}; the best model alone "
+        f"{alone['validation_accuracy']:.4f}, {len(report.candidates) - 1} blends evaluated)"
+    )
     out.print(
         f"  ensemble test accuracy {report.ensemble:.4f}, best model ({report.best_model}) "
         f"{best:.4f}: {report.ensemble - best:+.4f}; plaintext ensemble "

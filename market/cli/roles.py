@@ -863,10 +863,14 @@ def _ensemble_accuracy(result: dict[str, Any], labels: Any) -> dict[str, Any]:
     weights = {d: float(w) for d, w in (ensemble.get("weights") or {}).items()}
     validation = ensemble.get("validation_accuracy") or {}
     chosen = [d for d, w in weights.items() if w == 1.0]
+    released = float(validation[chosen[0]]) if len(chosen) == 1 else None
+    candidates, picked = ensemble.get("candidates"), ensemble.get("chosen")
+    if candidates and isinstance(picked, int) and 0 <= picked < len(candidates):
+        released = float(candidates[picked]["validation_accuracy"])  # a blend has its own
     return {
         "test_labels": int(labels.size),
         "ensemble_test": float((predicted == labels).mean()),
-        "ensemble_validation": float(validation[chosen[0]]) if len(chosen) == 1 else None,
+        "ensemble_validation": released,
         "best_model_validation": max(validation.values()) if validation else None,
         "models_validation": validation,
     }

@@ -179,7 +179,11 @@ def test_ensemble_demo_with_three_holders_prints_the_ensemble_and_each_model(tmp
     for name in ("logistic", "naive_bayes", "decision_tree"):
         assert name in out
     assert "knn" not in out and "mlp" not in out
-    assert "ensemble test accuracy 0.9019, best model (logistic) 0.9019: +0.0000" in out
+    assert "ensemble test accuracy 0.9056, best model (logistic) 0.9019: +0.0037" in out
+    assert (
+        "weights chosen on validation: (accuracy - chance)^16 (0.9147; the best model alone "
+        "0.9128, 2 blends evaluated)"
+    ) in out
 
 
 def test_bench_ensemble_is_never_below_its_best_member_for_2_to_6_models():
@@ -197,6 +201,14 @@ def test_bench_ensemble_is_never_below_its_best_member_for_2_to_6_models():
         assert list(result["models"]) == families[:n]
         assert result["ensemble"] >= max(result["models"].values()), (n, result)
         assert result["gain_over_best"] >= 0
+        candidates = result["candidates"]
+        assert candidates[0]["name"] == "best model" and len(candidates) <= n
+        assert result["chosen"] == result["plain_chosen"]
+        chosen = candidates[result["chosen"]]
+        assert chosen["weights"] == result["weights"]
+        assert chosen["validation_accuracy"] == max(c["validation_accuracy"] for c in candidates)
+        assert chosen["test_accuracy"] == result["ensemble"]
+        assert result["chosen"] > 0, n  # on digits a blend beats the best model on validation
         assert sum(result["weights"].values()) == pytest.approx(1.0, abs=1e-4)
     assert runner.invoke(main, ["bench", "ensemble", "--models", "7"]).exit_code == 2
 

@@ -464,6 +464,11 @@ def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Pa
         ensemble = result["ensemble"]
         assert set(ensemble["weights"]) == set(ids.values())
         assert sum(ensemble["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+        # Two models: the best alone and (unless it would open a model's outputs) one blend;
+        # the weights released are the chosen candidate's.
+        candidates = ensemble["candidates"]
+        assert candidates[0]["name"] == "best model" and 1 <= len(candidates) <= 2
+        assert ensemble["weights"] == candidates[ensemble["chosen"]]["weights"]
         assert len(result["values"]) == 10 * CLASSES
         rows = np.array(result["values"]).reshape(10, CLASSES)
         assert np.allclose(rows.sum(axis=1), 1.0, atol=1e-2)
@@ -519,3 +524,29 @@ def test_an_ensemble_job_with_too_few_holders_says_why_it_aborted(
         "reason": "too_few_participants", "refund": 100 * TOKEN, "needed": 3, "submitted": None
     }  # fmt: skip
     assert "too few participants" in " ".join(cli.ok("bounty", "show", str(job), net=True).split())
+
+
+def test_the_buyer_s_accuracy_names_a_chosen_blend_s_validation_accuracy():
+    """`bounty result --test-labels` beside a blend: the ensemble's validation accuracy is the
+    chosen candidate's, not any one model's."""
+    from market.cli.roles import _ensemble_accuracy
+
+    result = {
+        "values": [0.6, 0.4, 0.2, 0.8],
+        "ensemble": {
+            "classes": 2,
+            "test_rows": 2,
+            "validation_accuracy": {"0xaa": 0.75, "0xbb": 0.7},
+            "weights": {"0xaa": 0.6, "0xbb": 0.4},
+            "candidates": [
+                {"name": "best model", "weights": {"0xaa": 1.0, "0xbb": 0.0},
+                 "validation_accuracy": 0.75},
+                {"name": "(accuracy - chance)^16", "weights": {"0xaa": 0.6, "0xbb": 0.4},
+                 "validation_accuracy": 0.8},
+            ],  # fmt: skip
+            "chosen": 1,
+        },
+    }
+    accuracy = _ensemble_accuracy(result, np.array([0, 0]))
+    assert accuracy["ensemble_test"] == 0.5
+    assert accuracy["ensemble_validation"] == 0.8 and accuracy["best_model_validation"] == 0.75

@@ -9,14 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compute.ensemble import (
+    BEST_MODEL,
     PROB_FIELD,
+    WEIGHT_SCALE,
     EnsembleError,
     EnsemblePlan,
     Layout,
+    _spans_a_unit_vector,
     align_probabilities,
+    blend_slots,
+    blend_weights,
     fit_weights,
     plain_ensemble,
     records,
+    select,
     stat_partial,
 )
 from compute.errors import ProtocolError, ReductionError
@@ -64,6 +70,10 @@ def test_secure_matches_plain_within_the_encoding(
     assert np.allclose(secure.weights, plain.weights, atol=1e-3)
     assert np.allclose(secure.probabilities, plain.probabilities, atol=1e-3)
     assert secure.weights.sum() == pytest.approx(1.0, abs=models / 2**16)
+    assert secure.chosen == plain.chosen
+    assert [(c.name, c.accuracy) for c in secure.candidates] == [
+        (c.name, c.accuracy) for c in plain.candidates
+    ]
 
 
 def test_only_the_statistics_are_reconstructed_not_a_models_outputs() -> None:
@@ -81,6 +91,106 @@ def test_only_the_statistics_are_reconstructed_not_a_models_outputs() -> None:
     assert all(p.shape == (4,) for p in partials.values())
     totals = combine(committee, partials)
     assert list(totals) == [int(v[columns].sum()) for v in vectors]
+
+
+def _models_on_validation(
+    data: st.DataObject, models: int, n_val: int, classes: int
+) -> dict[str, np.ndarray]:
+    """Validation probabilities with what breaks a naive fit: exact copies of a model, models
+    far below chance, near-ties inside a row."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    val: dict[str, np.ndarray] = {}
+    for i in range(models):
+        kind = data.draw(st.sampled_from(["random", "copy", "confident", "wrong"]))
+        if kind == "copy" and val:
+            val[f"m{i}"] = val[data.draw(st.sampled_from(sorted(val)))].copy()
+        elif kind == "confident":
+            val[f"m{i}"] = np.eye(classes)[rng.integers(0, classes, n_val)]
+        else:
+            val[f"m{i}"] = _probs(rng, n_val, classes)
+    return val
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    models=st.integers(1, 7),
+    n_val=st.integers(1, 25),
+    classes=st.integers(2, 5),
+)
+def test_the_chosen_candidate_is_never_worse_than_the_best_model_on_validation(
+    data: st.DataObject, models: int, n_val: int, classes: int
+) -> None:
+    """The pure core's choice (`blend_weights` then `select`, on the fixed point the committee
+    reconstructs): its validation accuracy is at least the best model's; at most M - 1 blends
+    are opened, and no combination of them is one model's outputs."""
+    val = _models_on_validation(data, models, n_val, classes)
+    y_val = np.asarray(data.draw(st.lists(st.integers(0, classes - 1), min_size=n_val,
+                                          max_size=n_val)))  # fmt: skip
+    layout = Layout(n_val, 1, classes)
+    names = sorted(val)
+    correct = [int((val[m].argmax(axis=1) == y_val).sum()) for m in names]
+    totals = np.array(correct, dtype=np.int64) * PROB_FIELD.scale
+    blends = blend_weights(totals, layout)
+    encoded = np.stack([PROB_FIELD.encode(val[m]).ravel() for m in names])
+    opened = np.concatenate([np.zeros(0, dtype=np.int64), *(w @ encoded for w in blends)])
+    candidates, chosen = select(totals, blends, opened, layout, y_val)
+
+    best = max(correct) / n_val
+    assert candidates[0].name == BEST_MODEL and candidates[0].accuracy == best
+    assert list(candidates[0].weights) == list(np.eye(models, dtype=np.int64)[
+        int(np.argmax(correct))] * WEIGHT_SCALE)  # fmt: skip
+    assert candidates[chosen].accuracy >= best
+    assert candidates[chosen].accuracy == max(c.accuracy for c in candidates)
+    # A tie goes to the best model alone: a blend is chosen only when it is strictly better.
+    assert chosen == 0 or candidates[chosen].accuracy > best
+    assert len(blends) == blend_slots(models) <= max(models - 1, 0)
+    evaluated = np.array([w for w in blends if w.any()], dtype=np.float64).reshape(-1, models)
+    assert len(candidates) == 1 + len(evaluated)
+    rank = np.linalg.matrix_rank(evaluated) if len(evaluated) else 0
+    for i in range(models):  # a unit vector in the span would raise the rank by nothing
+        assert np.linalg.matrix_rank(np.vstack([evaluated, np.eye(models)[i]])) == rank + 1
+    for candidate in candidates[1:]:  # weights on the simplex (to rounding), accuracy of argmax
+        weights = candidate.weights
+        assert np.all(weights >= 0) and abs(int(weights.sum()) - WEIGHT_SCALE) <= models
+        mixture = (weights @ encoded).reshape(n_val, classes)
+        assert candidate.accuracy == float((mixture.argmax(axis=1) == y_val).mean())
+
+
+def test_a_blend_that_outvotes_each_model_is_chosen() -> None:
+    """Three models, each wrong on a different third of the rows: each alone gets 2/3 right,
+    any blend with comparable weights gets every row right."""
+    y_val = np.array([0, 1, 2] * 3)
+    val = {}
+    for i in range(3):
+        proba = np.full((9, 3), 0.1)
+        proba[np.arange(9), y_val] = 0.8
+        wrong = np.arange(9)[np.arange(9) % 3 == i]
+        proba[wrong] = 0.1
+        proba[wrong, (y_val[wrong] + 1) % 3] = 0.8
+        val[f"m{i}"] = proba
+    plain = plain_ensemble(val, val, y_val, 3)
+    # Equal accuracies: every power gives equal weights, one blend (opened once).
+    assert [c.accuracy for c in plain.candidates] == [pytest.approx(2 / 3), 1.0]
+    assert plain.chosen == 1 and plain.candidates[1].name == "(accuracy - chance)^16"
+    assert plain.weights == pytest.approx([1 / 3] * 3, abs=1e-4)
+
+
+def test_no_blend_opens_one_model_s_outputs() -> None:
+    layout = Layout(10, 1, 2)
+    scale = PROB_FIELD.scale
+    # Only one model above chance: every blend would be that model alone.
+    assert [w.tolist() for w in blend_weights([9 * scale, 5 * scale, 2 * scale], layout)] == [
+        [0, 0, 0], [0, 0, 0]
+    ]  # fmt: skip
+    # Two models above chance, tied: every power gives the same blend, opened once.
+    tied = blend_weights([9 * scale, 9 * scale, 1 * scale], layout)
+    assert [w.tolist() for w in tied] == [[32768, 32768, 0], [0, 0, 0]]
+    assert _spans_a_unit_vector([[1, 1, 0], [1, 1, 1]])  # their difference is model 3's
+    assert _spans_a_unit_vector([[2, 1, 1], [1, 1, 1]])
+    assert not _spans_a_unit_vector([[3, 2, 1], [1, 1, 1]])
+    assert not _spans_a_unit_vector([[1, 1]])
+    assert _spans_a_unit_vector([[0, 5]])
 
 
 def test_the_weights_are_the_most_accurate_vertex() -> None:
@@ -119,10 +229,11 @@ def test_the_fitted_ensemble_is_never_worse_than_its_best_model_on_validation(
     assert list(secure.accuracy) == pytest.approx([_accuracy(val[m], y_val) for m in sorted(val)])
 
 
-def test_a_record_holds_predictions_on_validation_and_probabilities_on_test() -> None:
+def test_a_record_holds_predictions_and_probabilities_on_validation_and_test() -> None:
     layout = Layout(2, 1, 3)
     row = records(layout, [[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]], [[0.1, 0.6, 0.3]])
-    assert list(row[0]) == [0, 1, 0, 1, 0, 0, 0.1, 0.6, 0.3]
+    assert list(row[0]) == [0, 1, 0, 1, 0, 0, 0.2, 0.5, 0.3, 0.4, 0.4, 0.2, 0.1, 0.6, 0.3]
+    assert row.shape == (1, layout.length)
 
 
 def test_outputs_of_the_wrong_shape_are_refused() -> None:
@@ -171,6 +282,51 @@ def test_a_heavy_node_that_alters_its_statistics_is_caught() -> None:
         outcome = outcomes[node]
         assert isinstance(outcome, Abort) and outcome.reason is AbortReason.INCONSISTENT_SHARES
         assert outcome.culprits == (4,)
+
+
+def test_a_heavy_node_that_alters_its_blends_is_caught() -> None:
+    """The blends' validation probabilities are reconstructed like the statistics: a node that
+    alters only its shares of them (stage 1) is named, and nothing is released."""
+    plan, rows = _plan_and_rows()
+    shamir = scheme_named("shamir", n=4, threshold=2)
+    config = RoundConfig("e", plan.layout.reduction(), shamir, 1, ensemble=plan)
+    blends = plan.blend_length(len(rows))
+    assert blends == 3 * 12 * 3
+    outcomes = simulate_round(
+        config, rows, AesCtrRandom(bytes(16)),
+        faults=Faults(tamper={4: lambda v: v + np.uint64(len(v) == blends)}),
+    )  # fmt: skip
+    for node in (1, 2, 3):
+        outcome = outcomes[node]
+        assert isinstance(outcome, Abort) and outcome.reason is AbortReason.INCONSISTENT_SHARES
+        assert outcome.culprits == (4,)
+
+
+def test_blends_are_checked_like_statistics() -> None:
+    plan, rows = _plan_and_rows(models=2)
+    shamir = scheme_named("shamir", n=3, threshold=2)
+    config = RoundConfig("e", plan.layout.reduction(), shamir, 1, ensemble=plan)
+    node = HeavyNodeRound(config, 1, AesCtrRandom(bytes(16)))
+    length = plan.blend_length(2)
+    assert length == 1 * 12 * 3  # two models: one blend
+    pair = ("0xaa", "0xbb")
+    with pytest.raises(ProtocolError, match=f"blends from node 2 must be .* of length {length}"):
+        node.handle(Statistic("e", 2, 1, pair, np.zeros(2, dtype=np.uint64), 1))
+    node.handle(Statistic("e", 2, 1, pair, np.zeros(length, dtype=np.uint64), 1))
+    node.handle(Statistic("e", 2, 1, pair, np.zeros(2, dtype=np.uint64)))  # stage 0 apart
+    with pytest.raises(ProtocolError, match="second blends"):
+        node.handle(Statistic("e", 2, 1, pair, np.zeros(length, dtype=np.uint64), 1))
+    with pytest.raises(ProtocolError, match="of stage 2"):
+        node.handle(Statistic("e", 3, 1, pair, np.zeros(length, dtype=np.uint64), 2))
+
+
+def test_a_single_model_skips_the_blends() -> None:
+    plan, rows = _plan_and_rows(models=1)
+    assert plan.blend_length(1) == 0
+    result = simulate_ensemble(scheme_named("shamir", n=3, threshold=2), rows, plan,
+                               AesCtrRandom(bytes(16)))  # fmt: skip
+    assert [c.name for c in result.candidates] == [BEST_MODEL] and result.chosen == 0
+    assert list(result.weights) == [1.0]
 
 
 def test_statistics_are_checked_like_partials() -> None:

@@ -252,6 +252,9 @@ def test_the_transition_table() -> None:
     assert TRANSITIONS[(Phase.COMBINING, Trigger.PARTIALS_COMPLETE)] is Phase.DONE
     assert TRANSITIONS[(Phase.AGREEING, Trigger.FIT_WEIGHTS)] is Phase.FITTING
     assert TRANSITIONS[(Phase.FITTING, Trigger.STATISTICS_COMPLETE)] is Phase.COMBINING
+    assert TRANSITIONS[(Phase.FITTING, Trigger.EVALUATE_BLENDS)] is Phase.SELECTING
+    assert TRANSITIONS[(Phase.SELECTING, Trigger.BLENDS_COMPLETE)] is Phase.COMBINING
+    assert (Phase.SELECTING, Submission) not in TRANSITIONS
     assert (Phase.AGREEING, Submission) not in TRANSITIONS
 
 

@@ -202,12 +202,22 @@ def test_ensemble_job_releases_the_weighted_ensemble_and_pays_by_weight(
     for dataset, accuracy, weight in zip(plain.models, plain.accuracy, plain.weights, strict=True):
         assert ensemble["validation_accuracy"][dataset] == pytest.approx(accuracy, abs=1e-4)
         assert ensemble["weights"][dataset] == pytest.approx(weight, abs=1e-4)
-    # On the held-out test rows (labels the buyer kept) the ensemble is as good as the best
-    # model: the fit put all weight on the most accurate model on validation.
+    # The candidates: the best model alone, then the blends; the committee chose the one
+    # with the best validation accuracy, a blend here, the same as the plaintext fit.
+    candidates = ensemble["candidates"]
+    assert candidates[0]["name"] == "best model" and len(candidates) == 4
+    assert max(candidates[0]["weights"].values()) == 1.0
+    assert ensemble["chosen"] == plain.chosen > 0
+    chosen = candidates[ensemble["chosen"]]
+    assert chosen["weights"] == ensemble["weights"]
+    assert chosen["validation_accuracy"] == max(c["validation_accuracy"] for c in candidates)
+    assert chosen["validation_accuracy"] > candidates[0]["validation_accuracy"]
+    # On the held-out test rows (labels the buyer kept) the ensemble is better than the best
+    # model.
     accuracy = {n: (p[1].argmax(axis=1) == market.y_test).mean()
                 for n, p in market.probabilities.items()}  # fmt: skip
     ensemble_accuracy = (secure.argmax(axis=1) == market.y_test).mean()
-    assert ensemble_accuracy == max(accuracy.values())
+    assert ensemble_accuracy > max(accuracy.values())
 
     # Payouts follow the fitted weights; claims empty the pool; the books balance.
     tree = document.payouts
@@ -217,9 +227,10 @@ def test_ensemble_job_releases_the_weighted_ensemble_and_pays_by_weight(
     for owner, amount in split_by_weights(POOL, fixed).items():
         assert tree.amount(owner) == amount
     best = max(ids, key=lambda n: ensemble["weights"][ids[n]])
-    worst = min(ids, key=lambda n: ensemble["weights"][ids[n]])
-    assert tree.amount(market.holders[best][0].address) == POOL
-    assert market.holders[worst][0].address not in tree  # weight 0: nothing to claim
+    assert best == max(accuracy, key=accuracy.get) == "logistic"
+    assert tree.amount(market.holders[best][0].address) == max(
+        tree.amount(o.address) for o, _ in market.holders.values() if o.address in tree
+    )
     sandbox.claim_all(market.job_id, tree)
     assert sandbox.token.balance_of(market.buyer.address) == BUDGET  # nothing refunded
     assert sandbox.escrow.job(market.job_id).unclaimed == 0

@@ -76,3 +76,19 @@ def test_a_shamir_share_outside_the_field_is_refused() -> None:
     good = np.array([1, 2**61 - 2, 3], dtype=np.uint64)
     assert np.array_equal(open_sealed(seal(good, bytes(key.public_key)), key, 3, shamir), good)
 
+
+def test_an_ensemble_round_s_statistics_travel_as_one_kind_per_stage() -> None:
+    """A node stores one peer message per kind and sender: the blends (stage 1) must not be
+    taken for a second copy of the statistics (stage 0)."""
+    from compute.messages import Statistic
+    from compute.node.wire import peer_message, peer_payload
+
+    value = np.arange(4, dtype=np.uint64)
+    kinds = []
+    for stage in (0, 1):
+        payload = peer_payload(Statistic("7", 2, 1, ("0xaa", "0xbb"), value, stage))
+        kinds.append(payload["kind"])
+        back = peer_message(payload)
+        assert isinstance(back, Statistic) and back.stage == stage
+        assert back.participants == ("0xaa", "0xbb") and np.array_equal(back.value, value)
+    assert kinds == ["statistic", "blends"]
