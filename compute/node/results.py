@@ -75,11 +75,7 @@ def build(
         "values": [float(v) for v in outcome.values],
         "count": outcome.aggregate.count,
         "participants": list(outcome.participants),
-        "privacy": (
-            {"epsilon": outcome.privacy.epsilon, "delta": outcome.privacy.delta}
-            if outcome.privacy is not None
-            else None
-        ),
+        "privacy": published_spend(config, outcome),
     }
     clipped = outcome.aggregate.clipped
     if clipped is not None:
@@ -132,6 +128,30 @@ def build(
         slashes=slashes,
     )
     return document, result, consents
+
+
+def published_spend(config: RoundConfig, outcome: RoundResult) -> dict[str, Any] | None:
+    """What the release cost, for a buyer to price its questions and a provider to check its
+    ledger: the (epsilon, delta) spent (what each provider's light node charged its dataset's
+    budget), the mechanism, and each group's noise scale (OpenDP's Laplace `b` or Gaussian
+    standard deviation, in encoded units: divide a sum's by `fixed_point_scale`) with its
+    sensitivity, and how many heavy nodes' noise is in the result."""
+    spent, plan = outcome.privacy, config.privacy
+    if spent is None:
+        return None
+    published: dict[str, Any] = {"epsilon": spent.epsilon, "delta": spent.delta}
+    published["mechanism"] = spent.mechanism
+    published["noise_shares"] = spent.noise_shares
+    published["unit"] = spent.unit
+    published["budget_spent"] = {"epsilon": spent.epsilon, "delta": spent.delta}
+    if plan is not None:
+        published["fixed_point_scale"] = config.reduction.field.scale
+        published["noise"] = [
+            {"group": g.name, "scale": g.scale, "sensitivity": g.sensitivity,
+             "epsilon": g.epsilon, "delta": g.delta}
+            for g in plan.groups
+        ]  # fmt: skip
+    return published
 
 
 def valuation_summary(store: Store, job_id: int, agreed: bytes | None = None) -> dict[str, Any]:

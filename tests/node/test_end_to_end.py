@@ -167,6 +167,11 @@ def test_differential_privacy_noise_from_every_member_and_epsilon_reported(tmp_p
         finally:
             c.stop()
     assert document.result["privacy"]["epsilon"] > 0
+    # Published spend: what each provider's ledger charged, the mechanism and its noise scale.
+    published = document.result["privacy"]
+    assert published["budget_spent"] == {"epsilon": published["epsilon"], "delta": 0.0}
+    assert published["mechanism"] == "laplace" and published["noise_shares"] >= 2
+    assert all(g["scale"] > 0 and g["sensitivity"] > 0 for g in published["noise"])
     plain = np.concatenate([np.clip(d, FIELD.lo, FIELD.hi) for d in data]).mean()
     assert document.result["values"][0] != plain  # noised ...
     assert abs(document.result["values"][0] - plain) < 20  # ... but still a mean of the data
