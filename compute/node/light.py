@@ -298,6 +298,8 @@ class LightService:
         self.refresh_every = refresh_every
         self._refreshed_at = time.monotonic()
         self._jobs_seen = 0
+        self._unread: set[int] = set()
+        """Settled jobs whose result document could not be fetched yet (said once)."""
         self.staffing: dict[int, int] = {}
         """Open jobs whose committee is still being drawn or accepting: job id -> accept_by."""
 
@@ -483,11 +485,13 @@ class LightService:
             if view.state not in FINAL:
                 continue
             note = self._ending(view)
+            if note is None:
+                continue  # its result document is not readable yet: asked again next pass
             log.info("job %s: %s", job_id, note)
             for dataset in datasets:
                 self.state.set(job_id, dataset, FINAL[view.state], note, self.fingerprint)
 
-    def _ending(self, view: JobView) -> str:
+    def _ending(self, view: JobView) -> str | None:
         escrow, owner = self.node.escrow, self.node.owner.address
         if view.state is JobState.EXPIRED:
             return "expired without a result; the buyer takes its budget back"
@@ -502,7 +506,11 @@ class LightService:
             raw = fetch(event["resultURI"], endpoints, allow=self.blobs.allow)
             tree = ResultDocument.from_bytes(raw, view.result_hash).payouts
         except (DocumentError, requests.RequestException) as exc:
-            return f"settled; its result document could not be read yet ({exc})"
+            if view.job_id not in self._unread:
+                self._unread.add(view.job_id)
+                log.warning("job %s: settled; its result document cannot be read yet (%s)",
+                            view.job_id, exc)  # fmt: skip
+            return None
         amount = tree.amount(owner) if tree is not None and owner in tree else 0
         if not amount:
             return f"settled; nothing to claim for {owner}"
