@@ -996,19 +996,96 @@ def _local(dataset: str) -> LocalDataset:
     default=100,
     show_default=True,
     type=click.IntRange(1, 100_000),
-    help="Synthetic rows to write (tables only; a model has no mock data).",
+    help="Mock rows to write (tables only; a model has no mock data).",
+)
+@click.option(
+    "--bounds",
+    "bounds",
+    multiple=True,
+    metavar="COLUMN=LO:HI",
+    help="A numeric column's declared range, e.g. bp=0:250 (published; repeat per column).",
+)
+@click.option(
+    "--categories",
+    "categories",
+    multiple=True,
+    metavar="COLUMN=A,B,...",
+    help="A column's declared category names, e.g. sex=F,M (published; repeat per column).",
+)
+@click.option(
+    "--reveal-bounds",
+    is_flag=True,
+    help="Publish the real minimum and maximum of numeric columns without --bounds "
+    "(not differentially private).",
+)
+@click.option(
+    "--mock",
+    "mock_kind",
+    type=click.Choice(["synthetic", "dp"]),
+    default="synthetic",
+    show_default=True,
+    help="synthetic: from the declared schema alone; dp: sampled from differentially private "
+    "marginals of the declared columns (needs --mock-epsilon).",
+)
+@click.option(
+    "--mock-epsilon",
+    type=float,
+    default=None,
+    help="The epsilon DP mock data spends of the dataset's privacy budget, e.g. 1.0.",
 )
 @json_option
-def dataset_register(path: Path, name: str | None, mock_rows: int, as_json: bool) -> None:
-    """Describe the CSV or Parquet file at PATH: schema, bounds, and synthetic mock rows; or
-    the model file at PATH (.joblib, .pkl, .pickle: a fitted scikit-learn style classifier
-    with integer class labels, for ensemble jobs).
+def dataset_register(
+    path: Path,
+    name: str | None,
+    mock_rows: int,
+    bounds: tuple[str, ...],
+    categories: tuple[str, ...],
+    reveal_bounds: bool,
+    mock_kind: str,
+    mock_epsilon: float | None,
+    as_json: bool,
+) -> None:
+    """Describe the CSV or Parquet file at PATH: column names and types, the bounds and
+    categories you declare, and mock rows; or the model file at PATH (.joblib, .pkl, .pickle:
+    a fitted scikit-learn style classifier with integer class labels, for ensemble jobs).
+
+    What is published when you stake: the schema (names, types, declared bounds and
+    categories), the row count, and the mock rows. By default the mock rows are synthetic
+    from the declared schema alone (uniform over each declared range or category list, or
+    over 0-1000 for an undeclared numeric column; text columns text-0, text-1, ...). With
+    --mock dp they are sampled from DP histograms of the declared columns (OpenDP, at
+    --mock-epsilon, charged to the dataset's budget). Example:
+
+      market dataset register clinic.csv --bounds bp=0:250 --bounds age=0:120
+      --categories sex=F,M --mock dp --mock-epsilon 1.0
 
     Nothing leaves this machine; `market dataset stake` puts the dataset on chain.
 
     Security: registering a model loads it, and unpickling runs code from the file. Register
     only your own model files (or ones you trust), never a file someone sent you."""
-    local = register_dataset(path, name or path.stem, mock_rows)
+    from market.datasets import DatasetError, parse_bounds, parse_categories
+
+    try:
+        declared_bounds, declared = parse_bounds(bounds), parse_categories(categories)
+    except DatasetError as exc:
+        raise click.UsageError(str(exc)) from None
+    if (mock_kind == "dp") != (mock_epsilon is not None):
+        raise click.UsageError(
+            "--mock dp needs --mock-epsilon (the privacy the mock data spends), and "
+            "--mock-epsilon applies to --mock dp only"
+        )
+    if mock_epsilon is not None and not (0 < mock_epsilon < float("inf")):
+        raise click.UsageError(f"--mock-epsilon must be positive, got {mock_epsilon:g}")
+    local = register_dataset(
+        path,
+        name or path.stem,
+        mock_rows,
+        bounds=declared_bounds,
+        categories=declared,
+        reveal_bounds=reveal_bounds,
+        mock=mock_kind,
+        mock_epsilon=mock_epsilon,
+    )
     if as_json:
         emit_json(local.to_json())
         return
@@ -1027,7 +1104,16 @@ def dataset_register(path: Path, name: str | None, mock_rows: int, as_json: bool
     out.print(f"registered {local.name}: id 0x{local.dataset_id.hex()}, {local.rows:,} rows")
     rows = [[c.name, c.kind, c.describe()] for c in local.schema]
     out.print(table("Schema", ["column", "type", "values"], rows))
-    out.print(f"mock data: {local.mock_path}")
+    mock = local.mock_description()
+    if mock["kind"] == "dp":
+        out.print(
+            f"mock data: {local.mock_path} (from DP marginals: epsilon {mock['epsilon']:g}, "
+            f"delta {mock['delta']:g}, charged to this dataset's budget; each noisy count is "
+            f"within {mock['count_error']:.3g} of the real one with probability "
+            f"{mock['confidence']:g})"
+        )
+    else:
+        out.print(f"mock data: {local.mock_path} (synthetic, from the declared schema alone)")
 
 
 @dataset_group.command("stake")

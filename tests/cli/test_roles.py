@@ -144,7 +144,9 @@ def test_parquet_datasets_register_like_csv(embedded_cli: Cli, tmp_path: Path):
 
     path = tmp_path / "clinic.parquet"
     pd.DataFrame({"bp": [120.0, 135.0, 128.0], "site": ["n", "s", "n"]}).to_parquet(path)
-    registered = embedded_cli.json("dataset", "register", str(path), "--name", "pq")
+    registered = embedded_cli.json(
+        "dataset", "register", str(path), "--name", "pq", "--categories", "site=n,s"
+    )
     assert registered["rows"] == 3
     assert [(c["name"], c["kind"]) for c in registered["schema"]] == [
         ("bp", "float"),

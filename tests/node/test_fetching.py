@@ -290,5 +290,6 @@ def test_dataset_metadata_goes_on_chain_by_content_address(home, tmp_path):
     meta = json.loads(fetch(uri))  # what any node reads, checked against the address
     assert meta["dataset"] == "0x" + local.dataset_id.hex() and meta["rows"] == 20
     assert [c["name"] for c in meta["schema"]] == ["age", "bp"]
-    assert fetch(meta["mock"]) == local.mock_path.read_bytes()
+    assert meta["mock"]["kind"] == "synthetic" and meta["mock"]["epsilon"] == 0.0
+    assert fetch(meta["mock"]["uri"]) == local.mock_path.read_bytes()
     assert str(tmp_path) not in json.dumps(meta)  # nothing of the provider's machine
