@@ -28,7 +28,9 @@ approval.
 `budget` (`compute.budget.BudgetSpec`): `{"epsilon": 10, "delta": 1e-6, "per_buyer":
 {"epsilon": 2, "delta": 1e-7}, "window_s": 2592000, "composition": "zcdp"}`, every key but
 `epsilon` optional. It is the one rule `evaluate` does not apply: it needs the dataset's ledger,
-which the light node keeps (`compute.node.light.LightState`).
+which the light node keeps (`compute.node.light.LightState`). `dataset_budgets` sets other totals
+for particular datasets, by id (`0x…`) or registered name: `{"dataset_budgets": {"clinic-a":
+{"epsilon": 2}}}`; the other datasets have `budget`.
 
 `min_budget_per_participant` uses the proposal's minimum number of participants, i.e. the most a
 participant can be paid under an equal split; more participants each get less.
@@ -95,6 +97,9 @@ class Policy(BaseModel):
     denied_operators: frozenset[Address] = frozenset()
     """Heavy-node operators this provider never shares with."""
     budget: BudgetSpec | None = None
+    dataset_budgets: dict[str, BudgetSpec] = {}
+    """Budgets for particular datasets, keyed by dataset id (`0x…`) or registered name; every
+    other dataset has `budget`."""
     """Each dataset's differential-privacy budget (total, per buyer, window, composition
     rule), enforced by the light node's ledger; `None`: unlimited (a job without DP spends
     nothing recorded). With a budget, a job without DP is refused: its epsilon is unbounded."""
@@ -109,6 +114,16 @@ class Policy(BaseModel):
                 f"{', '.join(repr(f) for f in unknown)} (vetted: {_listing(set(MAP_FUNCTIONS))})"
             )
         return functions
+
+    @field_validator("dataset_budgets")
+    @classmethod
+    def _ids_in_lower_case(cls, value: dict[str, BudgetSpec]) -> dict[str, BudgetSpec]:
+        return {k.lower() if k.startswith(("0x", "0X")) else k: v for k, v in value.items()}
+
+    def budget_for(self, dataset: str, name: str = "") -> BudgetSpec | None:
+        """The budget of the dataset with id `dataset` (`0x…`) and registered `name`."""
+        found = self.dataset_budgets.get(dataset.lower()) or self.dataset_budgets.get(name)
+        return found or self.budget
 
     @classmethod
     def default(cls) -> Policy:

@@ -249,6 +249,8 @@ class LocalData:
     """`() -> fitted classifier` (`compute.node.ensemble.load_model`), for ensemble jobs."""
     mock_spend: tuple[float, float] | None = None
     """(epsilon, delta) its dp mock data spent (the ledger's first spend), if it has any."""
+    name: str = ""
+    """Its registered name (a policy's `dataset_budgets` may name it)."""
 
 
 def policy_fingerprint(policy: Any) -> str:
@@ -442,7 +444,7 @@ class LightService:
         plan = config.privacy
         now = float(self.clock())
         new = None if plan is None else Spend(job_id, buyer, *job_cost(plan), at=now)
-        budget = getattr(self.policy, "budget", None)
+        budget = self.policy.budget_for(dataset, d.name)
         if budget is not None:
             mock = mock_spend(d)
             ledger = ([mock] if mock else []) + spends

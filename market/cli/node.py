@@ -194,11 +194,9 @@ def _local_data(d: LocalDataset) -> Any:
     from compute.node.light import LocalData
 
     if d.model is not None:
-        return LocalData(d.dataset_id, None, model=load_model(d.path))
+        return LocalData(d.dataset_id, None, model=load_model(d.path), name=d.name)
     # The dp mock data's (epsilon, delta), when its owner chose it: the ledger's first spend.
-    return LocalData(
-        d.dataset_id, lambda: read_table(d.path), mock_spend=getattr(d, "mock_spend", None)
-    )
+    return LocalData(d.dataset_id, lambda: read_table(d.path), mock_spend=d.mock_spend, name=d.name)
 
 
 @node_group.command("light")

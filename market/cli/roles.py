@@ -1281,7 +1281,9 @@ def dataset_budget(dataset: str, alias: str | None, policy_file: Path | None,
     budget = None
     if policy_file is not None:
         try:
-            budget = parse_policy(policy_file.read_bytes()).budget
+            budget = parse_policy(policy_file.read_bytes()).budget_for(
+                "0x" + local.dataset_id.hex(), local.name
+            )
         except PolicyError as exc:
             raise UserError(f"{policy_file}: {exc}") from None
     ledgers = Home.default().dir("light")

@@ -100,3 +100,17 @@ def test_a_budget_in_a_policy_file_is_validated():
         parse_policy('{"budget": {"epsilon": 10, "composition": "zcdp"}}')
     with pytest.raises(PolicyError, match="budget.epsilon"):
         parse_policy('{"budget": {"epsilon": 0}}')
+
+
+def test_a_policy_sets_other_totals_for_particular_datasets():
+    one = "0x" + "ab" * 32
+    policy = parse_policy(
+        '{"budget": {"epsilon": 10}, "dataset_budgets": {"clinic-a": {"epsilon": 2}, '
+        f'"{one.upper().replace("0X", "0x")}": {{"epsilon": 3}}}}}}'
+    )
+    assert policy.budget_for("0x" + "cd" * 32, "clinic-a") == BudgetSpec(epsilon=2)
+    assert policy.budget_for(one, "other") == BudgetSpec(epsilon=3)  # by id, any case
+    assert policy.budget_for("0x" + "cd" * 32, "other") == BudgetSpec(epsilon=10)
+    assert parse_policy("{}").budget_for(one) is None  # no budget: unlimited
+    with pytest.raises(PolicyError, match="dataset_budgets"):
+        parse_policy('{"dataset_budgets": {"clinic-a": {"epsilon": -1}}}')
