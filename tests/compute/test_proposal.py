@@ -837,7 +837,8 @@ def test_ensemble_proposals() -> None:
     proposal = parse_proposal(ensemble_example())
     assert proposal.ensemble is not None and proposal.ensemble.layout == Layout(5, 2, 3)
     reduction = proposal.reduction()
-    assert reduction.op is ReduceOp.WEIGHTED_SUM and reduction.length == 21
+    # Per class: the validation rows' one-hot predictions and probabilities, the test rows'.
+    assert reduction.op is ReduceOp.WEIGHTED_SUM and reduction.length == (2 * 5 + 2) * 3
     with pytest.raises(ReductionError, match="validation labels"):
         proposal.round_config("job")
     config = proposal.round_config("job", validation_labels=[0, 1, 2, 2, 1])

@@ -643,7 +643,7 @@ def test_password_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_password(password_file=None, prompt=None, purpose="unlock account 'alice'")
     message = one_line(exc)
     assert "unlock account 'alice'" in message
-    assert "--password-file" in message and PASSWORD_ENV in message and "prompted" in message
+    assert "--password-file" in message and PASSWORD_ENV in message and "no terminal" in message
 
 
 def test_password_file_unreadable(tmp_path: Path) -> None:
