@@ -10,6 +10,19 @@ from market.chain import TOKEN
 from tests.cli.conftest import Cli, settle_as_committee
 
 
+def _sent_and_allowance(cli: Cli, address: str) -> tuple[int, int]:
+    """How many transactions `address` sent, and what the marketplace may spend of its DATA."""
+    from market.chain.token import TokenClient
+    from market.home import Home
+    from market.network import open_network
+
+    network = "devnet" if "devnet" in cli.network else "embedded"
+    with open_network(Home(cli.home), network) as net:
+        token = TokenClient(net.chain, net.deployment.token)
+        sent = net.chain.web3.eth.get_transaction_count(address)
+        return sent, token.allowance(address, net.deployment.marketplace)
+
+
 def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
     cli = any_cli
     # Wallets for everyone, funded from the devnet faucet.
@@ -31,6 +44,12 @@ def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
         assert node["active"] and node["stake"] == 1_000 * TOKEN
         assert len(bytes.fromhex(node["encryption_key"][2:])) == 32
     assert len(cli.json("heavy", "list", net=True)) == 3
+    # Every check before any transaction: registering again sends nothing, approval included.
+    before = _sent_and_allowance(cli, addresses["node0"])
+    line = cli.fails(1, "heavy", "register", "--endpoint", "http://127.0.0.1:9100", "--stake",
+                     "1000", "--account", "node0", net=True)  # fmt: skip
+    assert "already a registered heavy node" in line
+    assert _sent_and_allowance(cli, addresses["node0"]) == before and before[1] == 0
 
     # A provider registers and stakes a dataset.
     data = tmp_path / "clinic.csv"
@@ -44,6 +63,11 @@ def test_three_roles_from_wallets_to_claims(any_cli: Cli, tmp_path: Path):
         "dataset", "stake", "clinic", "--amount", "50", "--account", "provider", net=True
     )
     assert staked["stake"] == 50 * TOKEN
+    before = _sent_and_allowance(cli, addresses["buyer"])
+    line = cli.fails(1, "dataset", "stake", "clinic", "--amount", "50", "--account", "buyer",
+                     net=True)  # fmt: skip
+    assert "already staked" in line
+    assert _sent_and_allowance(cli, addresses["buyer"]) == before and before[1] == 0
 
     # The buyer posts a bounty: approve and escrow in one transaction (permit).
     spec = tmp_path / "spec.json"
@@ -108,6 +132,9 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
     assert "more than" in line and "faucet" in line
     line = cli.fails(1, "bounty", "show", "99", net=True)
     assert "no job 99" in line
+    line = cli.fails(1, "bounty", "post", str(spec), "--deadline", "9d", "--budget", "5",
+                     "--no-permit", "--account", "buyer", net=True)  # fmt: skip
+    assert "maximum job window of 7 days" in line and "UTC" in line
     line = cli.fails(2, *post, "--budget", "ten", "--account", "buyer", net=True)
     assert "not a token amount" in line
     spec.write_text(spec.read_text().replace('"op": "mean"', '"op": "median"'))
@@ -127,13 +154,14 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, tmp_path: Path):
 def test_a_buyer_tries_a_proposal_on_mock_data(embedded_cli: Cli, tmp_path: Path):
     data = tmp_path / "clinic.csv"
     data.write_text("age,bp\n34,120\n51,135\n47,128\n62,141\n")
-    embedded_cli.ok("dataset", "register", str(data), "--name", "clinic", "--mock-rows", "50")
+    embedded_cli.ok("dataset", "register", str(data), "--name", "clinic", "--mock-rows", "50",
+                    "--bounds", "bp=100:150")  # fmt: skip
     spec = tmp_path / "spec.json"
     spec.write_text(embedded_cli.ok("bounty", "template", "--column", "bp", "--lo", "0",
                                     "--hi", "250"))  # fmt: skip
     tried = embedded_cli.json("bounty", "try", str(spec), "--mock", "clinic")
     assert tried["op"] == "mean" and tried["datasets"][0]["rows_used"] == 50
-    assert 120 <= tried["values"][0] <= 141  # mock rows stay within the real column's range
+    assert 100 <= tried["values"][0] <= 150  # mock rows stay within the declared bounds
     spec.write_text(spec.read_text().replace('"bp"', '"pressure"'))
     line = embedded_cli.fails(1, "bounty", "try", str(spec), "--mock", "clinic")
     assert "pressure" in line
