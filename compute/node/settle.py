@@ -319,7 +319,8 @@ class Settler:
             if self.escrow.equivocation_reported(job_id, evidence.signer):
                 continue
             (first, sig_first), (second, sig_second) = (
-                (a, evidence.first[1]), (b, evidence.second[1])
+                (a, evidence.first[1]),
+                (b, evidence.second[1]),
             )
             try:
                 if isinstance(first, Result) and isinstance(second, Result):
@@ -330,7 +331,8 @@ class Settler:
                 else:
                     if isinstance(first, str):  # the result first, then the abort
                         (first, sig_first), (second, sig_second) = (
-                            (second, sig_second), (first, sig_first)
+                            (second, sig_second),
+                            (first, sig_first),
                         )
                     assert isinstance(first, Result) and isinstance(second, str)
                     self.escrow.report_abort_equivocation(

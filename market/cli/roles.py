@@ -1260,11 +1260,20 @@ def dataset_mock(dataset: str) -> None:
 
 @dataset_group.command("budget")
 @click.argument("dataset")
-@click.option("--account", "alias", envvar="MARKET_ACCOUNT", default=None,
-              help="Whose light-node ledger to read (default: every ledger on this machine).")
-@click.option("--policy", "policy_file", default=None,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The policy the light node runs with (its budget: the totals).")
+@click.option(
+    "--account",
+    "alias",
+    envvar="MARKET_ACCOUNT",
+    default=None,
+    help="Whose light-node ledger to read (default: every ledger on this machine).",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The policy the light node runs with (its budget: the totals).",
+)
 @json_option
 def dataset_budget(dataset: str, alias: str | None, policy_file: Path | None,
                    as_json: bool) -> None:  # fmt: skip
@@ -1317,8 +1326,10 @@ def dataset_budget(dataset: str, alias: str | None, policy_file: Path | None,
         "rule": spent.rule if budget is None else f"{budget.composition}: {spent.rule}",
         "jobs": jobs,
         "per_buyer": {
-            b: {"spent": {"epsilon": st.spent.epsilon, "delta": st.spent.delta},
-                "remaining": dict(zip(("epsilon", "delta"), st.remaining, strict=True))}
+            b: {
+                "spent": {"epsilon": st.spent.epsilon, "delta": st.spent.delta},
+                "remaining": dict(zip(("epsilon", "delta"), st.remaining, strict=True)),
+            }
             for b, st in per_buyer.items()
         },  # fmt: skip
     }

@@ -539,10 +539,16 @@ def test_the_buyer_s_accuracy_names_a_chosen_blend_s_validation_accuracy():
             "validation_accuracy": {"0xaa": 0.75, "0xbb": 0.7},
             "weights": {"0xaa": 0.6, "0xbb": 0.4},
             "candidates": [
-                {"name": "best model", "weights": {"0xaa": 1.0, "0xbb": 0.0},
-                 "validation_accuracy": 0.75},
-                {"name": "(accuracy - chance)^16", "weights": {"0xaa": 0.6, "0xbb": 0.4},
-                 "validation_accuracy": 0.8},
+                {
+                    "name": "best model",
+                    "weights": {"0xaa": 1.0, "0xbb": 0.0},
+                    "validation_accuracy": 0.75,
+                },
+                {
+                    "name": "(accuracy - chance)^16",
+                    "weights": {"0xaa": 0.6, "0xbb": 0.4},
+                    "validation_accuracy": 0.8,
+                },
             ],  # fmt: skip
             "chosen": 1,
         },

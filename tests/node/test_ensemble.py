@@ -107,9 +107,7 @@ def _proposal(committee: Committee, evaluation: Any, deadline: int) -> Proposal:
     )  # fmt: skip
 
 
-def _post(
-    committee: Committee, proposal: Proposal, buyer: LocalAccount, ready: bool = True
-) -> int:
+def _post(committee: Committee, proposal: Proposal, buyer: LocalAccount, ready: bool = True) -> int:
     """Publish and post `proposal`, draw its committee and (with `ready`) wait until the
     heavy nodes accepted it."""
     market = committee.market
