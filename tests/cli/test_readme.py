@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,14 +49,19 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path):
     steps = steps.replace("http://127.0.0.1:1854$i", "http://127.0.0.1:${PORTS[$i]}")
     ports = " ".join(str(free_port()) for _ in range(3))
     script = f"set -euo pipefail\ncd {tmp_path}\nPORTS=({ports})\n" + steps
+    # Its own process group: a walkthrough that fails midway leaves no node running.
+    shell = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
-        proc = subprocess.run(
-            ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=900
-        )
+        stdout, stderr = shell.communicate(timeout=900)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGTERM)
+        shell.wait(timeout=60)
         subprocess.run(
             [str(Path(sys.executable).with_name("market")), "devnet", "down"], env=env, timeout=60
         )
+    proc = subprocess.CompletedProcess(shell.args, shell.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "posted job 1" in proc.stdout
     assert "job 1: finalized" in proc.stdout
