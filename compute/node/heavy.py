@@ -70,6 +70,7 @@ from compute.settlement import (
 )
 from market.chain import Chain, Deployment
 from market.chain import errors as E
+from market.chain.units import format_utc
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.eip712 import (
     InvalidSignature,
@@ -85,10 +86,6 @@ from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, scores_count
 
 log = logging.getLogger("market.heavy")
-
-
-def _utc(unix: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
 
 
 def _describe(decision: Decision) -> str:
@@ -803,7 +800,7 @@ class HeavyNode:
             self._jobs[view.job_id].view = self.escrow.job(view.job_id)
         log.info("job %s: accepted (drawn as member %d of %d; submissions close %s)",
                  view.job_id, view.committee.index(self.address) + 1, view.committee_size,
-                 _utc(view.deadline))  # fmt: skip
+                 format_utc(view.deadline))  # fmt: skip
         return True
 
     def _endpoint(self, job: _Job, peer: int) -> str:

@@ -33,6 +33,7 @@ from compute.node.wire import SignedSubmission, WireError, node_endpoint, refusa
 from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
+from market.chain.units import format_tokens, format_utc
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.staking import StakingClient
@@ -349,7 +350,7 @@ class LightService:
             if view.state is not JobState.POSTED or self.clock() > view.deadline:
                 continue
             if job_id > self._jobs_seen:
-                log.info("job %s: open, submissions close %s", job_id, _utc(view.deadline))
+                log.info("job %s: open, submissions close %s", job_id, format_utc(view.deadline))
             # Only to a committee the contract drew and whose acceptance is over: never to
             # members the buyer named, never to a member that may not take part.
             if not escrow.committee_ready(job_id):
@@ -516,13 +517,4 @@ class LightService:
         amount = tree.amount(owner) if tree is not None and owner in tree else 0
         if not amount:
             return f"settled; nothing to claim for {owner}"
-        return f"settled: {_tokens(amount)} claimable by {owner} (`market claim`)"
-
-
-def _utc(unix: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
-
-
-def _tokens(amount: int) -> str:
-    whole, frac = divmod(amount, 10**18)
-    return f"{whole:,}" + (f".{frac:018d}".rstrip("0") if frac else "") + " DATA"
+        return f"settled: {format_tokens(amount)} claimable by {owner} (`market claim`)"

@@ -137,19 +137,13 @@ class Chain:
         return self.contract(artifact, receipt.contract_address)
 
     # ----------------------------------------------------------------- reading
-    def call(self, fn: ContractFunction, sender: str | None = None) -> Any:
-        """Runs a view (or dry-runs any function) and returns its decoded result."""
+    def call(self, fn: ContractFunction, sender: str | None = None, block: str = "latest") -> Any:
+        """Runs a view (or dry-runs any function, sending nothing) and returns its decoded
+        result; the contract's named error if it reverts. At `block="pending"`, what a
+        transaction sent now would see."""
         sender = sender or self._call_sender
         try:
-            return fn.call({"from": sender} if sender else {})
-        except Exception as exc:
-            raise translate(exc) from None
-
-    def dry_run(self, fn: ContractFunction, sender: str) -> Any:
-        """Runs `fn` as `sender` at the pending block (what a transaction sent now would see)
-        without sending anything; raises the contract's named error if it would revert."""
-        try:
-            return fn.call({"from": sender}, block_identifier="pending")
+            return fn.call({"from": sender} if sender else {}, block_identifier=block)
         except Exception as exc:
             raise translate(exc) from None
 

@@ -11,8 +11,8 @@ from eth_account.signers.local import LocalAccount
 
 from market.chain.client import Chain
 from market.chain.errors import ChainError
+from market.chain.units import TOKEN
 
-TOKEN = 10**18
 """One DATA in base units (18 decimals)."""
 
 DAY = 86_400

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import ast
 import json
-import time
 from importlib import resources
 from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
+
+from market.chain.units import format_utc
 
 
 class ChainError(Exception):
@@ -48,7 +49,8 @@ class ContractRevert(ChainError):
 
     def _message(self) -> str:
         args = ", ".join(
-            f"{k}={_show(v)}" + (f" ({_utc(v)})" if is_time_field(self.error_name, k, v) else "")
+            f"{k}={_show(v)}"
+            + (f" ({format_utc(v)})" if is_time_field(self.error_name, k, v) else "")
             for k, v in self.values.items()
         )
         return f"{self.error_name}({args})"
@@ -90,10 +92,6 @@ def is_time_field(error: str, field: str, value: Any) -> bool:
         return False
     named = field.endswith(("At", "By", "Until")) or field.lower().endswith("deadline")
     return named or field in TIME_FIELDS.get(error, frozenset())
-
-
-def _utc(unix: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
 
 
 def _show(value: Any) -> str:

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from market.chain import TOKEN, ChainConnectionError, ChainError, ContractRevert
+from market.chain.units import format_tokens, format_utc
 from market.datasets import DatasetError
 from market.escrow.documents import DocumentError
 from market.home import Home
@@ -332,14 +332,6 @@ def parse_tokens(text: str, what: str = "amount") -> int:
     return int(value)
 
 
-def format_tokens(amount: int) -> str:
-    whole, frac = divmod(amount, TOKEN)
-    text = f"{whole:,}"
-    if frac:
-        text += "." + f"{frac:018d}".rstrip("0")
-    return f"{text} DATA"
-
-
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -378,9 +370,7 @@ def format_span(seconds: int) -> str:
 
 
 def format_time(unix: int) -> str:
-    if unix == 0:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+    return "-" if unix == 0 else format_utc(unix)
 
 
 # ---------------------------------------------------------------------------- output

@@ -61,7 +61,7 @@ class EscrowClient:
         else:
             # Every check of the posting, before the approval is sent: a post that would fail
             # leaves no allowance behind.
-            self.chain.dry_run(with_permit, buyer.address)
+            self.chain.call(with_permit, buyer.address, block="pending")
             self.token.ensure_allowance(buyer, self.contract.address, params.budget)
             fn = self.contract.functions.postJob(params.as_abi())
         return self.chain.transact(buyer, fn)
