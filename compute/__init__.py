@@ -7,10 +7,10 @@
   histogram, weighted sum), with an explicit `Abort` below the thresholds.
 - `compute.messages`, `compute.round`: the aggregation round as sans-I/O state machines.
 - `compute.dp`: differential privacy through OpenDP, with noise distributed over heavy nodes.
-- `compute.simulation`: a whole round in one process; `compute.bench`: `market bench reduce`.
+- `compute.simulation`: a whole round in one process.
 - `compute.proposal`, `compute.policy`, `compute.maps`: what a buyer asks for (content-addressed),
   what a provider allows, and the vetted map functions run on a provider's table.
-- `compute.node`: the light and heavy nodes around the round (HTTP, SQLite, the chain).
-
-Everything but `compute.node` is pure (no I/O); see docs/compute.md and docs/nodes.md.
+Every module here is pure (no I/O; `tests/compute/test_purity.py`). The light and heavy nodes
+around the round (HTTP, SQLite, the chain) are the top-level package `nodes`; see docs/compute.md
+and docs/nodes.md.
 """

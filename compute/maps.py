@@ -24,7 +24,7 @@ so the provider can see how far its data sits outside the buyer's bounds.
 | `model_probabilities` | weighted_sum | none | the holder's model's probabilities |
 
 `model_probabilities` (ensemble jobs) reads no table: the provider's node runs its own model
-over the job's public evaluation set (`compute.node.ensemble`), so `run_map` refuses it.
+over the job's public evaluation set (`nodes.evalset`), so `run_map` refuses it.
 
 Pure: the table is passed in; nothing here reads a file.
 """

@@ -28,7 +28,7 @@ approval.
 `budget` (`compute.budget.BudgetSpec`): `{"epsilon": 10, "delta": 1e-6, "per_buyer":
 {"epsilon": 2, "delta": 1e-7}, "window_s": 2592000, "composition": "zcdp"}`, every key but
 `epsilon` optional. It is the one rule `evaluate` does not apply: it needs the dataset's ledger,
-which the light node keeps (`compute.node.light.LightState`). `dataset_budgets` sets other totals
+which the light node keeps (`nodes.light.LightState`). `dataset_budgets` sets other totals
 for particular datasets, by id (`0x…`) or registered name: `{"dataset_budgets": {"clinic-a":
 {"epsilon": 2}}}`; the other datasets have `budget`.
 

@@ -467,7 +467,7 @@ class EnsembleSpec(_Strict):
 
     evaluation: BlobRef
     """An `.npz` of `x_val` (validation rows x features), `y_val` (their labels, 0 .. classes
-    - 1) and `x_test` (test rows x features): `compute.node.ensemble.EvaluationSet`."""
+    - 1) and `x_test` (test rows x features): `nodes.evalset.EvaluationSet`."""
     features: Annotated[int, Field(ge=1, le=2**16)]
     """Feature columns of `x_val` and `x_test`, in the models' input order."""
     classes: Annotated[int, Field(ge=2, le=2**12)]

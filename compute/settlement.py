@@ -2,7 +2,7 @@
 
 The round ends in an outcome, a result or an abort. Each member signs that outcome's EIP-712
 digest once, gathers its peers' signatures over the same digest, and submits them until the
-chain settles the job. This module decides; the driver (`compute.node.settle`) does the rest:
+chain settles the job. This module decides; the driver (`nodes.settle`) does the rest:
 it checks each peer's signature the way the contract would (65 bytes, low s, v 27 or 28, an
 accepted committee member) before handing it over as `Signed`, signs the node's own digest
 (after recording it durably: a node never signs two digests for one job), sends transactions,

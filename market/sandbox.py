@@ -195,7 +195,7 @@ class Sandbox:
     ) -> JobView:
         """Publish `proposal` by content address (`ipfs://`, the embedded store by default),
         post it, draw its committee and wait until the running heavy nodes accepted it."""
-        from compute.node.jobs import job_params
+        from nodes.jobs import job_params
 
         store = storage if storage is not None else open_storage()
         uri = uri_for(store.put(proposal.canonical_bytes()))

@@ -1,4 +1,4 @@
-"""Mock data that reveals only what its owner chooses (market/datasets.py).
+"""Mock data that reveals only what its owner chooses (nodes/datasets.py).
 
 The default mock rows must be a function of the declared schema alone: two tables with very
 different distributions but the same declarations publish the same schema and identically
@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from market.datasets import (
+from market.home import Home
+from nodes.datasets import (
     DEFAULT_RANGE,
     DP_BINS,
     DatasetError,
@@ -32,7 +33,6 @@ from market.datasets import (
     register_dataset,
     synthetic_rows,
 )
-from market.home import Home
 
 BOUNDS = {"bp": (0.0, 250.0), "age": (0.0, 120.0)}
 CATEGORIES = {"sex": ("F", "M")}

@@ -40,12 +40,10 @@ from eth_account.signers.local import LocalAccount
 from requests.adapters import HTTPAdapter
 
 from compute.maps import run_map
-from compute.node.jobs import job_params, proposal_for
-from compute.node.light import Directory, LightNode
 from compute.policy import Policy, evaluate
 from compute.proposal import Proposal, parse_proposal
 from market.chain import Chain
-from market.demo import (
+from market.demos.statistics import (
     BUDGET,
     DemoClock,
     _proposal,
@@ -59,6 +57,8 @@ from market.escrow import JobState
 from market.keys import box_public_key
 from market.sandbox import Sandbox
 from market.storage import Storage, open_storage, uri_for
+from nodes.jobs import job_params, proposal_for
+from nodes.light import Directory, LightNode
 
 NETWORKS = ("embedded", "anvil")
 
@@ -274,7 +274,7 @@ def _anvil(
     window: float | None,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    from market.demo_devnet import MARKET, _free_port, stop_processes, wait_serving
+    from market.demos.devnet import MARKET, _free_port, stop_processes, wait_serving
     from market.home import HOME_ENV, Home
     from market.network import Network
     from market.wallet import Wallet

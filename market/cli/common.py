@@ -25,11 +25,11 @@ from rich.table import Table
 
 from market.chain import TOKEN, ChainConnectionError, ChainError, ContractRevert
 from market.chain.units import format_tokens, format_utc
-from market.datasets import DatasetError
 from market.escrow.documents import DocumentError
 from market.home import Home
 from market.network import NETWORKS, RPC_ENV, Network, open_network
 from market.wallet import Wallet, WalletError, resolve_password
+from nodes.datasets import DatasetError
 
 EXIT_ERROR = 1
 """Bad input or a failed precondition; the message says what to do."""

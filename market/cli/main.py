@@ -103,7 +103,7 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
     work as a ratio to its part of the plaintext sum in the same run (one provider's sharing of
     its vector, the slowest heavy node's reduce, the combine) and one provider's upload against
     its plaintext vector's bytes."""
-    from compute.bench import format_reduce_table, run_reduce_bench
+    from market.bench.reduce import format_reduce_table, run_reduce_bench
 
     names = tuple(s.strip() for s in schemes.split(",") if s.strip())
     unknown = sorted(set(names) - {"additive", "shamir"})
@@ -124,7 +124,7 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
     """Encrypted (CKKS) versus plaintext influence scoring, and its fidelity."""
-    from market.valuation.tip.fidelity import format_valuation_table, run_valuation_bench
+    from market.bench.valuation import format_valuation_table, run_valuation_bench
 
     with err.status("training the buyer and scoring providers under CKKS"):
         result = run_valuation_bench(int_list(ks), examples, seed)
@@ -145,7 +145,7 @@ def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
 def bench_ensemble(scheme: str, seed: int, models: int, as_json: bool) -> None:
     """Secure weighted ensembling of up to six model families: each model's accuracy, the
     ensemble's under sharing and in plaintext, and the gain."""
-    from market.ensemble import format_ensemble_table, run_ensemble_bench
+    from market.bench.ensemble import format_ensemble_table, run_ensemble_bench
 
     with err.status(f"training {models} models and ensembling their shared outputs"):
         result = run_ensemble_bench(seed, scheme, models)
@@ -175,7 +175,7 @@ for _command in VALUATION_COMMANDS:
 @click.option("--seed", default=0, show_default=True)
 def valuation_figure_cmd(path: str, k: int, examples: int, seed: int) -> None:
     """Write a PNG of per-example influence across providers (the TIP market figure)."""
-    from market.valuation.tip.fidelity import valuation_figure
+    from market.bench.valuation import valuation_figure
 
     with err.status("scoring the market's examples under CKKS"):
         valuation_figure(path, examples=examples, seed=seed, k=k)
@@ -219,11 +219,11 @@ def demo(
         raise UserError("--models is for --kind ensemble; use --providers for an aggregate")
     with err.status("starting") as status:
         if devnet:
-            from market.demo_devnet import run_devnet_demo
+            from market.demos.devnet import run_devnet_demo
 
             report = run_devnet_demo(providers, seed, progress=lambda s: status.update(s))
         else:
-            from market.demo import run_demo
+            from market.demos.statistics import run_demo
 
             with Chain.embedded() as chain:
                 report = run_demo(chain, providers, seed, progress=lambda s: status.update(s))
@@ -236,7 +236,7 @@ def demo(
 def _ensemble_demo(seed: int, models: int, as_json: bool) -> None:
     from dataclasses import asdict
 
-    from market.demo_ensemble import run_ensemble_demo
+    from market.demos.ensemble import run_ensemble_demo
 
     with err.status("starting") as status, Chain.embedded() as chain:
         report = run_ensemble_demo(chain, seed, progress=lambda s: status.update(s), models=models)

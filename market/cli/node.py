@@ -25,10 +25,10 @@ from market.cli.common import (
     parse_tokens,
     table,
 )
-from market.datasets import LocalDataset, read_table, registered_datasets
 from market.escrow import EscrowClient
 from market.home import Home
 from market.staking import StakingClient
+from nodes.datasets import LocalDataset, read_table, registered_datasets
 
 Net = Callable[[], Any]
 
@@ -108,10 +108,10 @@ def node_heavy(
     and its fee share is at least --min-fee; it is never penalized for a job it did not accept.
     It fetches a job's proposal only once it is drawn for the job, never because of a request;
     by content address (ipfs://) or data: URI unless --allow-fetch says more."""
-    from compute.node.heavy import HeavyNode
-    from compute.node.jobs import JobSpecs
-    from compute.node.service import Server, create_app
-    from compute.node.store import Store
+    from nodes.heavy import HeavyNode
+    from nodes.jobs import JobSpecs
+    from nodes.service import Server, create_app
+    from nodes.store import Store
 
     least = parse_tokens(min_fee, "--min-fee")
     with network() as net:
@@ -182,7 +182,7 @@ def _log_to_stderr() -> None:
 
 
 def _light_state(alias: str) -> Any:
-    from compute.node.light import LightState
+    from nodes.light import LightState
 
     return LightState(str(Home.default().dir("light") / f"{alias}.db"))
 
@@ -190,8 +190,8 @@ def _light_state(alias: str) -> Any:
 def _local_data(d: LocalDataset) -> Any:
     """What the light node serves for a registered dataset: a table's loader, or a model's
     (loaded from the operator's own registered file when a job needs it)."""
-    from compute.node.ensemble import load_model
-    from compute.node.light import LocalData
+    from nodes.evalset import load_model
+    from nodes.light import LocalData
 
     if d.model is not None:
         return LocalData(d.dataset_id, None, model=load_model(d.path), name=d.name)
@@ -232,9 +232,9 @@ def node_light(
 
     A job's proposal and blobs are fetched by content address (ipfs://) or data: URI; a job
     naming another scheme is refused unless --allow-fetch allows it."""
-    from compute.node.light import LightNode, LightService
-    from compute.node.valuation import BlobCache
     from compute.policy import Policy, PolicyError, parse_policy
+    from nodes.light import LightNode, LightService
+    from nodes.valuation import BlobCache
 
     try:
         policy = parse_policy(policy_file.read_bytes()) if policy_file else Policy.default()

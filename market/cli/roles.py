@@ -30,7 +30,6 @@ from market.cli.common import (
     step,
     table,
 )
-from market.datasets import LocalDataset, read_table, register_dataset, registered_datasets
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.home import Home
@@ -39,6 +38,7 @@ from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
 from market.staking.rules import unlock_at
 from market.valuation.merkle import PayoutTree
+from nodes.datasets import LocalDataset, read_table, register_dataset, registered_datasets
 
 Net = Callable[[], Any]
 
@@ -301,7 +301,7 @@ def _read_evaluation(path: Path, classes: int) -> tuple[Any, list[str]]:
 
     import numpy as np
 
-    from compute.node.ensemble import EnsembleJobError, EvaluationSet
+    from nodes.evalset import EnsembleJobError, EvaluationSet
 
     layout = (
         "an evaluation set is an .npz (numpy.savez) of x_val (validation rows x features), "
@@ -358,10 +358,10 @@ def bounty_evaluation(file: Path, classes: int, as_json: bool) -> None:
     `market bounty template --kind ensemble --ensemble TERMS` puts into a proposal."""
     from pydantic import ValidationError
 
-    from compute.node.ensemble import publish_evaluation
     from compute.proposal import EnsembleSpec, describe
     from market.storage import open_storage
     from market.storage.errors import StorageError
+    from nodes.evalset import publish_evaluation
 
     evaluation, extra = _read_evaluation(file, classes)
     try:
@@ -507,8 +507,8 @@ def bounty_post(
         _check_deadline(proposal.deadline, net)
         amount = proposal.economics.budget
         _require_funds(token, signer.address, amount, "the budget")
-        from compute.node.jobs import job_params
         from market.storage import StorageError, open_storage, uri_for
+        from nodes.jobs import job_params
 
         account = signer.unlock()
         available = [a for a in escrow.registry() if a != signer.address]
@@ -1063,7 +1063,7 @@ def dataset_register(
 
     Security: registering a model loads it, and unpickling runs code from the file. Register
     only your own model files (or ones you trust), never a file someone sent you."""
-    from market.datasets import DatasetError, parse_bounds, parse_categories
+    from nodes.datasets import DatasetError, parse_bounds, parse_categories
 
     try:
         declared_bounds, declared = parse_bounds(bounds), parse_categories(categories)
@@ -1283,8 +1283,8 @@ def dataset_budget(dataset: str, alias: str | None, policy_file: Path | None,
     import time
 
     from compute.budget import Standing, basic, mock_spend, standing
-    from compute.node.light import LightState
     from compute.policy import PolicyError, parse_policy
+    from nodes.light import LightState
 
     local = _local(dataset)
     budget = None
@@ -1388,7 +1388,7 @@ def _node_json(record: HeavyNodeRecord, active: bool) -> dict[str, Any]:
 @json_option
 def heavy_register(endpoint: str, stake: str, network: Net, signer: Signer, as_json: bool) -> None:
     """Register --account as a heavy node serving at --endpoint."""
-    from compute.node.wire import WireError, node_endpoint
+    from nodes.wire import WireError, node_endpoint
 
     try:
         endpoint = node_endpoint(endpoint)

@@ -351,12 +351,12 @@ def publish_cmd(
 
     from pydantic import ValidationError
 
-    from compute.node.valuation import publish_blobs
     from compute.proposal import ValuationSpec, describe
     from market.storage import open_storage
     from market.storage.errors import StorageError
     from market.valuation.tip.errors import TipError
     from market.valuation.tip.he import TenSealCKKS
+    from nodes.valuation import publish_blobs
 
     feature_names = _names(features, "--features")
     label = label.strip()
@@ -458,7 +458,7 @@ def publish_cmd(
 # ------------------------------------------------------------------------------ report
 def _job_proposal(escrow: Any, view: Any) -> Any:
     """The job's proposal, checked against its on-chain hash (None when it cannot be read)."""
-    from compute.node.jobs import JobSpecError, proposal_for
+    from nodes.jobs import JobSpecError, proposal_for
 
     try:
         return proposal_for(escrow, view)
@@ -490,9 +490,9 @@ def report_cmd(
     report (each dataset's total score), signed by --account, which must be the job's buyer,
     to every member. Reports are taken until the deadline plus the job's decrypt_window;
     without one the pool is split equally and nobody is slashed."""
-    from compute.node.valuation import NotReady, ValuationError, report_scores
     from market.escrow import EscrowClient, JobState
     from market.staking import StakingClient
+    from nodes.valuation import NotReady, ValuationError, report_scores
 
     with network() as net:
         escrow = EscrowClient(net.chain, net.deployment)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from market.demo_devnet import stop_processes, wait_serving
+from market.demos.devnet import stop_processes, wait_serving
 
 MARKET = str(Path(sys.executable).with_name("market"))
 PASSWORD = "correct horse battery staple"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from compute.budget import Spend
-from compute.node.light import LightState
+from nodes.light import LightState
 from tests.cli.conftest import Cli
 
 ALICE = "0x" + "a1" * 20

@@ -12,7 +12,6 @@ import pandas as pd
 import requests
 
 from compute.maps import run_map
-from compute.node.jobs import JobSpecs
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
 from market.escrow import JobState
@@ -20,8 +19,9 @@ from market.escrow.documents import ResultDocument
 from market.home import Home
 from market.network import Network
 from market.sandbox import Sandbox
+from nodes.jobs import JobSpecs
 from tests.cli.conftest import Cli
-from tests.node.harness import Committee
+from tests.nodes.harness import Committee
 
 
 def test_bounty_result_reports_how_many_values_were_clipped(tmp_path: Path, monkeypatch):

@@ -19,11 +19,11 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from compute.node.ensemble import EvaluationSet
 from compute.proposal import EnsembleSpec, parse_proposal
 from market.chain import TOKEN
 from market.home import Home
 from market.storage import fetch_uri, open_storage
+from nodes.evalset import EvaluationSet
 from tests.cli.conftest import (
     MARKET,
     Cli,

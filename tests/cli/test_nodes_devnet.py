@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from market.chain import TOKEN
-from market.demo_devnet import stop_processes
+from market.demos.devnet import stop_processes
 from tests.cli.conftest import MARKET, Cli, heavy_node_processes, wait_for_state
 
 

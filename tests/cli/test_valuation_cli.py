@@ -22,9 +22,6 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from compute.node.jobs import JobSpecs
-from compute.node.light import LightNode, LightService, LightState, LocalData
-from compute.node.valuation import BlobCache
 from compute.policy import Policy
 from compute.proposal import BlobRef, ValuationSpec, parse_proposal
 from market.chain import TOKEN, Chain
@@ -40,8 +37,11 @@ from market.valuation.tip.he import PlainBackend, TenSealBuyer, load_buyer
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ModelRelease, score_rows
 from market.wallet import Wallet
+from nodes.jobs import JobSpecs
+from nodes.light import LightNode, LightService, LightState, LocalData
+from nodes.valuation import BlobCache
 from tests.cli.conftest import PASSWORD, Cli
-from tests.node.harness import Committee
+from tests.nodes.harness import Committee
 
 FEATURES = ["a", "b", "c"]
 

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 
-from compute.bench import (
+from compute.randomness import AesCtrRandom
+from compute.sharing import SEED_BYTES, AdditiveScheme, ShamirScheme
+from market.bench.reduce import (
     Received,
     format_reduce_table,
     per_party,
@@ -14,8 +16,6 @@ from compute.bench import (
     secure_sum,
     share_all_seeded,
 )
-from compute.randomness import AesCtrRandom
-from compute.sharing import SEED_BYTES, AdditiveScheme, ShamirScheme
 
 FIGURES = {
     "plain_s", "secure_s", "ratio", "provider_s", "provider_ratio", "heavy_s", "heavy_ratio",

@@ -14,7 +14,7 @@ import pytest
 from compute.budget import BudgetSpec, Limit, Spend, check, compose, job_cost, mock_spend
 from compute.policy import PolicyError, parse_policy
 from compute.proposal import parse_proposal
-from market.demo import _proposal
+from market.demos.statistics import _proposal
 
 
 def _plan(epsilon: float, delta: float):

@@ -9,23 +9,9 @@ import pytest
 
 import compute
 
-PURE = [
-    "encoding",
-    "field",
-    "randomness",
-    "sharing",
-    "reduce",
-    "messages",
-    "round",
-    "settlement",
-    "dp",
-    "simulation",
-    "errors",
-    "proposal",
-    "policy",
-    "maps",
-    "ensemble",
-]
+# Every module of the package: the I/O lives in `nodes/` and `market/`.
+ROOT = Path(compute.__file__).parent
+PURE = sorted(str(path.relative_to(ROOT).with_suffix("")) for path in ROOT.rglob("*.py"))
 
 FORBIDDEN = {
     # network
@@ -35,14 +21,14 @@ FORBIDDEN = {
     "web3", "eth_account", "eth_abi", "eth_utils", "eth_tester", "eth", "ape", "market",
     # files, processes and clocks
     "os", "io", "pathlib", "shutil", "tempfile", "sqlite3", "pickle", "shelve", "glob",
-    "subprocess", "time", "datetime", "threading", "multiprocessing",
+    "subprocess", "time", "datetime", "threading", "multiprocessing", "nodes",
 }  # fmt: skip
 
 FORBIDDEN_CALLS = {"open", "input", "print", "exec", "eval", "__import__"}
 
 
 def _module_path(name: str) -> Path:
-    return Path(compute.__file__).parent / f"{name}.py"
+    return ROOT / f"{name}.py"
 
 
 def _imports(tree: ast.AST) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from market.ensemble import format_ensemble_table, run_ensemble_bench
+from market.bench.ensemble import format_ensemble_table, run_ensemble_bench
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from market.valuation.tip.fidelity import (
+from market.bench.valuation import (
     format_valuation_table,
     pearson,
     run_valuation_bench,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from market.bench.valuation import pearson, spearman
 from market.valuation.tip import he
 from market.valuation.tip.errors import (
     GradientRangeError,
@@ -13,7 +14,6 @@ from market.valuation.tip.errors import (
     MalformedPayloadError,
     SecretKeyMissingError,
 )
-from market.valuation.tip.fidelity import pearson, spearman
 from market.valuation.tip.he import (
     BuyerContext,
     CKKSParams,

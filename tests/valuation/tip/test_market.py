@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from market.bench.valuation import spearman
 from market.valuation.tip.data import (
     BENCH_PROVIDERS,
     DEFAULT_PROVIDERS,
@@ -14,7 +15,6 @@ from market.valuation.tip.data import (
     make_market,
 )
 from market.valuation.tip.errors import InvalidParamsError
-from market.valuation.tip.fidelity import spearman
 from market.valuation.tip.influence import influence_scores, retrain_effect
 from tests.valuation.tip.conftest import trained_buyer
 

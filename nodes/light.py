@@ -26,10 +26,6 @@ from compute.budget import Spend, check, job_cost, mock_spend, retry_at
 from compute.errors import ComputeError
 from compute.maps import run_map
 from compute.messages import RoundConfig
-from compute.node.ensemble import EnsembleJobError, evaluation_for, model_records
-from compute.node.jobs import JobSpecError, proposal_for
-from compute.node.valuation import BlobCache, ValuationError, score_dataset
-from compute.node.wire import SignedSubmission, WireError, node_endpoint, refusal_detail
 from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
 from compute.round import LightNodeRound
@@ -39,6 +35,10 @@ from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
 from market.valuation.tip.errors import TipError
+from nodes.evalset import EnsembleJobError, evaluation_for, model_records
+from nodes.jobs import JobSpecError, proposal_for
+from nodes.valuation import BlobCache, ValuationError, score_dataset
+from nodes.wire import SignedSubmission, WireError, node_endpoint, refusal_detail
 
 log = logging.getLogger("market.light")
 
@@ -247,7 +247,7 @@ class LocalData:
     """`() -> pandas.DataFrame`, read when a job needs it (the data stays here); None for a
     model."""
     model: Any = None
-    """`() -> fitted classifier` (`compute.node.ensemble.load_model`), for ensemble jobs."""
+    """`() -> fitted classifier` (`nodes.evalset.load_model`), for ensemble jobs."""
     mock_spend: tuple[float, float] | None = None
     """(epsilon, delta) its dp mock data spent (the ledger's first spend), if it has any."""
     name: str = ""

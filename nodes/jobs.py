@@ -11,11 +11,11 @@ from typing import Any
 from eth_utils import keccak
 
 from compute.messages import RoundConfig
-from compute.node.ensemble import EnsembleJobError, evaluation_for
-from compute.node.valuation import BlobCache
 from compute.proposal import Proposal, ProposalError, ValuationSpec, parse_proposal
 from market.escrow import EscrowClient, JobParams, JobView
 from market.escrow.documents import DocumentError, fetch
+from nodes.evalset import EnsembleJobError, evaluation_for
+from nodes.valuation import BlobCache
 
 
 class JobSpecError(Exception):

@@ -7,14 +7,14 @@ import pytest
 import requests
 from eth_account import Account
 
-from compute.node.wire import SignedSubmission
 from compute.round import LightNodeRound
 from market.chain import Chain
 from market.escrow import Result
 from market.escrow.documents import ResultDocument
 from market.escrow.eip712 import participation_digest, result_digest, sign_digest
 from market.sandbox import Sandbox
-from tests.node.harness import Committee
+from nodes.wire import SignedSubmission
+from tests.nodes.harness import Committee
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_every_bad_submission_is_a_4xx_and_nothing_is_stored(setup):
 def test_peer_messages_must_come_from_the_committee(setup):
     c, view = setup
     url = f"{_node(c, 1).endpoint}/jobs/{view.job_id}/peer"
-    from compute.node.wire import sign_payload
+    from nodes.wire import sign_payload
 
     payload = {"kind": "agreement", "job": str(view.job_id), "sender": 2, "recipient": 1,
                "datasets": [], "noise_share": None}  # fmt: skip
@@ -126,7 +126,7 @@ def test_peer_messages_must_come_from_the_committee(setup):
 def test_a_peer_message_the_round_refuses_is_not_stored(setup):
     c, view = setup
     url = f"{_node(c, 1).endpoint}/jobs/{view.job_id}/peer"
-    from compute.node.wire import encode_vector, sign_payload
+    from nodes.wire import encode_vector, sign_payload
 
     def post(payload):
         body = {"payload": payload, "signature": sign_payload(c.accounts[1], payload)}

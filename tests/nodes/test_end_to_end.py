@@ -10,7 +10,7 @@ from market.chain import Chain
 from market.escrow import JobState
 from market.escrow.documents import ResultDocument
 from market.sandbox import Sandbox
-from tests.node.harness import FIELD, Committee, clinic_data
+from tests.nodes.harness import FIELD, Committee, clinic_data
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_differential_privacy_noise_from_every_member_and_epsilon_reported(tmp_p
     from dataclasses import replace
 
     from compute.dp import PrivacyTerms, plan_noise
-    from tests.node.harness import mean_config
+    from tests.nodes.harness import mean_config
 
     def dp_config(view):
         config = mean_config(view)
@@ -181,8 +181,8 @@ def test_stakes_changed_since_the_nodes_last_looked_are_seen(committee: Committe
     """The heavy nodes answer stake checks from a view kept from the chain's events: a dataset
     that started unbonding, or was slashed below the minimum, after the view last synced is
     refused in a job posted after that; one staked after it is taken."""
-    from compute.node.light import SubmissionRefused
     from market.escrow import Slash
+    from nodes.light import SubmissionRefused
 
     market = committee.market
     buyer = market.account(10_000 * 10**18)

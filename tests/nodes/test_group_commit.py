@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from compute.node.store import Duplicate, Input, Store
+from nodes.store import Duplicate, Input, Store
 
 WRITER = textwrap.dedent(
     """
     import os, sys, threading
-    from compute.node.store import Input, Store
+    from nodes.store import Input, Store
 
     store = Store(sys.argv[1])
 

@@ -27,7 +27,6 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from compute.errors import ProtocolError
-from compute.node.store import Entry, Input, Store
 from compute.reduce import AbortReason
 from compute.settlement import (
     Attempt,
@@ -49,6 +48,7 @@ from market.chain import ContractRevert
 from market.chain import errors as E
 from market.escrow import EscrowClient, JobState, JobView, Result, Slash, SlashConsent
 from market.escrow.eip712 import abort_digest, sign_digest
+from nodes.store import Entry, Input, Store
 
 log = logging.getLogger("market.heavy")
 

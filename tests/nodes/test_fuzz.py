@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 
 from market.chain import Chain
 from market.sandbox import Sandbox
-from tests.node.harness import Committee
+from tests.nodes.harness import Committee
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def served(tmp_path_factory):
 def api(served):
     committee, url = served
     node = committee.nodes[committee.accounts[0].address]
-    from compute.node.service import create_app
+    from nodes.service import create_app
 
     return schemathesis.openapi.from_dict(create_app(node).openapi())
 

@@ -13,7 +13,7 @@ from market.chain import Chain
 from market.chain import errors as E
 from market.escrow import JobState
 from market.sandbox import Sandbox
-from tests.node.harness import Committee, clinic_data
+from tests.nodes.harness import Committee, clinic_data
 
 TOKEN = 10**18
 
@@ -66,8 +66,8 @@ def test_buyer_cannot_send_providers_to_a_committee_that_has_not_accepted(
     """Light nodes send nothing while the drawn committee has not accepted (here: nobody does,
     the job's fee being below the nodes' minimum), so a buyer cannot collect shares at nodes
     of its choosing, nor at drawn nodes that did not take the job on."""
-    from compute.node.light import LightService, LightState, LocalData
     from compute.policy import Policy
+    from nodes.light import LightService, LightState, LocalData
 
     market = committee.market
     buyer = market.account(1_000 * TOKEN)
@@ -105,14 +105,14 @@ def test_a_member_cannot_aim_its_peers_posts_at_another_api(endpoint: str):
     """A heavy node registers any endpoint string on chain; its peers and light nodes post
     only to a plain scheme://host:port, so it cannot steer their POSTs to another service's
     path on their own machine (and no node follows a redirect)."""
-    from compute.node.wire import WireError, node_endpoint
+    from nodes.wire import WireError, node_endpoint
 
     with pytest.raises(WireError):
         node_endpoint(endpoint)
 
 
 def test_a_plain_endpoint_is_kept_without_its_trailing_slash():
-    from compute.node.wire import node_endpoint
+    from nodes.wire import node_endpoint
 
     assert node_endpoint("http://127.0.0.1:9100/") == "http://127.0.0.1:9100"
     assert node_endpoint("https://node.example:443") == "https://node.example:443"

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from compute.node.heavy import Rejected
-from compute.node.service import Server, create_app
+from nodes.heavy import Rejected
+from nodes.service import Server, create_app
 
 LIMIT = 1024 * 1024
 STREAM = 64 * 1024 * 1024

@@ -15,17 +15,17 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from compute.node.heavy import HeavyNode
-from compute.node.jobs import JobSpecError, JobSpecs, proposal_for
-from compute.node.light import LightNode, LightService, LightState, LocalData
-from compute.node.service import Server, create_app
-from compute.node.store import Store
-from compute.node.valuation import BlobCache
 from compute.policy import Policy
 from market.chain import Chain
 from market.escrow.documents import DocumentError, FetchRefused, fetch
 from market.sandbox import Sandbox
 from market.storage import EmbeddedStore, uri_for
+from nodes.heavy import HeavyNode
+from nodes.jobs import JobSpecError, JobSpecs, proposal_for
+from nodes.light import LightNode, LightService, LightState, LocalData
+from nodes.service import Server, create_app
+from nodes.store import Store
+from nodes.valuation import BlobCache
 
 SECRET = "s3cret-internal-value"
 """What an internal service or a local file holds; no refusal may show it."""
@@ -280,7 +280,7 @@ def test_the_nodes_commands_take_allow_fetch():
 
 
 def test_dataset_metadata_goes_on_chain_by_content_address(home, tmp_path):
-    from market.datasets import register_dataset
+    from nodes.datasets import register_dataset
 
     table = tmp_path / "clinic.csv"
     table.write_text("age,bp\n" + "".join(f"{30 + i},{120 + i}\n" for i in range(20)))

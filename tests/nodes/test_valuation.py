@@ -16,10 +16,6 @@ import pytest
 import requests
 from eth_account.signers.local import LocalAccount
 
-from compute.node.jobs import JobSpecs
-from compute.node.light import LightNode, LightService, LightState, LocalData
-from compute.node.valuation import publish_blobs, report_scores
-from compute.node.wire import sign_payload
 from compute.policy import Policy
 from compute.proposal import parse_proposal
 from market.chain import Chain
@@ -36,7 +32,11 @@ from market.valuation.tip.influence import (
     projected_gradients,
 )
 from market.valuation.tip.release import Publication, publish
-from tests.node.harness import Committee
+from nodes.jobs import JobSpecs
+from nodes.light import LightNode, LightService, LightState, LocalData
+from nodes.valuation import publish_blobs, report_scores
+from nodes.wire import sign_payload
+from tests.nodes.harness import Committee
 
 K = 256
 SEED = 11

@@ -532,7 +532,7 @@ def is_model_file(path: Path) -> bool:
 def inspect_model(path: Path) -> ModelInfo:
     """Load the model file at `path` (unpickling: it runs the file's code) and check that it is
     a fitted classifier whose labels are integers."""
-    from compute.node.ensemble import EnsembleJobError, load_model
+    from nodes.evalset import EnsembleJobError, load_model
 
     try:
         model = load_model(path)()

@@ -1,6 +1,6 @@
 """Valuation (TIP) jobs at the edges of the network: what a provider's light node computes, and
 how the buyer collects, decrypts and reports the scores. The heavy node's side is in
-`compute.node.heavy` (it stores the encrypted scores with each submission, serves them to the
+`nodes.heavy` (it stores the encrypted scores with each submission, serves them to the
 buyer after the round, and settles on the buyer's signed report).
 
 A provider fetches the job's three published blobs (model release, public CKKS context,
@@ -23,12 +23,12 @@ import requests
 from eth_account.signers.local import LocalAccount
 
 from compute.maps import run_map, select_rows
-from compute.node import wire
 from compute.proposal import BlobRef, Proposal
 from market.escrow.documents import DocumentError, fetch
 from market.valuation.tip.he import BuyerContext
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, report_from_payloads, score_rows
+from nodes import wire
 
 
 class ValuationError(Exception):

@@ -25,9 +25,6 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from compute.ensemble import align_probabilities, plain_ensemble
-from compute.node.ensemble import EvaluationSet, load_model, publish_evaluation
-from compute.node.jobs import JobSpecs, job_params
-from compute.node.light import LightNode, LightService, LightState, LocalData
 from compute.policy import Policy
 from compute.proposal import Proposal, parse_proposal
 from market.chain import Chain
@@ -36,7 +33,10 @@ from market.escrow.documents import ResultDocument
 from market.sandbox import TOKEN, Sandbox
 from market.storage import open_storage, uri_for
 from market.valuation.payouts import split_by_weights
-from tests.node.harness import Committee
+from nodes.evalset import EvaluationSet, load_model, publish_evaluation
+from nodes.jobs import JobSpecs, job_params
+from nodes.light import LightNode, LightService, LightState, LocalData
+from tests.nodes.harness import Committee
 
 BUDGET = 600 * TOKEN
 FEE_BPS = 500

@@ -34,11 +34,11 @@ from compute.ensemble import (
     plain_ensemble,
     records,
 )
-from compute.node.ensemble import EvaluationSet
 from compute.randomness import AesCtrRandom
 from compute.sharing import scheme_named
 from compute.simulation import simulate_ensemble
 from market.valuation.payouts import split_by_weights
+from nodes.evalset import EvaluationSet
 
 POOL = 950 * 10**18
 """The payout pool the table splits (a 1,000 DATA budget less a 5% fee)."""

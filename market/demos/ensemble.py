@@ -26,12 +26,11 @@ import joblib
 import numpy as np
 
 from compute.ensemble import plain_ensemble
-from compute.node.ensemble import load_model, publish_evaluation
-from compute.node.light import Directory, LightNode, LightService, LightState, LocalData
 from compute.policy import Policy
 from compute.proposal import parse_proposal
+from market.bench.ensemble import Holders, train_holders
 from market.chain import TOKEN, Chain
-from market.demo import (
+from market.demos.statistics import (
     DemoClock,
     Phase,
     _phase,
@@ -40,11 +39,12 @@ from market.demo import (
     running_committee,
     settle,
 )
-from market.ensemble import Holders, train_holders
 from market.escrow import JobState
 from market.escrow.documents import ResultDocument
 from market.sandbox import Sandbox
 from market.storage import open_storage
+from nodes.evalset import load_model, publish_evaluation
+from nodes.light import Directory, LightNode, LightService, LightState, LocalData
 
 BUDGET = 1_000 * TOKEN
 FEE_BPS = 500
@@ -89,8 +89,8 @@ def run_ensemble_demo(
     workdir: Path | None = None,
     models: int = 6,
 ) -> EnsembleDemoReport:
-    """The job with the first `models` of the bench's holders (`market.ensemble`); the proposal
-    needs three (`privacy.min_participants`), so fewer abort as `too_few_participants`."""
+    """The job with the first `models` of the bench's holders (`market.bench.ensemble`); the
+    proposal needs three (`privacy.min_participants`), so fewer abort as `too_few_participants`."""
     phases: list[Phase] = []
     progress("model holders train their models on their own data")
     with _phase(phases, "holders train"):

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from compute.node.wire import SUBMISSION_TYPES, WireError, open_sealed, seal, submission_digest
 from compute.sharing import scheme_named
 from market.escrow.eip712 import Domain, recover_strict, sign_digest
+from nodes.wire import SUBMISSION_TYPES, WireError, open_sealed, seal, submission_digest
 
 DOMAIN = Domain(31337, "0x" + "ab" * 20)
 
@@ -81,7 +81,7 @@ def test_an_ensemble_round_s_statistics_travel_as_one_kind_per_stage() -> None:
     """A node stores one peer message per kind and sender: the blends (stage 1) must not be
     taken for a second copy of the statistics (stage 0)."""
     from compute.messages import Statistic
-    from compute.node.wire import peer_message, peer_payload
+    from nodes.wire import peer_message, peer_payload
 
     value = np.arange(4, dtype=np.uint64)
     kinds = []

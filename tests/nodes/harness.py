@@ -14,15 +14,15 @@ from eth_account.signers.local import LocalAccount
 
 from compute.encoding import FieldSpec
 from compute.messages import RoundConfig
-from compute.node.heavy import HeavyNode
-from compute.node.light import LightNode
-from compute.node.service import Server, create_app
-from compute.node.store import Store
 from compute.reduce import ReduceOp, Reduction
 from compute.sharing import scheme_named
 from market.escrow import JobView
 from market.keys import box_public_key
 from market.sandbox import Sandbox
+from nodes.heavy import HeavyNode
+from nodes.light import LightNode
+from nodes.service import Server, create_app
+from nodes.store import Store
 
 FIELD = FieldSpec("bp", 80.0, 200.0, scale=1 << 16)
 

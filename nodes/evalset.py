@@ -2,7 +2,7 @@
 light and heavy nodes fetch it by the URI and SHA-256 the proposal names), and what a model
 holder's light node computes: its own model's class probabilities on that set, never the
 model itself. The heavy nodes' side is the round (`compute.round`, with the job's
-`EnsemblePlan`) and the weight-proportional payouts in `compute.node.heavy`.
+`EnsemblePlan`) and the weight-proportional payouts in `nodes.heavy`.
 
 A model is whatever the holder serves with a scikit-learn style `predict_proba(x)` and
 `classes_` (its labels, integers in 0 .. classes - 1): a fitted estimator loaded with `joblib`
@@ -24,8 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from compute.ensemble import EnsembleError, Layout, align_probabilities, records
-from compute.node.valuation import BlobCache, ValuationError
 from compute.proposal import BlobRef, EnsembleSpec, Proposal
+from nodes.valuation import BlobCache, ValuationError
 
 _ARRAYS = ("x_val", "y_val", "x_test")
 

@@ -28,12 +28,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from compute.errors import ProtocolError
 from compute.messages import CloseSubmissions
-from compute.node import settle as settle_module
-from compute.node import wire
-from compute.node.heavy import HeavyNode, Rejected
-from compute.node.light import LightNode
-from compute.node.store import DoubleSigning, Duplicate, Input, Store
-from compute.node.wire import SignedSubmission
 from compute.randomness import AesCtrRandom
 from compute.round import HeavyNodeRound, LightNodeRound
 from market.chain import Chain
@@ -52,7 +46,13 @@ from market.escrow.eip712 import (
 from market.keys import box_public_key
 from market.sandbox import Sandbox
 from market.staking.client import DatasetRecord
-from tests.node.harness import Clock, mean_config
+from nodes import settle as settle_module
+from nodes import wire
+from nodes.heavy import HeavyNode, Rejected
+from nodes.light import LightNode
+from nodes.store import DoubleSigning, Duplicate, Input, Store
+from nodes.wire import SignedSubmission
+from tests.nodes.harness import Clock, mean_config
 from tests.signatures import high_s_twin
 
 TIMEOUT = 2.0

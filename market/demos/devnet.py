@@ -24,12 +24,10 @@ import numpy as np
 import requests
 from eth_account import Account
 
-from compute.node.jobs import job_params
 from compute.proposal import parse_proposal
 from market.chain import Chain
 from market.chain.token import TokenClient
-from market.datasets import register_dataset
-from market.demo import (
+from market.demos.statistics import (
     BUDGET,
     STRICT_SHARE,
     DemoReport,
@@ -50,6 +48,8 @@ from market.sandbox import wait_ready
 from market.staking import StakingClient
 from market.storage import open_storage, uri_for
 from market.wallet import Wallet
+from nodes.datasets import register_dataset
+from nodes.jobs import job_params
 
 MARKET = str(Path(sys.executable).with_name("market"))
 

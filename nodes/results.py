@@ -12,7 +12,6 @@ from typing import Any
 from compute.ensemble import WEIGHT_SCALE
 from compute.messages import Result as RoundResult
 from compute.messages import RoundConfig
-from compute.node.store import Store
 from compute.proposal import ValuationSpec
 from market.escrow import JobView, Result, Slash, SlashConsent
 from market.escrow.documents import ResultDocument
@@ -21,6 +20,7 @@ from market.valuation.merkle import PayoutTree
 from market.valuation.payouts import split_by_weights
 from market.valuation.tip.release import ScoreReport
 from market.valuation.tip.settle import settle_valuation
+from nodes.store import Store
 
 
 def result_uri(job_id: int) -> str:

@@ -28,11 +28,6 @@ import pandas as pd
 import requests
 
 from compute.maps import run_map
-from compute.node.heavy import HeavyNode
-from compute.node.jobs import JobSpecs, proposal_for
-from compute.node.light import Directory, LightNode
-from compute.node.service import Server, create_app
-from compute.node.store import Store
 from compute.policy import Policy, evaluate
 from compute.proposal import parse_proposal
 from market.chain import TOKEN, Chain
@@ -40,6 +35,11 @@ from market.escrow import EscrowClient, JobState
 from market.escrow.documents import ResultDocument, fetch
 from market.keys import box_public_key
 from market.sandbox import Sandbox
+from nodes.heavy import HeavyNode
+from nodes.jobs import JobSpecs, proposal_for
+from nodes.light import Directory, LightNode
+from nodes.service import Server, create_app
+from nodes.store import Store
 
 LO, HI = 60.0, 220.0
 BUDGET = 1_000 * TOKEN

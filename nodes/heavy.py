@@ -15,7 +15,7 @@ and members that did not accept are peers it does not wait for.
 
 Settlement: every honest member reconstructs the same aggregate, so each derives the same result
 document (`market.escrow.documents.ResultDocument`: the decoded result and the payout tree) and
-the same EIP-712 `Result`, signs it once (`compute.node.settle`: recorded in the store before it
+the same EIP-712 `Result`, signs it once (`nodes.settle`: recorded in the store before it
 is signed, never a second digest for a job) and sends the signature to its peers; any member
 holding a quorum of valid signatures calls `finalize` with every one it holds
 (`compute.settlement` decides what to submit, when to retry and when to give up). Below the
@@ -25,7 +25,7 @@ the contract would take it. The result document is served once the chain has fin
 
 Restarts: every input (submissions, peer messages and signatures) and every decision that
 changes what the node would sign (closing submissions, giving up on a peer) is logged in the
-store before the node acts on it, and replayed in that order (`compute.node.store`).
+store before the node acts on it, and replayed in that order (`nodes.store`).
 """
 
 from __future__ import annotations
@@ -53,9 +53,6 @@ from compute.messages import (
     Submission,
 )
 from compute.messages import Result as RoundResult
-from compute.node import results, wire
-from compute.node.settle import Decision, JobSettlement, Settler, result_from_json, result_json
-from compute.node.store import Duplicate, Entry, Input, Store
 from compute.proposal import ValuationSpec
 from compute.randomness import AesCtrRandom
 from compute.reduce import Abort
@@ -84,6 +81,9 @@ from market.staking.view import StakeView
 from market.valuation.tip.errors import TipError
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, scores_count
+from nodes import results, wire
+from nodes.settle import Decision, JobSettlement, Settler, result_from_json, result_json
+from nodes.store import Duplicate, Entry, Input, Store
 
 log = logging.getLogger("market.heavy")
 
@@ -834,7 +834,7 @@ class HeavyNode:
 
     # ------------------------------------------------------------------------- settlement
     def _settle(self, job: _Job) -> None:
-        """Sign the round's outcome once it is final (`compute.node.settle` records it before
+        """Sign the round's outcome once it is final (`nodes.settle` records it before
         signing), send the signature to the peers, and move the settlement on."""
         settlement = job.settlement
         if settlement.decision is None and (

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from compute.node.heavy import HeavyNode, Rejected
+from nodes.heavy import HeavyNode, Rejected
 
 JobId = Annotated[int, Path(ge=1, lt=2**63, description="The job's on-chain id")]
 

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from compute.node.light import LightNode, LightService, LightState, LocalData
 from compute.policy import Policy
 from compute.proposal import parse_proposal
 from market.chain import Chain
-from market.demo import BUDGET, DemoClock, _proposal, clinic_tables, running_committee
+from market.demos.statistics import BUDGET, DemoClock, _proposal, clinic_tables, running_committee
 from market.escrow import JobState
 from market.sandbox import Sandbox
+from nodes.light import LightNode, LightService, LightState, LocalData
 
 TOKEN = 10**18
 
