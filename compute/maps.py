@@ -21,10 +21,18 @@ so the provider can see how far its data sits outside the buyer's bounds.
 |---|---|---|---|
 | `column_values` | sum, mean, variance, histogram | columns read | their values |
 | `row_count` | count | none | one row (its values are never read) |
+| `category_counts` | histogram | none (`params.column`) | one row, in its category's bin |
 | `model_probabilities` | weighted_sum | none | the holder's model's probabilities |
 
 `model_probabilities` (ensemble jobs) reads no table: the provider's node runs its own model
 over the job's public evaluation set (`nodes.evalset`), so `run_map` refuses it.
+
+`category_counts` (counts grouped by a categorical column, the audits' group-by) reads the column
+`params.column` and counts each row in the bin of its category, the categories listed, in order,
+in `params.categories` (comma-separated; a name holds no comma) and one histogram bin each
+(`reduce.bins` = how many are listed). A row whose category is missing or not listed is counted
+in no group. The histogram's one coordinate a row moves is what keeps its DP sensitivity at 1
+(a `sum` over one-hot fields would charge one per category).
 
 Pure: the table is passed in; nothing here reads a file.
 """
@@ -58,6 +66,9 @@ class MapError(ComputeError, ValueError):
 MapApply = Callable[[pd.DataFrame, tuple[str, ...]], ArrayLike]
 """A map's body: the filtered, complete rows and the value columns in, records out."""
 
+ParamApply = Callable[[pd.DataFrame, Mapping[str, Any]], ArrayLike]
+"""The body of a map that its `map.params` steer: the filtered rows and the params in."""
+
 
 @dataclass(frozen=True)
 class MapFunction:
@@ -72,6 +83,18 @@ class MapFunction:
     apply: MapApply
     params: frozenset[str] = frozenset()
     """The names it accepts in `map.params`; any other is refused when a proposal is parsed."""
+    param_columns: frozenset[str] = frozenset()
+    """The params that name a column it reads (counted in `columns_touched`)."""
+    with_params: ParamApply | None = None
+    """Its body when its params steer it (then `apply` is not called)."""
+
+    def run(
+        self, frame: pd.DataFrame, columns: tuple[str, ...], params: Mapping[str, Any]
+    ) -> ArrayLike:
+        """Its records from the rows the map uses."""
+        if self.with_params is not None:
+            return self.with_params(frame, params)
+        return self.apply(frame, columns)
 
 
 def _column_values(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
@@ -87,6 +110,68 @@ def _no_table(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
         "model_probabilities runs the provider's model over the job's evaluation set, not over "
         "a table; serve a model for ensemble jobs"
     )
+
+
+def categories_of(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """`category_counts`'s categories, in bin order, from its `categories` param."""
+    listed = params.get("categories")
+    return tuple(listed.split(",")) if isinstance(listed, str) else ()
+
+
+def category_problems(proposal: Proposal) -> list[tuple[tuple[str | int, ...], str]]:
+    """`category_counts`'s refusals: a column to group by, unique non-empty categories, one
+    histogram bin per category and no output fields (its bins are the categories)."""
+    if proposal.map.function != "category_counts":
+        return []
+    params, out = proposal.map.params, []
+    if not (isinstance(params.get("column"), str) and params["column"]):
+        out.append((("map", "params", "column"), "category_counts needs the column to group by"))
+    categories = categories_of(params)
+    repeated = sorted({c for c in categories if categories.count(c) > 1})
+    if not categories or "" in categories:
+        out.append(
+            (
+                ("map", "params", "categories"),
+                'category_counts needs its categories, comma-separated ("a,b,c"), none empty',
+            )
+        )
+    elif repeated:
+        out.append((("map", "params", "categories"), f"categories repeated: {', '.join(repeated)}"))
+    elif proposal.reduce.bins != len(categories):
+        out.append(
+            (
+                ("reduce", "bins"),
+                f"category_counts has one bin per category: set bins to {len(categories)}, "
+                f"not {proposal.reduce.bins}",
+            )
+        )
+    if proposal.map.output.fields:
+        out.append(
+            (
+                ("map", "output", "fields"),
+                "category_counts counts rows per category and takes no output fields; remove them",
+            )
+        )
+    return out
+
+
+def _category_counts(frame: pd.DataFrame, params: Mapping[str, Any]) -> ArrayLike:
+    column = params["column"]
+    if column not in frame.columns:
+        raise MapError(
+            f"column {column!r} not in the data (available: {_available(frame)}); "
+            "category_counts groups by it"
+        )
+    categories = categories_of(params)
+    codes = pd.Categorical(frame[column].astype("string"), categories=list(categories)).codes
+    listed = codes[codes >= 0].astype(np.float64)
+    # Bin i of the histogram over [0, 1] holds (i + 0.5) / k: the middle of the bin, so no
+    # rounding moves a row to its neighbour.
+    return ((listed + 0.5) / len(categories)).reshape(-1, 1)
+
+
+def _no_fields(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
+    raise MapError("category_counts runs with its params")  # `with_params` is its body
 
 
 MAP_FUNCTIONS: Mapping[str, MapFunction] = {
@@ -120,6 +205,16 @@ MAP_FUNCTIONS: Mapping[str, MapFunction] = {
             reads_fields=False,
             apply=_row_count,
         ),
+        MapFunction(
+            "category_counts",
+            "one record per row with a listed category of params.column, in its category's bin",
+            frozenset({ReduceOp.HISTOGRAM}),
+            reads_fields=False,
+            apply=_no_fields,
+            params=frozenset({"column", "categories"}),
+            param_columns=frozenset({"column"}),
+            with_params=_category_counts,
+        ),
     )
 }
 """Every vetted map function, by the name a proposal uses."""
@@ -134,7 +229,8 @@ class MapReport:
     rows_after_filter: int
     """Rows the filter kept (all of them without a filter)."""
     rows_dropped_missing: int
-    """Kept rows dropped for a missing value in a value column."""
+    """Kept rows dropped for a missing value in a value column (for `category_counts`, a
+    missing or unlisted category)."""
     values_clipped: int
     """Values outside their field's `[lo, hi]`, which the contribution clips to the bounds."""
 
@@ -164,6 +260,9 @@ def value_columns(proposal: Proposal) -> tuple[str, ...]:
 def columns_touched(proposal: Proposal) -> set[str]:
     """Every column the map reads, the filter's included (for a policy's `max_columns`)."""
     touched = set(value_columns(proposal))
+    for param in MAP_FUNCTIONS[proposal.map.function].param_columns:
+        if isinstance(proposal.map.params.get(param), str):
+            touched.add(proposal.map.params[param])
     if proposal.map.filter is not None:
         touched.add(proposal.map.filter.column)
     return touched
@@ -189,7 +288,9 @@ def run_map(proposal: Proposal, frame: pd.DataFrame) -> MapOutput:
     frame, rows_after_filter = select_rows(proposal, frame)
     dropped = rows_after_filter - len(frame)
     reduction = proposal.reduction()
-    records = reduction.records(function.apply(frame, columns))
+    records = reduction.records(function.run(frame, columns, proposal.map.params))
+    if function.with_params is not None:  # category_counts: a row of no listed category too
+        dropped = rows_after_filter - records.shape[0]
     clipped = 0
     if columns:
         spec = reduction.field
