@@ -24,12 +24,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from market.chain import TOKEN, ChainConnectionError, ChainError, ContractRevert
+from market.chain import errors as E
+from market.chain.token import TokenClient
 from market.chain.units import format_tokens, format_utc
-from market.escrow.documents import DocumentError
+from market.escrow import EscrowClient, JobState, JobView
+from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.home import Home
 from market.network import NETWORKS, RPC_ENV, Network, open_network
+from market.staking import StakingClient
 from market.wallet import Wallet, WalletError, resolve_password
-from nodes.datasets import DatasetError
+from nodes.datasets import DatasetError, LocalDataset, registered_datasets
 
 EXIT_ERROR = 1
 """Bad input or a failed precondition; the message says what to do."""
@@ -455,3 +459,63 @@ def int_list(text: str, minimum: int = 1, what: str = "a positive integer") -> t
     if not values or min(values) < minimum:
         raise click.BadParameter(f"every value must be {what}")
     return values
+
+
+# ------------------------------------------------------------- the chain, jobs, datasets
+Net = Callable[[], Any]
+"""What `network_options` passes a command: call it to open the network."""
+
+
+def clients(net: Any) -> tuple[EscrowClient, StakingClient, TokenClient]:
+    deployment = net.deployment
+    return (
+        EscrowClient(net.chain, deployment),
+        StakingClient(net.chain, deployment),
+        TokenClient(net.chain, deployment.token),
+    )
+
+
+def require_funds(token: TokenClient, address: str, amount: int, what: str) -> None:
+    held = token.balance_of(address)
+    if held < amount:
+        raise UserError(
+            f"{what} of {format_tokens(amount)} is more than the {format_tokens(held)} that "
+            f"{address} holds; get more DATA (`market faucet` on a devnet) or ask for less"
+        )
+
+
+def received(token: TokenClient, address: str, withdraw: Callable[[], object]) -> int:
+    """Run a withdrawal and return how many tokens it paid `address`."""
+    before = token.balance_of(address)
+    with step("withdrawing"):
+        withdraw()
+    return token.balance_of(address) - before
+
+
+def existing_job(escrow: EscrowClient, job_id: int) -> JobView:
+    """The job, or a `UserError` saying there is none."""
+    try:
+        view = escrow.job(job_id)
+    except E.MarketplaceJobNotFound:
+        view = None
+    if view is None or view.state is JobState.NONE:
+        raise UserError(f"there is no job {job_id} (`market bounty list` shows the jobs)")
+    return view
+
+
+def result_document(staking: StakingClient, view: JobView, uri: str) -> ResultDocument:
+    endpoints = [staking.heavy_node(member).endpoint for member in view.committee]
+    try:
+        return ResultDocument.from_bytes(fetch(uri, endpoints), view.result_hash)
+    except DocumentError as exc:
+        raise UserError(f"the job's result document at {uri}: {exc}") from None
+
+
+def local_dataset(dataset: str) -> LocalDataset:
+    for d in registered_datasets():
+        if d.dataset_id.hex() == dataset.removeprefix("0x").lower() or d.name == dataset:
+            return d
+    raise UserError(
+        f"no registered dataset {dataset!r} (`market dataset list` shows them; "
+        "`market dataset register PATH` adds one)"
+    )

@@ -12,10 +12,13 @@ from rich.table import Table
 
 from market.chain import Chain
 from market.cli.bench_network import bench_network
+from market.cli.bounty import bounty_group
+from market.cli.claim import claim
 from market.cli.common import MarketGroup, UserError, emit_json, err, int_list, out
+from market.cli.dataset import dataset_group
+from market.cli.heavy import heavy_group
 from market.cli.network_cmds import balance, deploy_cmd, devnet_group, faucet
 from market.cli.node import node_group
-from market.cli.roles import bounty_group, claim, dataset_group, heavy_group
 from market.cli.valuation_cmds import COMMANDS as VALUATION_COMMANDS
 from market.cli.wallet import wallet_group
 

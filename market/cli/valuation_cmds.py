@@ -22,6 +22,7 @@ from market.cli.common import (
     account_options,
     emit_json,
     err,
+    existing_job,
     format_time,
     json_option,
     network_options,
@@ -29,7 +30,6 @@ from market.cli.common import (
     step,
     table,
 )
-from market.cli.roles import existing_job
 from market.home import Home
 
 Net = Callable[[], Any]

@@ -529,7 +529,7 @@ def test_an_ensemble_job_with_too_few_holders_says_why_it_aborted(
 def test_the_buyer_s_accuracy_names_a_chosen_blend_s_validation_accuracy():
     """`bounty result --test-labels` beside a blend: the ensemble's validation accuracy is the
     chosen candidate's, not any one model's."""
-    from market.cli.roles import _ensemble_accuracy
+    from market.cli.bounty import _ensemble_accuracy
 
     result = {
         "values": [0.6, 0.4, 0.2, 0.8],
