@@ -164,7 +164,7 @@ def _category_counts(frame: pd.DataFrame, params: Mapping[str, Any]) -> ArrayLik
         )
     categories = categories_of(params)
     codes = pd.Categorical(frame[column].astype("string"), categories=list(categories)).codes
-    listed = codes[codes >= 0].astype(np.float64)
+    listed = codes[codes >= 0]
     # Bin i of the histogram over [0, 1] holds (i + 0.5) / k: the middle of the bin, so no
     # rounding moves a row to its neighbour.
     return ((listed + 0.5) / len(categories)).reshape(-1, 1)

@@ -52,7 +52,10 @@ def count_proposal(filter_: dict[str, Any] | None = None) -> Proposal:
 
 
 def test_registry() -> None:
-    assert set(MAP_FUNCTIONS) == {"column_values", "model_probabilities", "row_count"}
+    assert set(MAP_FUNCTIONS) == {
+        "column_values", "model_probabilities", "row_count", "category_counts",
+    }  # fmt: skip
+    assert MAP_FUNCTIONS["category_counts"].ops == {ReduceOp.HISTOGRAM}
     assert MAP_FUNCTIONS["model_probabilities"].ops == {ReduceOp.WEIGHTED_SUM}
     assert MAP_FUNCTIONS["row_count"].ops == {ReduceOp.COUNT}
     assert ReduceOp.COUNT not in MAP_FUNCTIONS["column_values"].ops
