@@ -611,4 +611,31 @@ def _settles_text(settles: dict[str, Any] | None) -> str:
 
 
 COMMANDS = (publish_cmd, report_cmd)
-"""The buyer's valuation commands (`main.py` adds them to `market valuation`)."""
+"""The buyer's valuation commands, which `market valuation` holds with its figure."""
+
+
+@click.group("valuation")
+def valuation_group() -> None:
+    """Data valuation (TIP): encrypted gradient influence.
+
+    A buyer publishes its model and encrypted query (`publish`), posts a valuation proposal
+    with the terms it prints (`market bounty post`), and after the deadline decrypts and
+    reports the providers' scores (`report`)."""
+
+
+for _command in COMMANDS:
+    valuation_group.add_command(_command)
+
+
+@valuation_group.command("figure")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@click.option("--k", default=1024, show_default=True, type=click.IntRange(1))
+@click.option("--examples", default=10_000, show_default=True, type=click.IntRange(10))
+@click.option("--seed", default=0, show_default=True)
+def valuation_figure_cmd(path: str, k: int, examples: int, seed: int) -> None:
+    """Write a PNG of per-example influence across providers (the TIP market figure)."""
+    from market.bench.valuation import valuation_figure
+
+    with err.status("scoring the market's examples under CKKS"):
+        valuation_figure(path, examples=examples, seed=seed, k=k)
+    click.echo(f"wrote {path}")
