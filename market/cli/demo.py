@@ -31,13 +31,25 @@ from market.cli.common import UserError, emit_json, err, out
 @click.option("--models", type=click.IntRange(3, 6), default=None,
               help="--kind ensemble: how many model holders (3 to 6, default 6; the bounty's "
               "privacy.min_participants is 3).")  # fmt: skip
+@click.option("--audit", is_flag=True,
+              help="A platform audit: 4 platforms' impression logs (or --providers), counts per "
+              "item under DP, and their Gini, top-10% share and ratio to a published baseline, "
+              "secure beside plaintext (embedded chain only).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def demo(
-    providers: int, seed: int | None, devnet: bool, kind: str, models: int | None, as_json: bool
-) -> None:
+    providers: int, seed: int | None, devnet: bool, kind: str, models: int | None,
+    audit: bool, as_json: bool,
+) -> None:  # fmt: skip
     """One bounty end to end: deploy, heavy nodes, providers' light nodes, secure reduce,
     settlement, claims (on the embedded chain unless --devnet)."""
     from dataclasses import asdict
+
+    if audit:
+        from market.cli.audit_demo import audit_demo
+
+        given = click.get_current_context().get_parameter_source("providers")
+        audit_demo(4 if given is click.core.ParameterSource.DEFAULT else providers, seed, as_json)
+        return
 
     if kind == "ensemble":
         if devnet:
