@@ -81,7 +81,8 @@ from market.staking.view import StakeView
 from market.valuation.tip.errors import TipError
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, scores_count
-from nodes import results, wire
+from nodes import api, results, wire
+from nodes.client import HeavyClient
 from nodes.settle import Decision, JobSettlement, Settler, result_from_json, result_json
 from nodes.store import Duplicate, Entry, Input, Store
 
@@ -283,7 +284,7 @@ class HeavyNode:
     def _queue(self, job: _Job, message: Outgoing) -> None:
         payload = wire.peer_payload(message)
         body = {"payload": payload, "signature": wire.sign_payload(self.account, payload)}
-        job.outbox.append((message.recipient, f"/jobs/{job.view.job_id}/peer", body))
+        job.outbox.append((message.recipient, api.peer(job.view.job_id), body))
 
     # ------------------------------------------------------------------------- HTTP handlers
     def accept_submission(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -589,7 +590,7 @@ class HeavyNode:
                 return {"job": job_id, "duplicate": True}
             for peer in job.config.committee:
                 if peer != job.index and (own or peer != forwarder):
-                    job.outbox.append((peer, f"/jobs/{job_id}/scores", forward))
+                    job.outbox.append((peer, api.scores(job_id), forward))
         return {"job": job_id, "stored": True} if new else {"job": job_id, "duplicate": True}
 
     def _commit(self, job: _Job, member: int, digest: bytes) -> None:
@@ -817,12 +818,12 @@ class HeavyNode:
         keep = []
         for peer, path, body in pending:
             try:
-                url = self._endpoint(job, peer) + path
+                client = HeavyClient(self._endpoint(job, peer), self.http, timeout=5)
             except wire.WireError as exc:  # a member's endpoint no node posts to
                 log.warning("peer %s: not posting %s: %s", peer, path, exc)
                 continue
             try:
-                response = self.http.post(url, json=body, timeout=5, allow_redirects=False)
+                response = client.post(path, body)
                 if response.status_code >= 500:
                     keep.append((peer, path, body))
                 elif response.status_code >= 400:
@@ -884,4 +885,4 @@ class HeavyNode:
             body["result"] = result_json(decision.result)
         for peer in job.config.committee:
             if peer != job.index:
-                job.outbox.append((peer, f"/jobs/{job.view.job_id}/signatures", body))
+                job.outbox.append((peer, api.signatures(job.view.job_id), body))

@@ -35,6 +35,7 @@ from market.escrow.documents import DocumentError, ResultDocument, fetch
 from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
 from market.valuation.tip.errors import TipError
+from nodes.client import HeavyClient
 from nodes.evalset import EnsembleJobError, evaluation_for, model_records
 from nodes.jobs import JobSpecError, proposal_for
 from nodes.valuation import BlobCache, ValuationError, score_dataset
@@ -124,11 +125,11 @@ class LightNode:
                 message.seed,
             ).to_json()
             try:
-                url = f"{node_endpoint(node.endpoint)}/jobs/{view.job_id}/submissions"
+                client = HeavyClient(node_endpoint(node.endpoint), self.http)
             except WireError:  # not a plain scheme://host:port: posted to nowhere else
                 delivery.unreachable.append(message.recipient)
                 continue
-            response = self._post(url, body)
+            response = self._post(client, view.job_id, body)
             if response is None:
                 delivery.unreachable.append(message.recipient)
                 continue
@@ -141,20 +142,14 @@ class LightNode:
             raise SubmissionRefused(f"job {view.job_id} refused dataset {dataset}: {reasons}")
         return delivery
 
-    def _post(self, url: str, body: dict[str, Any], attempts: int = 3) -> Any:
-        """POST a submission; a connection that failed (refused, or closed by the node before
-        it answered, as a keep-alive connection can be) is tried again, at most `attempts`
-        times in all (a heavy node answers a resent submission it already holds with 200).
-        None when the node could not be reached."""
-        for attempt in range(attempts):
-            try:
-                return self.http.post(url, json=body, timeout=30, allow_redirects=False)
-            except requests.ConnectionError:
-                if attempt + 1 < attempts:
-                    time.sleep(0.1 * 2**attempt)
-            except requests.RequestException:
-                return None
-        return None
+    def _post(self, client: HeavyClient, job_id: int, body: dict[str, Any]) -> Any:
+        """POST a submission (`HeavyClient.submit` tries a failed connection again: a heavy
+        node answers a resent submission it already holds with 200). None when the node could
+        not be reached."""
+        try:
+            return client.submit(job_id, body)
+        except requests.RequestException:
+            return None
 
 
 # ------------------------------------------------------------------------------ the service

@@ -20,12 +20,13 @@ from market.valuation.merkle import PayoutTree
 from market.valuation.payouts import split_by_weights
 from market.valuation.tip.release import ScoreReport
 from market.valuation.tip.settle import settle_valuation
+from nodes import api
 from nodes.store import Store
 
 
 def result_uri(job_id: int) -> str:
     """Where a job's result document is: `GET /jobs/{id}/result` on any committee member."""
-    return f"committee:/jobs/{job_id}/result"
+    return "committee:" + api.result(job_id)
 
 
 def build(

@@ -28,7 +28,8 @@ from market.escrow.documents import DocumentError, fetch
 from market.valuation.tip.he import BuyerContext
 from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, report_from_payloads, score_rows
-from nodes import wire
+from nodes import api, wire
+from nodes.client import HeavyClient
 
 
 class ValuationError(Exception):
@@ -105,7 +106,7 @@ def _get(http: Any, endpoints: Sequence[str], path: str) -> Any:
     problems = []
     for endpoint in endpoints:
         try:
-            response = http.get(endpoint.rstrip("/") + path, timeout=30)
+            response = HeavyClient(endpoint, http).get(path)
         except requests.RequestException as exc:
             problems.append(f"{endpoint}: {type(exc).__name__}")
             continue
@@ -130,9 +131,9 @@ def report_scores(
     members that refused or did not answer (index from 1 -> reason). Raises `NotReady` before
     the committee has agreed on the participants."""
     http = http or requests.Session()
-    status = _get(http, endpoints, f"/jobs/{job_id}/valuation").json()
+    status = _get(http, endpoints, api.valuation(job_id)).json()
     payloads = {
-        dataset: _get(http, endpoints, f"/jobs/{job_id}/payloads/{dataset}").content
+        dataset: _get(http, endpoints, api.payload(job_id, dataset)).content
         for dataset in status["participants"]
     }
     report, per_row = report_from_payloads(job_id, context, payloads)
@@ -140,9 +141,7 @@ def report_scores(
     failed: dict[int, str] = {}
     for index, endpoint in enumerate(endpoints, start=1):
         try:
-            response = http.post(
-                f"{endpoint.rstrip('/')}/jobs/{job_id}/scores", json=body, timeout=30
-            )
+            response = HeavyClient(endpoint, http).scores(job_id, body)
         except requests.RequestException as exc:
             failed[index] = type(exc).__name__
             continue

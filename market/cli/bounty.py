@@ -39,6 +39,7 @@ from market.cli.templates import bounty_template
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, fetch
 from market.staking import StakingClient
+from nodes import api
 from nodes.datasets import read_table
 
 
@@ -529,7 +530,7 @@ def _abort_info(escrow: EscrowClient, net: Any, view: JobView) -> dict[str, Any]
         staking = StakingClient(net.chain, net.deployment)
         endpoints = [staking.heavy_node(member).endpoint for member in view.committee]
         try:
-            status = json.loads(fetch(f"committee:/jobs/{view.job_id}", endpoints, timeout=5))
+            status = json.loads(fetch("committee:" + api.job(view.job_id), endpoints, timeout=5))
             info["submitted"] = int(status["submissions"])
         except (DocumentError, ValueError, KeyError, TypeError):
             pass  # no member answers: say what the chain knows

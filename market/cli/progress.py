@@ -17,6 +17,8 @@ import requests
 
 from market.cli.common import format_time
 from market.escrow import JobState, JobView
+from nodes import api
+from nodes.client import HeavyClient
 
 SETTLED = {
     JobState.FINALIZED: "finalized: `market bounty result {job}` shows the result",
@@ -29,7 +31,7 @@ def member_status(http: Any, endpoints: Sequence[str], path: str) -> tuple[int, 
     """(HTTP status, JSON body) from the first member that answers `path`; None if none does."""
     for endpoint in endpoints:
         try:
-            response = http.get(endpoint.rstrip("/") + path, timeout=5)
+            response = HeavyClient(endpoint, http, timeout=5).get(path)
             body = response.json()
         except (requests.RequestException, ValueError):
             continue
@@ -46,14 +48,14 @@ def stage(view: JobView, now: float, endpoints: Sequence[str], http: Any) -> str
     if not view.drawn:
         return f"job {job} posted; its committee is drawn from the next block"
     accepted = f"accepted by {len(view.accepted)} of {view.committee_size} committee members"
-    status = member_status(http, endpoints, f"/jobs/{job}")
+    status = member_status(http, endpoints, api.job(job))
     collecting = status is None or status[0] != 200 or status[1].get("phase") == "collecting"
     if now <= view.deadline and collecting:
         if len(view.accepted) < view.committee_size and now <= view.accept_by:
             return f"job {job} posted: {accepted} (acceptance closes {format_time(view.accept_by)})"
         return f"job {job} {accepted}; submissions close {format_time(view.deadline)}"
     closed = f"job {job} submissions closed at the deadline ({format_time(view.deadline)})"
-    valuation = member_status(http, endpoints, f"/jobs/{job}/valuation")
+    valuation = member_status(http, endpoints, api.valuation(job))
     if valuation is None or valuation[0] == 404:  # not a valuation job (or nobody answers)
         if status is not None and status[0] == 200 and status[1].get("settlement") not in (
             None, "awaiting_outcome",

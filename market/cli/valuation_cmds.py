@@ -590,9 +590,10 @@ def _settlement_expected(
     import requests
 
     from market.cli.progress import member_status
+    from nodes import api
 
     took = [e for i, e in enumerate(endpoints, start=1) if i not in failed]
-    answer = member_status(requests.Session(), took, f"/jobs/{job_id}/valuation")
+    answer = member_status(requests.Session(), took, api.valuation(job_id))
     if answer is None or answer[0] != 200 or "decide_by" not in answer[1]:
         return None
     return dict(answer[1])
