@@ -23,6 +23,7 @@ so the provider can see how far its data sits outside the buyer's bounds.
 | `row_count` | count | none | one row (its values are never read) |
 | `category_counts` | histogram | none (`params.column`) | one row, in its category's bin |
 | `model_probabilities` | weighted_sum | none | the holder's model's probabilities |
+| `standardized_predictions` | sum | none (`prediction`) | the T predictions, standardized |
 
 `model_probabilities` (ensemble jobs) reads no table: the provider's node runs its own model
 over the job's public evaluation set (`nodes.evalset`), so `run_map` refuses it.
@@ -33,6 +34,13 @@ in `params.categories` (comma-separated; a name holds no comma) and one histogra
 (`reduce.bins` = how many are listed). A row whose category is missing or not listed is counted
 in no group. The histogram's one coordinate a row moves is what keeps its DP sensitivity at 1
 (a `sum` over one-hot fields would charge one per category).
+
+`standardized_predictions` (forecast jobs) reads the column `prediction`, one row per target in
+the published target order (or in the order of a `target` column, when the table has one), and
+makes one record of the T predictions standardized (mean 0, population standard deviation 1; all
+zeros when constant). The reduction clips them to its field's bounds; for predictions none of
+which sits more than the bound's standard deviations out, the committee's score is then exactly
+their Pearson correlation with the outcomes (`compute.scoring`, docs/forecast.md).
 
 Pure: the table is passed in; nothing here reads a file.
 """
@@ -52,6 +60,7 @@ from pandas.api import types as ptypes
 
 from compute.errors import ComputeError
 from compute.reduce import ReduceOp
+from compute.scoring import standardize
 
 if TYPE_CHECKING:
     from compute.proposal import FilterSpec, Proposal
@@ -170,6 +179,15 @@ def _category_counts(frame: pd.DataFrame, params: Mapping[str, Any]) -> ArrayLik
     return ((listed + 0.5) / len(categories)).reshape(-1, 1)
 
 
+def _standardized_predictions(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
+    if "target" in frame.columns:
+        frame = frame.sort_values("target", kind="stable")
+    values = frame.loc[:, list(columns)].to_numpy().ravel()
+    if values.size == 0:
+        raise MapError("the table has no predictions (one row per published target)")
+    return standardize(values).reshape(1, -1)
+
+
 def _no_fields(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
     raise MapError("category_counts runs with its params")  # `with_params` is its body
 
@@ -214,6 +232,13 @@ MAP_FUNCTIONS: Mapping[str, MapFunction] = {
             params=frozenset({"column", "categories"}),
             param_columns=frozenset({"column"}),
             with_params=_category_counts,
+        ),
+        MapFunction(
+            "standardized_predictions",
+            "the prediction column's values, one per target, standardized (one record)",
+            frozenset({ReduceOp.SUM}),
+            reads_fields=False,
+            apply=_standardized_predictions,
         ),
     )
 }

@@ -19,6 +19,7 @@ from compute.dp import NoisePlan, PrivacySpent
 from compute.ensemble import EnsembleFit, EnsemblePlan
 from compute.errors import ReductionError
 from compute.reduce import Abort, Aggregate, ReduceOp, Reduction
+from compute.scoring import ScorePlan
 from compute.sharing import Scheme
 
 NoiseSampler = Callable[[], NDArray[np.int64]]
@@ -42,6 +43,9 @@ class RoundConfig:
     """Datasets allowed to submit (staked for this job); `None` admits any."""
     ensemble: EnsemblePlan | None = None
     """Ensemble jobs: the weights are fitted in the round, from the validation statistics."""
+    scoring: ScorePlan | None = None
+    """Scored jobs (forecasts): each participant's contribution is scored alone against public
+    weights (`compute.scoring`); no aggregate of the contributions is reconstructed."""
 
     def __post_init__(self) -> None:
         if self.min_participants < 1:
@@ -59,6 +63,12 @@ class RoundConfig:
                 raise ReductionError("an ensemble round adds no DP noise")
         if self.weights is not None:
             object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
+        if self.scoring is not None:
+            if self.privacy is not None or self.ensemble is not None or weighted:
+                raise ReductionError("a scored round adds no noise and fits no weights")
+            if self.reduction.length != self.scoring.length:
+                raise ReductionError("the score weights do not fit the reduction's length")
+            self.scoring.check_capacity(self.reduction.field.bound, self.scheme.capacity)
         if self.privacy is not None and self.privacy.length != self.reduction.length:
             raise ReductionError("the noise plan was calibrated for another reduction")
         margin = self.privacy.margin(self.scheme.n) if self.privacy is not None else 0
@@ -128,9 +138,10 @@ class Partial:
 @dataclass(frozen=True, eq=False)
 class Statistic:
     """Ensemble rounds, heavy node to peer: at stage 0 the sender's shares of each
-    participant's validation statistic (participants' order), from which the candidate blends
-    are computed; at stage 1 its shares of each candidate blend's validation probabilities
-    (`compute.ensemble.blend_partial`), from which the weights are chosen."""
+    participant's validation statistic (participants' order; in a scored round, of each
+    participant's score), from which the candidate blends are computed; at stage 1 its
+    shares of each candidate blend's validation probabilities (`compute.ensemble.blend_partial`),
+    from which the weights are chosen."""
 
     job_id: str
     sender: int

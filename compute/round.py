@@ -29,6 +29,10 @@ Heavy node (`HeavyNodeRound`), phases and transitions all in `TRANSITIONS`:
 | SELECTING  | `Agreement`, `Statistic`, `Partial` | SELECTING | keep                          |
 | SELECTING  | blends complete               | COMBINING | choose the weights; send `Partial`  |
 | SELECTING  | too few or wrong blends       | ABORTED   | `Abort`, naming a cheater if it can |
+| AGREEING   | views complete, scoring       | SCORING   | agree; send its scores `Statistic`  |
+| SCORING    | `Agreement`, `Statistic`, `Partial` | SCORING | keep                            |
+| SCORING    | scores complete               | DONE      | reconstruct each score: `Result`    |
+| SCORING    | too few or wrong scores       | ABORTED   | `Abort`, naming a cheater if it can |
 | COMBINING  | `Partial`                     | COMBINING | keep                                |
 | COMBINING  | partials complete             | DONE      | reconstruct and decode: `Result`    |
 | COMBINING  | too few or wrong partials     | ABORTED   | `Abort`, naming a cheater if it can |
@@ -52,6 +56,13 @@ stage-1 `Statistic`), reconstructs them, chooses the candidate with the best val
 accuracy (`EnsemblePlan.select`, the same on every node) and only then sends its weighted
 partial of the test probabilities. A node that gives up on a peer during the fit does not take
 that peer's later values.
+
+Scored rounds (a `ScorePlan` in the configuration: forecasts) score each participant alone:
+after agreeing, each node sends its shares of every participant's score against the plan's
+public weights (`compute.scoring.score_partial`, one value per participant, a stage-0
+`Statistic`), reconstructs them with its peers' (Shamir checks them like partials) and is done:
+the result's `aggregate.total` holds the integer scores, participants' order, and nothing else
+(no sum over the participants is ever reconstructed).
 """
 
 from __future__ import annotations
@@ -108,6 +119,7 @@ from compute.reduce import (
     inconsistency_abort,
     partial,
 )
+from compute.scoring import score_partial
 
 _PARTIAL_CHUNK = 64
 """Shares summed per step when a heavy node computes its partial (bounds memory)."""
@@ -176,6 +188,7 @@ class Phase(StrEnum):
     AGREEING = "agreeing"
     FITTING = "fitting"
     SELECTING = "selecting"
+    SCORING = "scoring"
     COMBINING = "combining"
     DONE = "done"
     ABORTED = "aborted"
@@ -189,12 +202,14 @@ class Trigger(StrEnum):
     STATISTICS_COMPLETE = "statistics complete"
     EVALUATE_BLENDS = "statistics complete, blends"
     BLENDS_COMPLETE = "blends complete"
+    SCORE = "views complete, scoring"
+    SCORES_COMPLETE = "scores complete"
     PARTIALS_COMPLETE = "partials complete"
     ABORT = "abort"
 
 
 _C, _A, _F, _M = Phase.COLLECTING, Phase.AGREEING, Phase.FITTING, Phase.COMBINING
-_S = Phase.SELECTING
+_S, _R = Phase.SELECTING, Phase.SCORING
 _D, _X = Phase.DONE, Phase.ABORTED
 
 TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = MappingProxyType({
@@ -224,6 +239,13 @@ TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = Mappin
     (_S, PeerUnavailable): _S,
     (_S, Trigger.BLENDS_COMPLETE): _M,
     (_S, Trigger.ABORT): _X,
+    (_A, Trigger.SCORE): _R,
+    (_R, Agreement): _R,
+    (_R, Statistic): _R,
+    (_R, Partial): _R,
+    (_R, PeerUnavailable): _R,
+    (_R, Trigger.SCORES_COMPLETE): _D,
+    (_R, Trigger.ABORT): _X,
     (_M, Agreement): _M,
     (_M, Statistic): _M,
     (_M, Partial): _M,
@@ -334,7 +356,8 @@ class HeavyNodeRound:
         return self._finish(Abort(reason, detail))
 
     def _finish(self, outcome: Outcome) -> list[Outgoing]:
-        self._move(Trigger.ABORT if isinstance(outcome, Abort) else Trigger.PARTIALS_COMPLETE)
+        done = Trigger.SCORES_COMPLETE if self.phase is Phase.SCORING else Trigger.PARTIALS_COMPLETE
+        self._move(Trigger.ABORT if isinstance(outcome, Abort) else done)
         self.outcome = outcome
         return []
 
@@ -349,6 +372,10 @@ class HeavyNodeRound:
             self._peers.blends, self._live_peers()
         ):
             return self._select()
+        if self.phase is Phase.SCORING and self._heard_from_all(
+            self._peers.statistics, self._live_peers()
+        ):
+            return self._score()
         if self.phase is Phase.COMBINING and self._heard_from_all(
             self._peers.partials, self._live_peers()
         ):
@@ -360,7 +387,30 @@ class HeavyNodeRound:
 
     # --- what happens in each phase ---
 
+    def resolve(self, config: RoundConfig) -> None:
+        """Scored rounds: take the configuration with the score weights (a forecast's outcomes,
+        which every member must hold alike, by hash: the driver checks) in place of the pending
+        one, before `CloseSubmissions`. Refused for anything but the same round, resolved."""
+        mine, theirs = self.config.scoring, config.scoring
+        if mine is None or not mine.pending or self.phase is not Phase.COLLECTING:
+            raise UnexpectedEventError(f"node {self.index} has no pending scores to resolve")
+        same = (
+            config.job_id == self.config.job_id
+            and config.reduction == self.config.reduction
+            and config.min_participants == self.config.min_participants
+            and (config.scheme.name, config.scheme.n, config.scheme.threshold)
+            == (self.config.scheme.name, self.config.scheme.n, self.config.scheme.threshold)
+        )
+        if not same or theirs is None or theirs.pending or theirs.length != mine.length:
+            raise MalformedMessageError(f"job {self.config.job_id}: not its resolved round")
+        self.config = config
+
     def _close(self) -> list[Outgoing]:
+        if self.config.scoring is not None and self.config.scoring.pending:
+            raise UnexpectedEventError(
+                f"job {self.config.job_id}: the scores' weights are pending (the outcomes); "
+                "resolve the round before closing it"
+            )
         ids = self.dataset_ids
         noise_shares = None
         if self._noise is not None:
@@ -395,6 +445,8 @@ class HeavyNodeRound:
         self._live = live
         if self.config.ensemble is not None:
             return self._send_statistics(participants)
+        if self.config.scoring is not None:
+            return self._send_scores(participants)
         self._move(Trigger.VIEWS_COMPLETE)
         value = self._partial_over(participants)
         noise_from: tuple[int, ...] = ()
@@ -425,6 +477,35 @@ class HeavyNodeRound:
             for peer in self._live
             if peer != self.index
         ] + self._advance()
+
+    def _send_scores(self, participants: tuple[str, ...]) -> list[Outgoing]:
+        """Scored rounds: this node's shares of each participant's score, to every peer."""
+        plan, scheme = self.config.scoring, self.config.scheme
+        assert plan is not None
+        self._move(Trigger.SCORE)
+        value = np.concatenate(
+            [score_partial(scheme, rows, plan.known) for rows in self._rows(participants)]
+        )
+        job = self.config.job_id
+        self._own_statistic = Statistic(job, self.index, self.index, participants, value)
+        return [
+            Statistic(job, self.index, peer, participants, value)
+            for peer in self._live
+            if peer != self.index
+        ] + self._advance()
+
+    def _score(self) -> list[Outgoing]:
+        """Scored rounds: reconstruct each participant's score; the round's result."""
+        own, plan = self._own_statistic, self.config.scoring
+        assert own is not None and plan is not None  # set by _send_scores
+        reconstructed = self._reconstruct(own, self._peers.statistics, "scores")
+        if reconstructed is None:
+            return []
+        totals, holders = reconstructed
+        aggregate = Aggregate(
+            self.config.reduction, own.participants, holders, totals, plan.scores(totals)
+        )
+        return self._finish(Result(self.config.job_id, aggregate, None))
 
     def _fit_weights(self) -> list[Outgoing]:
         """Ensemble rounds: reconstruct the validation statistics; with candidate blends, send
@@ -621,9 +702,9 @@ class HeavyNodeRound:
         self._peers.views[event.sender] = frozenset(event.dataset_ids)
 
     def _keep_statistic(self, event: Statistic) -> None:
-        if self.config.ensemble is None:
+        if self.config.ensemble is None and self.config.scoring is None:
             raise UnexpectedEventError(f"job {self.config.job_id} fits no ensemble weights")
-        if event.stage not in (0, 1):
+        if event.stage not in ((0,) if self.config.ensemble is None else (0, 1)):
             raise MalformedMessageError(
                 f"statistic from node {event.sender} of stage {event.stage}"
             )

@@ -54,6 +54,7 @@ def count_proposal(filter_: dict[str, Any] | None = None) -> Proposal:
 def test_registry() -> None:
     assert set(MAP_FUNCTIONS) == {
         "column_values", "model_probabilities", "row_count", "category_counts",
+        "standardized_predictions",
     }  # fmt: skip
     assert MAP_FUNCTIONS["category_counts"].ops == {ReduceOp.HISTOGRAM}
     assert MAP_FUNCTIONS["model_probabilities"].ops == {ReduceOp.WEIGHTED_SUM}
