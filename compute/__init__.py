@@ -10,6 +10,7 @@
 - `compute.simulation`: a whole round in one process.
 - `compute.proposal`, `compute.policy`, `compute.maps`: what a buyer asks for (content-addressed),
   what a provider allows, and the vetted map functions run on a provider's table.
+- `compute.economics`: the contract's fee arithmetic (fee, fee share, payout pool), once.
 Every module here is pure (no I/O; `tests/compute/test_purity.py`). The light and heavy nodes
 around the round (HTTP, SQLite, the chain) are the top-level package `nodes`; see docs/compute.md
 and docs/nodes.md.

@@ -18,7 +18,7 @@ approval.
 | `require_dp` | DP is required and the proposal has none |
 | `max_epsilon` | the proposal's epsilon is larger, or it has no DP (epsilon unbounded) |
 | `max_columns` | the map touches more columns than this, the filter column included |
-| `min_budget_per_participant` | `budget * (1 - fee) / min_participants` is below this |
+| `min_budget_per_participant` | the contract's pool `(budget - fee) // min_participants` is less |
 | `max_slash_bps` | the proposal may slash more of a stake than this |
 | `min_committee_size` | fewer heavy nodes would hold shares (of the size, or that accepted) |
 | `allowed_operators` | a list is given and a committee member is not on it |
@@ -47,9 +47,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from compute.budget import BudgetSpec
+from compute.economics import BPS, payout_pool
 from compute.errors import ComputeError
 from compute.maps import MAP_FUNCTIONS, columns_touched
-from compute.proposal import BPS, Address, Kind, Proposal, checksum_address, describe
+from compute.proposal import Address, Kind, Proposal, checksum_address, describe
 
 Verdict = Literal["accept", "refuse", "manual"]
 
@@ -84,7 +85,7 @@ class Policy(BaseModel):
     max_columns: StrictCount | None = None
     """Most columns the map may touch (value columns and the filter column)."""
     min_budget_per_participant: Annotated[int, Field(strict=True, ge=0)] | None = None
-    """Least `budget * (1 - fee_bps / 10000) / min_participants`, in token base units."""
+    """Least `payout_pool(budget, fee_bps) // min_participants`, in token base units."""
     max_slash_bps: Annotated[int, Field(strict=True, ge=0, le=BPS)] = 0
     """Refuse proposals whose `economics.max_slash_bps` exceeds this."""
     manual_approval: StrictBool = False
@@ -236,10 +237,9 @@ def evaluate(
             )
     if policy.min_budget_per_participant is not None:
         economics = proposal.economics
-        after_fee = economics.budget * (BPS - economics.fee_bps)
-        # budget * (1 - fee) / min_participants >= floor, in exact integers.
-        if after_fee < policy.min_budget_per_participant * wanted * BPS:
-            share = after_fee // (BPS * wanted)
+        # What the contract leaves for payouts, split over the fewest participants.
+        share = payout_pool(economics.budget, economics.fee_bps) // wanted
+        if share < policy.min_budget_per_participant:
             reasons.append(
                 f"the budget pays at most {share} base units per participant "
                 f"({economics.budget} less a {economics.fee_bps} bps fee, over {wanted}); this "

@@ -92,6 +92,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from compute.dp import PrivacyTerms, plan_noise
+from compute.economics import BPS, MAX_FEE_BPS
 from compute.encoding import MAX_VALUES, FieldSpec
 from compute.ensemble import EnsemblePlan, Layout
 from compute.errors import ComputeError, ReductionError
@@ -156,9 +157,6 @@ MAX_COMMITTEE = 16
 """`Marketplace.MAX_COMMITTEE`."""
 MIN_SLASHING_COMMITTEE = 3
 """Fewest members of a committee that may slash (`Marketplace.MIN_SLASHING_COMMITTEE`)."""
-MAX_FEE_BPS = 5_000
-"""`Marketplace.MAX_FEE_BPS`."""
-BPS = 10_000
 MAX_BINS = 10_000
 MAX_FIELDS = 256
 MAX_RECORDS = 2**40

@@ -44,6 +44,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
 from compute.dp import sample_noise
+from compute.economics import fee_share
 from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
 from compute.messages import (
     CloseSubmissions,
@@ -784,7 +785,7 @@ class HeavyNode:
             return True
         if self.chain.clock() > view.accept_by:
             return True
-        share = view.budget * view.fee_bps // 10_000 // view.committee_size
+        share = fee_share(view.budget, view.fee_bps, view.committee_size)
         if share < self.min_fee:
             raise Rejected(402, f"its fee share, at most {share} base units, is below this "
                            f"node's minimum of {self.min_fee}")  # fmt: skip

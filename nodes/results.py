@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from compute.economics import payout_pool
 from compute.ensemble import WEIGHT_SCALE
 from compute.messages import Result as RoundResult
 from compute.messages import RoundConfig
@@ -52,7 +53,7 @@ def build(
     owners: dict[str, int] = {}
     for dataset, record in records.items():
         owners[record.owner] = owners.get(record.owner, 0) + shares[dataset]
-    pool = view.budget - view.budget * view.fee_bps // 10_000
+    pool = payout_pool(view.budget, view.fee_bps)
     payouts = split_pool(pool, owners)
     slashes: tuple[Slash, ...] = ()
     slashed_to_payouts = 0

@@ -1,16 +1,11 @@
-"""Slash and unbonding arithmetic (mirror of the contract's rules; integers, no I/O)."""
+"""Unbonding and equivocation arithmetic (mirror of the contract's rules; integers, no I/O).
+A job's slash cap is `market.valuation.payouts.slash_cap`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-BPS = 10_000
-
-
-def slash_cap(stake: int, signed_max_slash_bps: int, job_max_slash_bps: int) -> int:
-    """The most a provider can lose in one job: its stake times the smaller of the cap it signed
-    in its `Participation` and the job's own cap."""
-    return stake * min(signed_max_slash_bps, job_max_slash_bps) // BPS
+from compute.economics import BPS
 
 
 def dataset_slashable(unstake_requested_at: int, job_posted_at: int) -> bool:

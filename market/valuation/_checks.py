@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from eth_utils.address import to_checksum_address
 
+from compute.economics import BPS
 from market.valuation.errors import (
     DuplicateAccountError,
     InvalidAddressError,
@@ -18,8 +19,6 @@ from market.valuation.errors import (
 )
 
 UINT256_MAX = 2**256 - 1
-BPS = 10_000
-"""Basis points in one whole, as the contract's `BPS`."""
 UINT16_MAX = 2**16 - 1
 
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from compute.economics import BPS, MAX_FEE_BPS, committee_fee
 from market.valuation._checks import (
-    BPS,
     UINT16_MAX,
     check_amount,
     check_bps,
@@ -32,9 +32,6 @@ from market.valuation.errors import (
     PayoutAboveBudgetError,
     SlashedToPayoutsTooHighError,
 )
-
-MAX_FEE_BPS = 5_000
-"""The contract's `MAX_FEE_BPS`: the committee's fee is at most half the budget."""
 
 SCORE_SCALE = 10**9
 """Fixed-point scale that turns influence scores into integer weights (see `score_weight`)."""
@@ -151,7 +148,7 @@ def slash_amounts(
             )
         stake = check_amount(stakes[key], f"stake of {key}")
         cap_bps = check_bps(caps_bps[key], f"signed maxSlashBps of {key}", UINT16_MAX)
-        amount = stake * min(severity, cap_bps, job_max_slash_bps) // BPS
+        amount = slash_cap(stake, min(severity, cap_bps), job_max_slash_bps)
         if amount > 0:
             slashes[key] = amount
     return {key: slashes[key] for key in _canonical(slashes)}
@@ -167,7 +164,7 @@ class Settlement:
 
     budget: int
     fee: int
-    """`budget * feeBps // 10_000`, shared by the committee members that accepted the job."""
+    """`committee_fee(budget, feeBps)`, shared by the committee members that accepted the job."""
     fee_per_member: tuple[int, ...]
     """`fee // n` for each of the n members that accepted (signers are paid at `finalize`,
     the others claim theirs); the remainder `fee % n` is refunded."""
@@ -208,7 +205,7 @@ def settlement(
     check_amount(payout_total, "payout_total")
     check_amount(slashed_total, "slashed_total")
     check_amount(slashed_to_payouts, "slashed_to_payouts")
-    fee = budget * fee_bps // BPS
+    fee = committee_fee(budget, fee_bps)
     if payout_total > budget - fee:
         raise PayoutAboveBudgetError(
             f"payout_total {payout_total} exceeds the {budget - fee} left of budget {budget} "

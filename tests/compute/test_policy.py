@@ -320,8 +320,10 @@ def test_budget_per_participant_is_exact_at_the_boundary(fee_bps: int, participa
         economics__fee_bps=fee_bps,
         privacy__min_participants=participants,
     )
-    share = Fraction(budget * (10_000 - fee_bps), 10_000 * participants)
-    floor = math.floor(share)
+    # The contract's pool: the fee floors, so the pool (and each part) rounds in the providers'
+    # favour, never below the exact share.
+    floor = (budget - budget * fee_bps // 10_000) // participants
+    assert floor >= math.floor(Fraction(budget * (10_000 - fee_bps), 10_000 * participants))
     lenient = {"min_participants": 1}
     assert evaluate(Policy(**lenient, min_budget_per_participant=floor), candidate, BUYER).accepted
     refused = evaluate(Policy(**lenient, min_budget_per_participant=floor + 1), candidate, BUYER)

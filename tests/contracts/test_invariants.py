@@ -49,7 +49,8 @@ from market.chain import errors as E
 from market.chain.errors import ContractRevert
 from market.escrow import JobState, Result, Slash
 from market.escrow.eip712 import abort_digest, result_digest, sign_digest
-from market.staking.rules import dataset_slashable, equivocation_slash, slash_cap
+from market.staking.rules import dataset_slashable, equivocation_slash
+from market.valuation.payouts import slash_cap
 from tests.contracts.draw import block_hash, draw, seed_of
 from tests.contracts.world import World, fee_split
 from tests.signatures import high_s_twin

@@ -1,4 +1,4 @@
-"""The pure slash/unbonding rules, and that they agree with the payout side."""
+"""The pure slash/unbonding rules."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ stakes = st.integers(0, 2**128 - 1)
 
 @given(stake=stakes, signed=st.integers(0, 2**16 - 1), job=bps)
 def test_slash_cap_never_exceeds_stake_or_either_cap(stake, signed, job):
-    cap = rules.slash_cap(stake, signed, job)
+    cap = payouts.slash_cap(stake, signed, job)
     assert 0 <= cap <= stake
-    assert cap * 10_000 <= stake * min(signed, job)
-    assert cap == payouts.slash_cap(stake, signed, job)
+    assert cap * 10_000 <= stake * min(signed, job) < (cap + 1) * 10_000
 
 
 @given(requested=st.integers(1, 2**40), posted=st.integers(0, 2**40))

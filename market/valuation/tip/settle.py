@@ -23,7 +23,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from market.valuation._checks import BPS, check_unique_keys
+from compute.economics import BPS, payout_pool
+from market.valuation._checks import check_unique_keys
 from market.valuation.errors import InconsistentInputError, InvalidWeightError
 from market.valuation.payouts import (
     Settlement,
@@ -84,8 +85,8 @@ def settle_valuation(
     an owner never recovers its own slash through another of its datasets."""
     _check_scores(scores)
     check_unique_keys(scores, "dataset")
-    fee = settlement(budget, fee_bps, n_accepted, 0, 0, 0).fee
-    pool = budget - fee
+    settlement(budget, fee_bps, n_accepted, 0, 0, 0)  # checks the terms before any arithmetic
+    pool = payout_pool(budget, fee_bps)
     severity = severity_from_scores(scores, harm_threshold, full_slash_at)
     slashes = slash_amounts(stakes, caps_bps, job_max_slash_bps, severity)
     slashed_total = sum(slashes.values())
