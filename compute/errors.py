@@ -98,11 +98,6 @@ class DuplicateSubmissionError(DuplicateMessageError):
     """A dataset submitted twice for one job."""
 
 
-class UnknownDatasetError(ProtocolError, ValueError):
-    """A submission from a dataset that is not eligible for this job (not staked, or without a
-    public weight in a weighted sum)."""
-
-
 class LateSubmissionError(ProtocolError, RuntimeError):
     """A submission after the node closed submissions for the job."""
 

@@ -8,9 +8,8 @@ that carry arrays compare by identity (`eq=False`): compare their fields instead
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,10 +36,6 @@ class RoundConfig:
     """Fewest datasets whose contributions may be reconstructed together."""
     privacy: NoisePlan | None = None
     """Calibrated DP noise, when the proposal asks for DP."""
-    weights: Mapping[str, int] | None = None
-    """Weighted sum only: public fixed-point weights by dataset id (`Reduction.encode_weights`)."""
-    eligible: frozenset[str] | None = None
-    """Datasets allowed to submit (staked for this job); `None` admits any."""
     ensemble: EnsemblePlan | None = None
     """Ensemble jobs: the weights are fitted in the round, from the validation statistics."""
     scoring: ScorePlan | None = None
@@ -51,18 +46,16 @@ class RoundConfig:
         if self.min_participants < 1:
             raise ReductionError("min_participants must be at least 1")
         weighted = self.reduction.op is ReduceOp.WEIGHTED_SUM
-        if weighted != ((self.weights is None) != (self.ensemble is None)):
+        if weighted != (self.ensemble is not None):
             raise ReductionError(
-                "a weighted sum needs public weights or an ensemble plan (one of them), and "
-                "only a weighted sum takes either"
+                "a weighted sum is an ensemble's (its weights are fitted in the round): it needs "
+                "an ensemble plan, and only a weighted sum takes one"
             )
         if self.ensemble is not None:
             if self.reduction.length != self.ensemble.layout.length:
                 raise ReductionError("the reduction does not fit the ensemble's layout")
             if self.privacy is not None:
                 raise ReductionError("an ensemble round adds no DP noise")
-        if self.weights is not None:
-            object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
         if self.scoring is not None:
             if self.privacy is not None or self.ensemble is not None or weighted:
                 raise ReductionError("a scored round adds no noise and fits no weights")

@@ -92,7 +92,6 @@ from compute.errors import (
     ReductionError,
     ShareInconsistencyError,
     UnexpectedEventError,
-    UnknownDatasetError,
     WrongJobError,
 )
 from compute.messages import (
@@ -117,7 +116,6 @@ from compute.reduce import (
     PartialSum,
     agree,
     inconsistency_abort,
-    partial,
 )
 from compute.scoring import score_partial
 
@@ -573,20 +571,11 @@ class HeavyNodeRound:
             yield np.stack([self._shares[d] for d in participants[start : start + _PARTIAL_CHUNK]])
 
     def _partial_over(self, participants: tuple[str, ...]) -> NDArray[np.uint64]:
-        """The (weighted) sum of this node's shares of the participants, in chunks of rows."""
-        scheme, weights = self.config.scheme, self.config.weights
-        if weights is None:
-            running = PartialSum(scheme, self.config.reduction.length)
-            for rows in self._rows(participants):
-                running.add(rows)
-            return running.value
-        total = np.zeros(self.config.reduction.length, dtype=np.uint64)
-        start = 0
+        """The sum of this node's shares of the participants, in chunks of rows."""
+        running = PartialSum(self.config.scheme, self.config.reduction.length)
         for rows in self._rows(participants):
-            chunk = participants[start : start + len(rows)]
-            total = scheme.add(total, partial(scheme, rows, [weights[d] for d in chunk]))
-            start += len(rows)
-        return total
+            running.add(rows)
+        return running.value
 
     def _combine(self) -> list[Outgoing]:
         own = self._own
@@ -672,13 +661,6 @@ class HeavyNodeRound:
             raise MalformedMessageError(f"{what} must be a uint64 vector of length {length}")
 
     def _keep_submission(self, event: Submission) -> None:
-        eligible, weights = self.config.eligible, self.config.weights
-        if (eligible is not None and event.dataset_id not in eligible) or (
-            weights is not None and event.dataset_id not in weights
-        ):
-            raise UnknownDatasetError(
-                f"dataset {event.dataset_id} is not eligible for job {self.config.job_id}"
-            )
         if event.dataset_id in self._shares:
             raise DuplicateSubmissionError(
                 f"dataset {event.dataset_id} already submitted to job {self.config.job_id}"

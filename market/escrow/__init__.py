@@ -1,5 +1,5 @@
-"""The bounty lifecycle: typed contract values, EIP-712 messages, the job state machine and the
-escrow client."""
+"""The bounty lifecycle: typed contract values (the job's states among them), EIP-712 messages
+and the escrow client. The job state machine itself is the contract's."""
 
 from market.escrow.client import EscrowClient, Totals
 from market.escrow.eip712 import Domain

@@ -28,7 +28,7 @@ from compute.ensemble import (
 from compute.errors import ProtocolError, ReductionError
 from compute.messages import PeerUnavailable, RoundConfig, Statistic
 from compute.randomness import AesCtrRandom
-from compute.reduce import Abort, AbortReason, combine
+from compute.reduce import Abort, AbortReason, ReduceOp, Reduction, combine
 from compute.round import HeavyNodeRound, Phase
 from compute.sharing import scheme_named
 from compute.simulation import Faults, simulate_ensemble, simulate_round
@@ -341,17 +341,20 @@ def test_statistics_are_checked_like_partials() -> None:
         node.handle(Statistic("e", 2, 1, ("0xaa", "0xbb"), np.zeros(2, dtype=np.uint64)))
     node.handle(PeerUnavailable("e", 3))
     assert node.phase is Phase.COLLECTING
-    plain = RoundConfig("p", plan.layout.reduction(), shamir, 1, weights={"0xaa": 1})
+    plain = RoundConfig("p", Reduction(ReduceOp.SUM, PROB_FIELD, width=3), shamir, 1)
     other = HeavyNodeRound(plain, 1, AesCtrRandom(bytes(16)))
     with pytest.raises(ProtocolError, match="fits no ensemble weights"):
         other.handle(Statistic("p", 2, 1, ("0xaa",), np.zeros(1, dtype=np.uint64)))
 
 
-def test_an_ensemble_round_takes_no_public_weights_and_no_noise() -> None:
+def test_a_weighted_sum_round_is_an_ensemble_round() -> None:
     plan, _ = _plan_and_rows()
     shamir = scheme_named("shamir", n=3, threshold=2)
-    with pytest.raises(ReductionError, match="one of them"):
-        RoundConfig("e", plan.layout.reduction(), shamir, 1, weights={"a": 1}, ensemble=plan)
+    with pytest.raises(ReductionError, match="needs an ensemble plan"):
+        RoundConfig("e", plan.layout.reduction(), shamir, 1)
+    with pytest.raises(ReductionError, match="only a weighted sum takes one"):
+        RoundConfig("e", Reduction(ReduceOp.SUM, PROB_FIELD, width=plan.layout.length), shamir, 1,
+                    ensemble=plan)  # fmt: skip
     with pytest.raises(ReductionError, match="layout"):
         RoundConfig("e", Layout(1, 1, 2).reduction(), shamir, 1,
                     ensemble=plan)  # fmt: skip

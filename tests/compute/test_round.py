@@ -21,7 +21,6 @@ from compute.errors import (
     MalformedMessageError,
     ProtocolError,
     UnexpectedEventError,
-    UnknownDatasetError,
     WrongJobError,
 )
 from compute.messages import (
@@ -264,12 +263,11 @@ def _share_for(cfg: RoundConfig, dataset_id: str, node: int) -> Submission:
 
 
 def test_protocol_errors_leave_the_node_unchanged() -> None:
-    cfg = config(ShamirScheme(3, 2), eligible=frozenset({"a", "b"}))
+    cfg = config(ShamirScheme(3, 2))
     node = HeavyNodeRound(cfg, 1, np.random.default_rng(0))
     node.handle(_share_for(cfg, "a", 1))
     bad_events: list[tuple[object, type[ProtocolError]]] = [
         (_share_for(cfg, "a", 1), DuplicateSubmissionError),
-        (_share_for(cfg, "c", 1), UnknownDatasetError),
         (_share_for(cfg, "b", 2), WrongJobError),
         (Submission("job-2", "b", 1, np.zeros(3, np.uint64)), WrongJobError),
         (Submission("job-1", "b", 1, np.zeros(4, np.uint64)), MalformedMessageError),
@@ -294,18 +292,6 @@ def test_protocol_errors_leave_the_node_unchanged() -> None:
     with pytest.raises(DuplicateMessageError):
         node.handle(Agreement("job-1", 2, 1, frozenset({"a"})))
     assert node.phase is Phase.AGREEING
-
-
-def test_weighted_sum_rounds_need_a_weight_for_every_dataset() -> None:
-    reduction = Reduction(ReduceOp.WEIGHTED_SUM, SPEC, width=3)
-    weights = reduction.encode_weights({"a": 0.25, "b": 0.75})
-    cfg = RoundConfig("job-1", reduction, AdditiveScheme(3), 2, weights=weights)
-    data = {"a": np.array([[4.0, 8.0, -4.0]]), "b": np.array([[4.0, 0.0, 4.0]])}
-    for result in results(simulate_round(cfg, data, np.random.default_rng(9))):
-        assert result.values.tolist() == [4.0, 2.0, 2.0]
-    node = HeavyNodeRound(cfg, 1, np.random.default_rng(0))
-    with pytest.raises(UnknownDatasetError):
-        node.handle(_share_for(cfg, "c", 1))
 
 
 def test_light_node_shares_once_and_resends_the_same_messages() -> None:
