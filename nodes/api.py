@@ -1,6 +1,7 @@
 """The heavy node's HTTP API, spelled once: every route's path (a template for the server, a
-function for the clients) and the request and response bodies. `nodes.service` serves these
-routes; `nodes.client.HeavyClient` calls them; nothing else writes a heavy node's URL."""
+function for the clients), the request and response bodies, and the HTTP status of each
+refusal. `nodes.service` serves these routes; `nodes.client.HeavyClient` calls them; nothing
+else writes a heavy node's URL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from nodes.errors import (
+    BadRequest,
+    Conflict,
+    FeeTooLow,
+    Forbidden,
+    Malformed,
+    NotFound,
+    Rejected,
+    TooMany,
+    Unauthenticated,
+    Unavailable,
+)
 
 # ------------------------------------------------------------------------------ the routes
 HEALTH = "/health"
@@ -130,3 +144,26 @@ class Stored(BaseModel):
     stored: bool = True
     dataset: str | None = None
     duplicate: bool = False
+
+
+# ------------------------------------------------------------------------------ the refusals
+STATUS: dict[type[Rejected], int] = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    FeeTooLow: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Malformed: 422,
+    TooMany: 429,
+    Unavailable: 503,
+}
+"""The HTTP status each refusal is answered with (a 4xx or 503 with `{"detail": reason}`)."""
+
+
+def status_of(refusal: Rejected) -> int:
+    """The HTTP status of `refusal` (400 for a `Rejected` no entry of `STATUS` covers)."""
+    for kind in type(refusal).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]  # type: ignore[index]
+    return 400

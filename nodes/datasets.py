@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from market.home import Home, read_json, write_json
+from nodes.errors import NodeError
 
 MAX_CATEGORIES = 50
 """At most this many categories may be declared for one column."""
@@ -68,7 +69,7 @@ MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle")
 """Files registered as models (kind `model`); every other file is read as a table."""
 
 
-class DatasetError(Exception):
+class DatasetError(NodeError):
     """A data file that cannot be registered; the message says why."""
 
 

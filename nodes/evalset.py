@@ -25,12 +25,13 @@ from numpy.typing import NDArray
 
 from compute.ensemble import EnsembleError, Layout, align_probabilities, records
 from compute.proposal import BlobRef, EnsembleSpec, Proposal
+from nodes.errors import NodeError
 from nodes.valuation import BlobCache, ValuationError
 
 _ARRAYS = ("x_val", "y_val", "x_test")
 
 
-class EnsembleJobError(Exception):
+class EnsembleJobError(NodeError):
     """An ensemble job step that cannot go on; the message says what to do."""
 
 

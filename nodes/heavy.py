@@ -84,6 +84,18 @@ from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, scores_count
 from nodes import api, results, wire
 from nodes.client import HeavyClient
+from nodes.errors import (
+    BadRequest,
+    Conflict,
+    FeeTooLow,
+    Forbidden,
+    Malformed,
+    NotFound,
+    Rejected,
+    TooMany,
+    Unauthenticated,
+    Unavailable,
+)
 from nodes.settle import Decision, JobSettlement, Settler, result_from_json, result_json
 from nodes.store import Duplicate, Entry, Input, Store
 
@@ -100,15 +112,6 @@ ConfigFor = Callable[[JobView], RoundConfig]
 """How a node learns a job's round configuration (from its proposal)."""
 ValuationFor = Callable[[JobView], ValuationSpec | None]
 """How a node learns a valuation job's TIP terms (None for other kinds)."""
-
-
-class Rejected(Exception):
-    """A request the node refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass
@@ -202,8 +205,8 @@ class HeavyNode:
             if job_id in self._jobs:
                 return self._jobs[job_id]
         if not self._looked.is_set():  # still rebuilding its jobs after a (re)start: retry
-            raise Rejected(503, f"this heavy node is starting; retry job {job_id} shortly")
-        raise Rejected(404, f"this heavy node does not serve job {job_id} (or has not yet "
+            raise Unavailable(f"this heavy node is starting; retry job {job_id} shortly")
+        raise NotFound(f"this heavy node does not serve job {job_id} (or has not yet "
                        "accepted it on chain)")  # fmt: skip
 
     def _open(self, view: JobView) -> _Job:
@@ -219,7 +222,7 @@ class HeavyNode:
                 valuation = self.valuation_for(view) if self.valuation_for else None
                 backend = TipTerms.from_json(valuation.tip).backend if valuation else ""
             except Exception as exc:  # an unfetchable, invalid or contradictory proposal
-                raise Rejected(409, f"this node cannot serve job {job_id}: {exc}") from None
+                raise Conflict(f"this node cannot serve job {job_id}: {exc}") from None
             index = view.committee.index(self.address) + 1
             rng = AesCtrRandom(self.store.job_key(job_id))
             sampler = None
@@ -304,51 +307,50 @@ class HeavyNode:
                 payload=base64.b64decode(body.get("payload") or "", validate=True),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise Rejected(422, f"malformed submission: {exc}") from None
+            raise Malformed(f"malformed submission: {exc}") from None
         self._check_payload(job, sub.payload)
         if sub.job_id != job_id:
-            raise Rejected(400, f"the submission is for job {sub.job_id}, not job {job_id}")
+            raise BadRequest(f"the submission is for job {sub.job_id}, not job {job_id}")
         if len(sub.dataset_id) != 32:
-            raise Rejected(422, "dataset must be 32 bytes")
+            raise Malformed("dataset must be 32 bytes")
         if sub.recipient != job.index:
-            raise Rejected(
-                400, f"the share is for heavy node {sub.recipient}; this is heavy node {job.index}"
+            raise BadRequest(
+                f"the share is for heavy node {sub.recipient}; this is heavy node {job.index}"
             )
         if self.clock() > job.view.deadline:
-            raise Rejected(409, f"submissions to job {job_id} closed at its deadline")
+            raise Conflict(f"submissions to job {job_id} closed at its deadline")
         try:
             signer = sub.signer(self.escrow.domain)
         except wire.WireError as exc:
-            raise Rejected(401, str(exc)) from None
+            raise Unauthenticated(str(exc)) from None
         record = self.stakes.dataset_since(sub.dataset_id, arrived)
         if not record.exists:
-            raise Rejected(403, "the dataset is not staked on chain")
+            raise Forbidden("the dataset is not staked on chain")
         if record.stake < self.stakes.min_stake:
-            raise Rejected(403, f"the dataset's stake ({record.stake} base units) was slashed "
+            raise Forbidden(f"the dataset's stake ({record.stake} base units) was slashed "
                            f"below the market's minimum of {self.stakes.min_stake}: its owner "
                            "must top it up")  # fmt: skip
         if record.owner != signer:
-            raise Rejected(401, "the submission is not signed by the dataset's owner")
+            raise Unauthenticated("the submission is not signed by the dataset's owner")
         if record.owner in job.view.committee:
-            raise Rejected(
-                403,
+            raise Forbidden(
                 f"the dataset's owner sits on job {job_id}'s committee: a member cannot "
                 "provide data to a job it judges",
             )
         try:
             consenting = sub.participation_signer(self.escrow.domain)
         except wire.WireError as exc:
-            raise Rejected(401, str(exc)) from None
+            raise Unauthenticated(str(exc)) from None
         if consenting != signer:
-            raise Rejected(401, "the participation is not signed by the dataset's owner")
+            raise Unauthenticated("the participation is not signed by the dataset's owner")
         if record.unstake_requested_at and record.unstake_requested_at <= job.view.posted_at:
-            raise Rejected(403, "the dataset was unbonding when the job was posted")
+            raise Forbidden("the dataset was unbonding when the job was posted")
         try:
             share = wire.open_sealed(
                 sub.sealed, self._box, job.config.reduction.length, job.config.scheme
             )
         except wire.WireError as exc:
-            raise Rejected(400, str(exc)) from None
+            raise BadRequest(str(exc)) from None
         dataset = "0x" + sub.dataset_id.hex()
         with self._lock:
             try:  # the round refuses duplicates and bad shares without changing
@@ -358,13 +360,11 @@ class HeavyNode:
                 if held is not None and held.get("signature") == "0x" + sub.signature.hex():
                     # The same signed submission again (its answer was lost): already held.
                     return {"job": job_id, "dataset": dataset, "duplicate": True}
-                raise Rejected(
-                    409, f"dataset {dataset} already submitted to job {job_id}"
-                ) from None
+                raise Conflict(f"dataset {dataset} already submitted to job {job_id}") from None
             except LateSubmissionError:
-                raise Rejected(409, f"submissions to job {job_id} are closed") from None
+                raise Conflict(f"submissions to job {job_id} are closed") from None
             except ComputeError as exc:
-                raise Rejected(400, f"share refused: {exc}") from None
+                raise BadRequest(f"share refused: {exc}") from None
             # Queued in the order the round took it; durable (group-committed with the other
             # submissions arriving now) before it is acknowledged.
             pending = self.store.enqueue_submission(
@@ -383,19 +383,18 @@ class HeavyNode:
         """A valuation job's submission carries encrypted scores; no other job's does."""
         if job.valuation is None:
             if payload:
-                raise Rejected(400, f"job {job.view.job_id} takes no payload; send the share alone")
+                raise BadRequest(f"job {job.view.job_id} takes no payload; send the share alone")
             return
         if not payload:
-            raise Rejected(
-                400, f"job {job.view.job_id} is a valuation job: send the encrypted scores too"
+            raise BadRequest(
+                f"job {job.view.job_id} is a valuation job: send the encrypted scores too"
             )
         try:
             rows = scores_count(payload, job.backend)
         except TipError as exc:
-            raise Rejected(400, f"payload refused: {exc}") from None
+            raise BadRequest(f"payload refused: {exc}") from None
         if not 1 <= rows <= job.valuation.max_examples:
-            raise Rejected(
-                400,
+            raise BadRequest(
                 f"the payload scores {rows} rows; job {job.view.job_id} takes 1 to "
                 f"{job.valuation.max_examples} per provider",
             )
@@ -404,24 +403,24 @@ class HeavyNode:
         job = self.job(job_id)
         payload, signature = body.get("payload"), body.get("signature")
         if not isinstance(payload, dict) or not isinstance(signature, str):
-            raise Rejected(422, "a peer message is {payload, signature}")
+            raise Malformed("a peer message is {payload, signature}")
         try:
             sender = int(payload["sender"])
             signer = wire.payload_signer(payload, signature)
             message = wire.peer_message(payload)
         except (KeyError, TypeError, ValueError, wire.WireError) as exc:
-            raise Rejected(422, f"malformed peer message: {exc}") from None
+            raise Malformed(f"malformed peer message: {exc}") from None
         if not 1 <= sender <= len(job.view.committee) or job.view.committee[sender - 1] != signer:
-            raise Rejected(401, "the peer message is not signed by that committee member")
+            raise Unauthenticated("the peer message is not signed by that committee member")
         if message.recipient != job.index or message.job_id != str(job_id):
-            raise Rejected(400, "the peer message is not for this node and job")
+            raise BadRequest("the peer message is not for this node and job")
         with self._lock:
             if self.store.has_peer_message(job_id, payload["kind"], sender):
                 return {"job": job_id, "duplicate": True}
             try:  # the round refuses a bad message without changing: then nothing is stored
                 self._deliver(job, message)
             except ComputeError as exc:
-                raise Rejected(400, f"peer message refused: {exc}") from None
+                raise BadRequest(f"peer message refused: {exc}") from None
             try:
                 self.store.add_peer_message(job_id, payload["kind"], sender, payload)
             except BaseException:
@@ -441,42 +440,42 @@ class HeavyNode:
             signature = bytes.fromhex(str(body["signature"]).removeprefix("0x"))
             signer = to_checksum_address(body["signer"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise Rejected(422, f"malformed signature message: {exc}") from None
+            raise Malformed(f"malformed signature message: {exc}") from None
         if len(digest) != 32:
-            raise Rejected(422, "the digest must be 32 bytes")
+            raise Malformed("the digest must be 32 bytes")
         signed_result = None
         if body.get("result") is not None:
             try:
                 signed_result = result_from_json(body["result"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise Rejected(422, f"malformed result beside the signature: {exc}") from None
+                raise Malformed(f"malformed result beside the signature: {exc}") from None
             if signed_result.job_id != job_id or (
                 result_digest(self.escrow.domain, signed_result) != digest
             ):
-                raise Rejected(400, "the result sent does not hash to the signed digest")
+                raise BadRequest("the result sent does not hash to the signed digest")
         try:
             recovered = recover_strict(digest, signature)
         except InvalidSignature as exc:
-            raise Rejected(401, f"the contract would refuse this signature: {exc}") from None
+            raise Unauthenticated(f"the contract would refuse this signature: {exc}") from None
         if recovered != signer or signer not in job.view.committee:
-            raise Rejected(401, "the signature is not a committee member's")
+            raise Unauthenticated("the signature is not a committee member's")
         if signer == self.address:
-            raise Rejected(400, "this node's own signature is not taken from a peer")
+            raise BadRequest("this node's own signature is not taken from a peer")
         if not job.view.has_accepted(signer) and job.closed_at is None:
             job.view = self.escrow.job(job_id)  # it may have accepted since this node looked
         if not job.view.has_accepted(signer):
-            raise Rejected(403, f"{signer} did not accept job {job_id}: the contract does not "
+            raise Forbidden(f"{signer} did not accept job {job_id}: the contract does not "
                            "count its signature")  # fmt: skip
         try:
             stored = self.settler.take(
                 job.settlement, Signed(signer, digest, signature), signed_result
             )
         except TooManyDigestsError as exc:
-            raise Rejected(429, str(exc)) from None
+            raise TooMany(str(exc)) from None
         except ConflictingSignatureError as exc:
-            raise Rejected(409, str(exc)) from None
+            raise Conflict(str(exc)) from None
         except SignatureRefusedError as exc:
-            raise Rejected(400, str(exc)) from None
+            raise BadRequest(str(exc)) from None
         except BaseException:
             with self._lock:
                 self._jobs.pop(job_id, None)  # the machine took it, the store did not: rebuild
@@ -486,11 +485,10 @@ class HeavyNode:
     # ------------------------------------------------------------------------- valuation
     def _participants(self, job: _Job) -> tuple[str, ...]:
         if job.valuation is None:
-            raise Rejected(404, f"job {job.view.job_id} is not a valuation job")
+            raise NotFound(f"job {job.view.job_id} is not a valuation job")
         outcome = job.round.outcome
         if not isinstance(outcome, RoundResult):
-            raise Rejected(
-                409,
+            raise Conflict(
                 f"job {job.view.job_id} has no agreed participants"
                 + (" (it is aborting)" if outcome is not None else " yet: wait for its round"),
             )
@@ -529,7 +527,7 @@ class HeavyNode:
         """A participant's encrypted scores (only the buyer's key opens them)."""
         job = self.job(job_id)
         if dataset not in self._participants(job):
-            raise Rejected(404, f"{dataset} is not a participant of job {job_id}")
+            raise NotFound(f"{dataset} is not a participant of job {job_id}")
         body = self.store.submission_body(job_id, dataset)
         assert body is not None and body.get("payload")
         return base64.b64decode(body["payload"])
@@ -540,31 +538,31 @@ class HeavyNode:
         participants = self._participants(job)
         report_json, signature = body.get("report"), body.get("signature")
         if not isinstance(signature, str):
-            raise Rejected(422, "a score report is {report, signature}")
+            raise Malformed("a score report is {report, signature}")
         try:
             report = ScoreReport.from_json(report_json)
             signer = wire.payload_signer(report_json, signature)  # the JSON as signed
         except (TipError, wire.WireError) as exc:
-            raise Rejected(422, f"malformed score report: {exc}") from None
+            raise Malformed(f"malformed score report: {exc}") from None
         if report.job_id != job_id:
-            raise Rejected(400, f"the report is for job {report.job_id}, not job {job_id}")
+            raise BadRequest(f"the report is for job {report.job_id}, not job {job_id}")
         if signer != job.view.buyer:
-            raise Rejected(401, "the report is not signed by the job's buyer")
+            raise Unauthenticated("the report is not signed by the job's buyer")
         try:
             report.check_covers(participants)
         except TipError as exc:
-            raise Rejected(400, str(exc)) from None
+            raise BadRequest(str(exc)) from None
         due, _ = self.report_window(job)
         record = {"report": report_json, "signature": signature}
         forwarder, committed = self._forwarder(job, record, body)
         if forwarder is None and self.clock() > due:
-            raise Rejected(409, f"reports for job {job_id} were due by {due} (unix seconds)")
+            raise Conflict(f"reports for job {job_id} were due by {due} (unix seconds)")
         digest = keccak(report.canonical())
         with self._lock:
             if job.deciding:  # what it holds now is what it decides on
                 if self.store.has_score_report(job_id, digest):
                     return {"job": job_id, "duplicate": True}
-                raise Rejected(409, f"the committee has already decided job {job_id}")
+                raise Conflict(f"the committee has already decided job {job_id}")
             try:
                 self.store.add_score_report(job_id, digest, record)
                 new = True
@@ -640,9 +638,9 @@ class HeavyNode:
             peer = int(body["peer"])
             signer = wire.payload_signer(signed, str(body["peer_signature"]))
         except (KeyError, TypeError, ValueError, wire.WireError):
-            raise Rejected(422, "a forwarded report carries its peer and peer_signature") from None
+            raise Malformed("a forwarded report carries its peer and peer_signature") from None
         if not 1 <= peer <= len(job.view.committee) or job.view.committee[peer - 1] != signer:
-            raise Rejected(401, "the forwarded report is not signed by that committee member")
+            raise Unauthenticated("the forwarded report is not signed by that committee member")
         return peer, committed
 
     def result_document(self, job_id: int) -> bytes:
@@ -650,16 +648,16 @@ class HeavyNode:
         (before, nobody may rely on it: 409)."""
         held = self.store.protected(job_id)
         if held is None or held.kind != Kind.RESULT or held.document is None:
-            raise Rejected(404, f"job {job_id} has no result here (yet)")
+            raise NotFound(f"job {job_id} has no result here (yet)")
         if job_id not in self._finalized:
             view = self.escrow.job(job_id)
             if view.state is not JobState.FINALIZED:
-                raise Rejected(409, f"job {job_id} is {view.state.name.lower()}: its result is "
+                raise Conflict(f"job {job_id} is {view.state.name.lower()}: its result is "
                                "served once the chain has finalized it")  # fmt: skip
             decision = Decision.from_message(held.kind, held.digest, held.message, held.document)
             assert decision.result is not None
             if view.result_hash != decision.result.result_hash:
-                raise Rejected(409, f"job {job_id} was finalized with another result than "
+                raise Conflict(f"job {job_id} was finalized with another result than "
                                "this node's; ask another committee member")  # fmt: skip
             self._finalized.add(job_id)
         return held.document
@@ -787,7 +785,7 @@ class HeavyNode:
             return True
         share = fee_share(view.budget, view.fee_bps, view.committee_size)
         if share < self.min_fee:
-            raise Rejected(402, f"its fee share, at most {share} base units, is below this "
+            raise FeeTooLow(f"its fee share, at most {share} base units, is below this "
                            f"node's minimum of {self.min_fee}")  # fmt: skip
         self._open(view)  # fetches and checks the proposal: raises what this node cannot serve
         try:

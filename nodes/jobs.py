@@ -14,11 +14,12 @@ from compute.messages import RoundConfig
 from compute.proposal import Proposal, ProposalError, ValuationSpec, parse_proposal
 from market.escrow import EscrowClient, JobParams, JobView
 from market.escrow.documents import DocumentError, fetch
+from nodes.errors import NodeError
 from nodes.evalset import EnsembleJobError, evaluation_for
 from nodes.valuation import BlobCache
 
 
-class JobSpecError(Exception):
+class JobSpecError(NodeError):
     """A job whose proposal cannot be fetched, does not match its hash, or contradicts the
     chain."""
 

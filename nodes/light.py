@@ -36,6 +36,7 @@ from market.staking import StakingClient
 from market.staking.client import HeavyNodeRecord
 from market.valuation.tip.errors import TipError
 from nodes.client import HeavyClient
+from nodes.errors import NodeError
 from nodes.evalset import EnsembleJobError, evaluation_for, model_records
 from nodes.jobs import JobSpecError, proposal_for
 from nodes.valuation import BlobCache, ValuationError, score_dataset
@@ -44,7 +45,7 @@ from nodes.wire import SignedSubmission, WireError, node_endpoint, refusal_detai
 log = logging.getLogger("market.light")
 
 
-class SubmissionRefused(Exception):
+class SubmissionRefused(NodeError):
     """A heavy node refused a submission; the message carries its reason."""
 
 

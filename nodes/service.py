@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response
 
 from nodes import api
 from nodes.api import Dataset, JobId, PeerBody, ScoresBody, SignatureBody, Stored, SubmissionBody
-from nodes.heavy import HeavyNode, Rejected
+from nodes.errors import Rejected
+from nodes.heavy import HeavyNode
 
 MAX_BODY = 8 * 1024 * 1024
 """Largest request body: a share of a 100,000-value vector sealed and base64-encoded is ~1 MB."""
@@ -87,7 +88,7 @@ def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
 
     @app.exception_handler(Rejected)
     async def rejected(_: Request, exc: Rejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail}, status_code=api.status_of(exc))
 
     @app.get(api.HEALTH)
     def health() -> dict[str, Any]:

@@ -34,6 +34,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from nodes.errors import NodeError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -115,11 +117,11 @@ class Protected:
     signature: bytes | None
 
 
-class Duplicate(Exception):
+class Duplicate(NodeError):
     """The row exists already (a replayed or duplicate message)."""
 
 
-class DoubleSigning(RuntimeError):
+class DoubleSigning(NodeError, RuntimeError):
     """The node was about to sign a second digest for a job it has signed for: refused (the
     contract would slash its stake). Nothing was signed; look for a bug or a replaced store."""
 

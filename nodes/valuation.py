@@ -30,9 +30,10 @@ from market.valuation.tip.job import TipTerms
 from market.valuation.tip.release import ScoreReport, report_from_payloads, score_rows
 from nodes import api, wire
 from nodes.client import HeavyClient
+from nodes.errors import NodeError
 
 
-class ValuationError(Exception):
+class ValuationError(NodeError):
     """A valuation job step that cannot go on; the message says what to do."""
 
 

@@ -40,6 +40,7 @@ from market.escrow.eip712 import (
     recover_strict,
     sign_digest,
 )
+from nodes.errors import NodeError
 
 SUBMISSION_TYPES = {
     "Submission": [
@@ -53,7 +54,7 @@ SUBMISSION_TYPES = {
 }
 
 
-class WireError(ValueError):
+class WireError(NodeError, ValueError):
     """A message that is malformed, not signed by whom it claims, or not for this node."""
 
 

@@ -131,3 +131,34 @@ def test_a_submission_retries_a_failed_connection_and_a_peer_message_does_not() 
     with pytest.raises(requests.Timeout):  # a node that took the body may hold it: not resent
         HeavyClient("http://node", slow).submit(1, {})
     assert len(slow.calls) == 1
+
+
+def test_every_error_of_nodes_derives_from_node_error() -> None:
+    import importlib
+    import inspect
+
+    from nodes.errors import NodeError
+
+    defined = []
+    for path in sorted((ROOT / "nodes").glob("*.py")):
+        module = importlib.import_module(f"nodes.{path.stem}")
+        defined += [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, BaseException) and c.__module__ == module.__name__
+        ]
+    assert len(defined) >= 12
+    assert [c.__name__ for c in defined if not issubclass(c, NodeError)] == []
+
+
+def test_each_refusal_has_its_status_in_one_table() -> None:
+    from nodes import errors
+
+    refusals = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.Rejected) and c is not errors.Rejected
+    ]
+    assert set(refusals) == set(api.STATUS)
+    assert errors.Conflict("late").status == 409 == api.status_of(errors.Conflict("late"))
+    assert errors.Malformed("x").detail == "x" and errors.Malformed("x").status == 422

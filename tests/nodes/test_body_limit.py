@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from nodes.heavy import Rejected
+from nodes.errors import NotFound
 from nodes.service import Server, create_app
 
 LIMIT = 1024 * 1024
@@ -48,7 +48,7 @@ class Node:
 
     def accept_submission(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
         if job_id != 1:
-            raise Rejected(404, f"no job {job_id}")
+            raise NotFound(f"no job {job_id}")
         return {"job": job_id, "dataset": body["dataset"]}
 
 
