@@ -22,9 +22,10 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from market.chain.units import format_utc
+from market.errors import MarketError
 
 
-class ChainError(Exception):
+class ChainError(MarketError):
     """Root of every error raised by `market.chain`."""
 
 

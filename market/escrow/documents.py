@@ -24,12 +24,13 @@ from typing import Any
 
 from eth_utils import keccak
 
+from market.errors import MarketError
 from market.valuation.merkle import PayoutTree
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
 
-class DocumentError(Exception):
+class DocumentError(MarketError):
     """A document that cannot be fetched, or whose bytes do not match what the chain says."""
 
 

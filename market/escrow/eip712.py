@@ -17,6 +17,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from market.errors import MarketError
 from market.escrow.types import Result
 
 DOMAIN_NAME = "DataMarketplace"
@@ -189,7 +190,7 @@ MAX_S = SECP256K1_N // 2
 """The largest `s` OpenZeppelin's ECDSA takes (EIP-2: only the low-s one of the two twins)."""
 
 
-class InvalidSignature(ValueError):
+class InvalidSignature(MarketError, ValueError):
     """A signature the contract (OpenZeppelin `ECDSA.tryRecover`) refuses."""
 
 

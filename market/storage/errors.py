@@ -6,8 +6,10 @@ says what went wrong and what to do; nothing inside this package catches broad e
 
 from __future__ import annotations
 
+from market.errors import MarketError
 
-class StorageError(Exception):
+
+class StorageError(MarketError):
     """Root of every error raised by `market.storage`."""
 
 

@@ -7,8 +7,10 @@ or the built-in. Messages say what was wrong and what to do about it.
 
 from __future__ import annotations
 
+from market.errors import MarketError
 
-class ValuationError(Exception):
+
+class ValuationError(MarketError):
     """Root of every error raised by `market.valuation`."""
 
 

@@ -32,6 +32,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from market.errors import MarketError
+
 __all__ = [
     "PASSWORD_ENV",
     "SCRYPT_N_ENV",
@@ -62,7 +64,7 @@ _SUFFIX = ".json"
 
 
 # ---------------------------------------------------------------------------- errors
-class WalletError(Exception):
+class WalletError(MarketError):
     """Something the user can fix; the message is one line and says what to do."""
 
 
