@@ -40,9 +40,10 @@ check-contracts: $(NPM_STAMP)
 test: install check-contracts
 	$(PY) tools/run_pytest.py -n 2 --durations=15 $(PYTEST_ARGS)
 
-## Everything but the Anvil and slow tests.
+## Everything but the Anvil and slow tests (`@pytest.mark.slow`: the contract state machine, the
+## README walkthrough, the end-to-end demo, bench and node jobs), on both cores.
 test-fast: install
-	$(PY) tools/run_pytest.py -m "not anvil and not slow" $(PYTEST_ARGS)
+	$(PY) tools/run_pytest.py -n 2 -m "not anvil and not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/market demo

@@ -17,6 +17,7 @@ from compute import postprocess as pp
 MARKET = str(Path(sys.executable).with_name("market"))
 
 
+@pytest.mark.slow
 def test_audit_demo_secure_figures_equal_the_plaintext_union_within_the_dp_bound() -> None:
     proc = subprocess.run([MARKET, "demo", "--audit", "--seed", "11", "--json"],
                           capture_output=True, text=True, timeout=600)  # fmt: skip

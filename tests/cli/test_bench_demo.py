@@ -20,6 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([MARKET, *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_gas_targets_hold_at_10_and_100_participants():
     with Chain.embedded() as chain:
         result = run_gas_bench(chain, (10, 100), claims=4)
@@ -74,6 +75,7 @@ def test_bench_reduce_rejects_unknown_scheme():
     assert "paillier" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_network_runs_a_job_to_finalization_and_reports_its_phases(tmp_path):
     env = {**os.environ, "MARKET_HOME": str(tmp_path)}
     proc = subprocess.run([MARKET, "bench", "network", "--providers", "6", "--json"],
@@ -97,6 +99,7 @@ def test_bench_network_refuses_a_job_too_small():
     assert "at least 3" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_settles_and_pays_everyone():
     proc = run("demo", "--providers", "6", "--seed", "3", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -111,6 +114,7 @@ def test_demo_settles_and_pays_everyone():
     assert [p["name"] for p in report["phases"]][-1] == "claims"
 
 
+@pytest.mark.slow
 def test_ensemble_demo_releases_the_plaintext_ensemble_and_pays_by_weight(tmp_path):
     env = {**os.environ, "MARKET_HOME": str(tmp_path)}
     env.pop("MARKET_IPFS_API", None)
@@ -153,6 +157,7 @@ def test_devnet_demo_runs_every_node_as_a_process():
     assert paid + report["refund"] == report["budget"]
 
 
+@pytest.mark.slow
 def test_bench_valuation_json_shape(tmp_path):
     proc = run("bench", "valuation", "--ks", "32", "--examples", "600", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -168,6 +173,7 @@ def test_bench_valuation_json_shape(tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_ensemble_demo_with_three_holders_prints_the_ensemble_and_each_model(tmp_path):
     env = {**os.environ, "MARKET_HOME": str(tmp_path)}
     env.pop("MARKET_IPFS_API", None)

@@ -251,6 +251,7 @@ def test_bad_evaluation_files_say_what_is_wrong(embedded_cli: Cli, tmp_path: Pat
     assert not storage.exists() or not any(p.is_file() for p in storage.rglob("*"))
 
 
+@pytest.mark.slow
 def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
     embedded_cli: Cli, tmp_path: Path
 ):
@@ -483,6 +484,7 @@ def test_an_ensemble_job_settles_through_the_nodes(devnet_cli: Cli, tmp_path: Pa
             assert paid[who] / pool == pytest.approx(ensemble["weights"][ids[who]], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_an_ensemble_job_with_too_few_holders_says_why_it_aborted(
     embedded_cli: Cli, tmp_path: Path
 ):

@@ -31,6 +31,7 @@ idle chain's latest block is older than the deadline is long."""
 
 
 @pytest.mark.anvil
+@pytest.mark.slow
 def test_readme_walkthrough_runs_as_written(tmp_path: Path):
     """As a person runs it: real keystores (the default scrypt cost), the passphrase only in the
     README's own file (no $MARKET_PASSWORD anywhere), the heavy nodes in the background logging

@@ -235,6 +235,7 @@ def _csv(path: Path, x: np.ndarray, y: np.ndarray, features: list[str]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_buyer_publishes_posts_and_reports_with_the_cli(
     tmp_path: Path, committee: Committee, monkeypatch: Any
 ) -> None:

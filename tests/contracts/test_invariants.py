@@ -767,4 +767,5 @@ MarketMachine.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-TestMarketStateMachine = MarketMachine.TestCase
+# Minutes of transactions: `make test` runs it, `make test-fast` leaves it out.
+TestMarketStateMachine = pytest.mark.slow(MarketMachine.TestCase)

@@ -175,6 +175,7 @@ def _settle(market: EnsembleMarket) -> ResultDocument:
     return ResultDocument.from_bytes(raw, market.sandbox.escrow.job(market.job_id).result_hash)
 
 
+@pytest.mark.slow
 def test_ensemble_job_releases_the_weighted_ensemble_and_pays_by_weight(
     tmp_path: Path, committee: Committee
 ) -> None:
@@ -276,6 +277,7 @@ def committee_endpoint(committee: Committee) -> str:
     return committee.market.staking.heavy_node(committee.accounts[0].address).endpoint
 
 
+@pytest.mark.slow
 def test_two_of_three_heavy_nodes_finish_the_fit_and_a_restarted_one_resumes(
     tmp_path: Path, committee: Committee
 ) -> None:
