@@ -275,8 +275,9 @@ class MapOutput(NamedTuple):
 def value_columns(proposal: Proposal) -> tuple[str, ...]:
     """The columns whose values become records, in output-field order; for a valuation job the
     features and the label (rows missing one are not scored, nor counted)."""
-    if proposal.valuation is not None:
-        return (*proposal.valuation.features, proposal.valuation.label)
+    read = proposal.job_kind.columns(proposal)
+    if read is not None:
+        return read
     if not MAP_FUNCTIONS[proposal.map.function].reads_fields:
         return ()
     return tuple(f.name for f in proposal.map.output.fields)

@@ -49,8 +49,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from compute.budget import BudgetSpec
 from compute.economics import BPS, payout_pool
 from compute.errors import ComputeError
+from compute.kinds import Kind
 from compute.maps import MAP_FUNCTIONS, columns_touched
-from compute.proposal import Address, Kind, Proposal, checksum_address, describe
+from compute.proposal import Address, Proposal, checksum_address, describe
 
 Verdict = Literal["accept", "refuse", "manual"]
 

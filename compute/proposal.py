@@ -43,11 +43,11 @@ Rules that span fields (each refusal names the field to change):
   separate proposals (or are rescaled in a future map function). The reduction's field is that
   shared one, its width the number of fields.
 - `histogram` needs `bins` and exactly one output field; `bins` is refused for other ops.
-- Payout rules follow the kind: `aggregate` pays `equal`, `ensemble` pays `ensemble_weight`
-  and reduces with `weighted_sum` (the only kind that does), `valuation` pays `influence`.
-- `valuation` terms (`ValuationSpec`) are required for kind `valuation` and refused for every
-  other kind; a valuation job's secure reduce is `count` over `row_count`, so the committee
-  learns how many rows were scored in all, and the scores travel CKKS-encrypted beside it.
+- The kind (`compute.kinds`) decides the rest: the proposal class of each kind is one member
+  of the union discriminated on `kind`, with the kind's own terms in the field named after it
+  (`ensemble`, `valuation`, ...); the parts a kind fixes (`JobKind.fixed`: its payout rule, and
+  for some its map function and reduce op) may be left out and are filled in, and may not be
+  changed; and the kind adds its own checks (`JobKind.problems`).
 - Sharing: `additive` is n-of-n over the whole committee (at least 2 members; `threshold` may
   only be omitted or equal n). `shamir` is t-of-n with `t = threshold`, by default a strict
   majority `n // 2 + 1`, and never less: a minority of the drawn committee must not read an
@@ -75,11 +75,9 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import numpy as np
 from Crypto.Hash import keccak as _keccak
-from numpy.typing import ArrayLike
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -94,12 +92,14 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from compute.dp import PrivacyTerms, plan_noise
 from compute.economics import BPS, MAX_FEE_BPS
 from compute.encoding import MAX_VALUES, FieldSpec
-from compute.ensemble import EnsemblePlan, Layout
-from compute.errors import ComputeError, ReductionError
+from compute.errors import ComputeError
 from compute.maps import MAP_FUNCTIONS
 from compute.messages import RoundConfig
 from compute.reduce import CLIPPING_OPS, ReduceOp, Reduction
 from compute.sharing import Scheme, scheme_named
+
+if TYPE_CHECKING:
+    from compute.kinds.base import JobKind
 
 
 class ProposalError(ComputeError, ValueError):
@@ -144,11 +144,9 @@ Address = Annotated[str, AfterValidator(checksum_address)]
 
 # --- field types ---------------------------------------------------------------------------
 
-Kind = Literal["aggregate", "ensemble", "valuation"]
 Op = Literal["sum", "count", "mean", "variance", "histogram", "weighted_sum"]
 SchemeName = Literal["additive", "shamir"]
 ThreatModel = Literal["semi-honest", "malicious-detect"]
-PayoutRule = Literal["equal", "influence", "ensemble_weight"]
 FilterOp = Literal["==", "!=", "<", "<=", ">", ">=", "in"]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -370,14 +368,13 @@ class EconomicsSpec(_Strict):
     """Escrowed budget in token base units; an integer (floats are refused)."""
     fee_bps: Annotated[int, Field(ge=0, le=MAX_FEE_BPS)]
     """Share of the budget paid to the signing committee, in basis points."""
-    payout_rule: PayoutRule
-    """`equal`, `influence` (valuation) or `ensemble_weight` (ensembles)."""
+    payout_rule: str
+    """Fixed by the kind (`JobKind.payout_rule`), and filled in when left out."""
     max_slash_bps: Annotated[int, Field(ge=0, le=BPS)] = 0
     """Most of a provider's stake the job may slash, in basis points."""
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_DECRYPT_WINDOW = 2**32 - 1
 
 
 class BlobRef(_Strict):
@@ -398,112 +395,13 @@ class BlobRef(_Strict):
         return value
 
 
-class ValuationSpec(_Strict):
-    """What a `valuation` (TIP) job asks of each provider, and how its scores become money.
-
-    Each provider scores its rows (those the map's filter keeps, with no missing feature or
-    label) against the buyer's encrypted query and sends the encrypted scores with its share of
-    the row count; after the deadline the buyer decrypts the participants' scores and reports
-    each dataset's total to the committee, which settles by `market.valuation.tip.settle`."""
-
-    tip: dict[str, Any]
-    """The TIP terms (`market.valuation.tip.job.TipTerms` JSON): model, projection, curvature,
-    damping, HE backend and parameters, threat model, sign convention."""
-    features: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=128)]],
-        Field(min_length=1, max_length=4096),
-    ]
-    """The feature columns, in the model's input order."""
-    label: Annotated[str, Field(min_length=1, max_length=128)]
-    """The column holding class labels 0 .. classes - 1."""
-    model: BlobRef
-    """The model release: parameters and the preprocessing (`tip.release.ModelRelease`)."""
-    context: BlobRef
-    """The buyer's public CKKS context (no secret key)."""
-    query: BlobRef
-    """`Enc(q)`."""
-    decrypt_window: Annotated[int, Field(ge=1, le=MAX_DECRYPT_WINDOW)]
-    """Seconds after the deadline in which the buyer must report the decrypted scores; without a
-    report (or with two different ones) the pool is split equally among the participants."""
-    max_examples: Annotated[int, Field(ge=1, le=2**24)] = 100_000
-    """Most rows one provider may score."""
-    harm_threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-    """Scores below `-harm_threshold` are harmful (slashed within the caps)."""
-    full_slash_at: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
-    """Harm at which the whole cap is slashed, relative to the best positive score."""
-    slashed_to: Literal["payouts", "burn"] = "payouts"
-    """Where slashed stake goes: to the positive contributors, or burned (never the buyer)."""
-
-    @field_validator("features")
-    @classmethod
-    def _unique_features(cls, features: list[str]) -> list[str]:
-        repeated = sorted({f for f in features if features.count(f) > 1})
-        if repeated:
-            raise ValueError(f"feature names must be unique; repeated: {', '.join(repeated)}")
-        return features
-
-    @model_validator(mode="after")
-    def _label_apart(self) -> ValuationSpec:
-        problem = (
-            [(("label",), f"{self.label!r} is also a feature; the label must be its own column")]
-            if self.label in self.features
-            else []
-        )
-        _cross(problem, "ValuationSpec", self.label)
-        return self
-
-
-MAX_ENSEMBLE_VALUES = 2**22
-"""Most probabilities one model holder shares: (validation + test rows) x classes."""
-
-
-class EnsembleSpec(_Strict):
-    """The public evaluation set of an `ensemble` job. Each model holder scores its rows with
-    its own model and shares the class probabilities; the committee fits the weights on the
-    validation rows (whose labels are public) and releases the weighted ensemble's
-    probabilities for the test rows (whose labels the buyer keeps)."""
-
-    evaluation: BlobRef
-    """An `.npz` of `x_val` (validation rows x features), `y_val` (their labels, 0 .. classes
-    - 1) and `x_test` (test rows x features): `nodes.evalset.EvaluationSet`."""
-    features: Annotated[int, Field(ge=1, le=2**16)]
-    """Feature columns of `x_val` and `x_test`, in the models' input order."""
-    classes: Annotated[int, Field(ge=2, le=2**12)]
-    validation_rows: Annotated[int, Field(ge=1, le=2**20)]
-    test_rows: Annotated[int, Field(ge=1, le=2**20)]
-
-    @model_validator(mode="after")
-    def _size(self) -> EnsembleSpec:
-        values = (self.validation_rows + self.test_rows) * self.classes
-        problem = (
-            [
-                (
-                    ("test_rows",),
-                    f"each model would share {values:,} probabilities ((validation_rows + "
-                    f"test_rows) x classes); at most {MAX_ENSEMBLE_VALUES:,}",
-                )
-            ]
-            if values > MAX_ENSEMBLE_VALUES
-            else []
-        )
-        _cross(problem, "EnsembleSpec", self.test_rows)
-        return self
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.validation_rows, self.test_rows, self.classes)
-
-
-_PAYOUT_FOR_KIND = {"aggregate": "equal", "ensemble": "ensemble_weight", "valuation": "influence"}
-
-
 class Proposal(_Strict):
     """A computation proposal (see the module docstring for the rules and an example)."""
 
     version: Literal[1]
     """Format version."""
-    kind: Kind
-    """`aggregate` (a statistic), `ensemble` (weighted model outputs), `valuation` (TIP)."""
+    kind: str
+    """The job's kind (`compute.kinds`): each kind's proposal class narrows it to its name."""
     title: Annotated[str, Field(min_length=1, max_length=120), AfterValidator(_short_text)]
     """A short human title, one line."""
     map: MapSpec
@@ -516,10 +414,29 @@ class Proposal(_Strict):
     """Members the contract draws for the job; node `i` is the `i`-th in ascending order."""
     quorum: Annotated[int, Field(ge=1)]
     """Signatures needed to finalize or abort: a strict majority of the committee."""
-    valuation: ValuationSpec | None = None
-    """The TIP terms of a `valuation` job (required for it, refused for other kinds)."""
-    ensemble: EnsembleSpec | None = None
-    """The evaluation set of an `ensemble` job (required for it, refused for other kinds)."""
+
+    job_kind: ClassVar[JobKind]
+    """The kind's decisions (`compute.kinds.base.JobKind`); set on each kind's proposal class."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_fixed(cls, data: Any) -> Any:
+        """The parts the kind fixes, filled in where the proposal leaves them out."""
+        kind = cls.__dict__.get("job_kind")
+        if kind is None or not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for path, value in kind.fixed.items():
+            node = data
+            for part in path[:-1]:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    break
+                node[part] = child = dict(child)
+                node = child
+            else:
+                node.setdefault(path[-1], value)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Proposal:
@@ -597,77 +514,16 @@ class Proposal(_Strict):
                             "scale (one reduction has one field spec)",
                         )
                     )
-        payout = _PAYOUT_FOR_KIND[self.kind]
-        if self.economics.payout_rule != payout:
-            out.append(
-                (
-                    ("economics", "payout_rule"),
-                    f"kind {self.kind!r} pays out {payout!r}, not {self.economics.payout_rule!r}",
-                )
-            )
-        if (self.kind == "ensemble") != (op == "weighted_sum"):
-            out.append(
-                (
-                    ("reduce", "op"),
-                    "kind 'ensemble' reduces with 'weighted_sum', and only it does "
-                    f"(kind {self.kind!r}, op {op!r})",
-                )
-            )
-        if (self.kind == "valuation") != (self.valuation is not None):
-            out.append(
-                (
-                    ("valuation",),
-                    "kind 'valuation' needs its valuation terms"
-                    if self.valuation is None
-                    else f"valuation terms apply only to kind 'valuation', not {self.kind!r}",
-                )
-            )
-        if (self.kind == "ensemble") != (self.ensemble is not None):
-            out.append(
-                (
-                    ("ensemble",),
-                    "kind 'ensemble' needs its evaluation set (ensemble terms)"
-                    if self.ensemble is None
-                    else f"ensemble terms apply only to kind 'ensemble', not {self.kind!r}",
-                )
-            )
-        if self.kind == "ensemble":
-            if self.map.function != "model_probabilities":
-                out.append(
-                    (
-                        ("map", "function"),
-                        "an ensemble job's map scores the evaluation set with each holder's "
-                        f"model: use 'model_probabilities', not {self.map.function!r}",
-                    )
-                )
-            if self.map.filter is not None:
-                out.append(
-                    (("map", "filter"), "an ensemble job scores its evaluation set; no filter")
-                )
-            if self.economics.max_slash_bps:
-                out.append(
-                    (
-                        ("economics", "max_slash_bps"),
-                        "an ensemble job slashes nobody (a model no better than chance gets "
-                        "weight 0); set it to 0",
-                    )
-                )
-            if self.privacy.dp is not None:
-                out.append(
-                    (
-                        ("privacy", "dp"),
-                        "ensemble jobs add no DP noise (the weights are fitted from the "
-                        "models' validation statistics, released exactly); remove dp",
-                    )
-                )
-        if self.kind == "valuation" and op != "count":
-            out.append(
-                (
-                    ("reduce", "op"),
-                    "a valuation job's secure reduce counts the rows scored: use map "
-                    f"'row_count' and op 'count', not {op!r}",
-                )
-            )
+        kind = self.job_kind
+        for path, value in kind.fixed.items():
+            given: Any = self
+            for part in path:
+                given = getattr(given, part)
+            if isinstance(given, BaseModel):
+                given = given.model_dump(mode="json")
+            if given != value:
+                out.append((path, f"kind {kind.name!r} fixes this to {value!r}; leave it out"))
+        out += kind.problems(self)
         out += self._sharing_problems(n)
         if not out:
             try:
@@ -748,12 +604,14 @@ class Proposal(_Strict):
         return FieldSpec(name, first.lo, first.hi, first.scale)
 
     def reduction(self) -> Reduction:
-        """The reduce as `compute.reduce` runs it: op, field spec, width, bins, max_values (an
-        ensemble's is fixed by its layout: `Layout.reduction`). An op that clips also counts,
-        under sharing, the values outside the fields' bounds (`Reduction.count_clipped`): the
-        result reports that total, never a provider's own."""
-        if self.ensemble is not None:
-            return self.ensemble.layout.reduction(self.reduce.max_values)
+        """The reduce as `compute.reduce` runs it, as the kind decides (`JobKind.reduction`)."""
+        return self.job_kind.reduction(self)
+
+    def generic_reduction(self) -> Reduction:
+        """The reduce of the map's output fields under the proposal's op: op, field spec,
+        width, bins, max_values. An op that clips also counts, under sharing, the values outside
+        the fields' bounds (`Reduction.count_clipped`): the result reports that total, never a
+        provider's own."""
         fields = self.map.output.fields
         op = ReduceOp(self.reduce.op)
         return Reduction(
@@ -775,37 +633,23 @@ class Proposal(_Strict):
         dp = self.privacy.dp
         return None if dp is None else PrivacyTerms(dp.epsilon, dp.delta)
 
-    def round_config(
-        self,
-        job_id: str,
-        eligible: frozenset[str] | None = None,
-        *,
-        validation_labels: ArrayLike | None = None,
-    ) -> RoundConfig:
-        """What the round's nodes agree on. With DP the noise is calibrated here (OpenDP); an
-        ensemble round needs its evaluation set's `validation_labels` (the heavy nodes fit the
-        weights with them). Raises `EncodingOverflowError` when the noise leaves no headroom."""
+    def round_config(self, job_id: str, **inputs: Any) -> RoundConfig:
+        """What the round's nodes agree on, as the kind decides (`JobKind.round_config`), given
+        the kind's public inputs (an ensemble's `validation_labels`). With DP the noise is
+        calibrated here (OpenDP); raises `EncodingOverflowError` when the noise leaves no
+        headroom, and `ReductionError` when an input the kind needs is missing."""
+        return self.job_kind.round_config(self, job_id, inputs)
+
+    def generic_round_config(self, job_id: str) -> RoundConfig:
+        """The round of the generic reduction, with the proposal's DP terms."""
         reduction = self.reduction()
         terms = self.privacy_terms()
-        if self.ensemble is not None:
-            if validation_labels is None:
-                raise ReductionError("an ensemble round needs its validation labels")
-            labels = np.asarray(validation_labels, dtype=np.int64)
-            return RoundConfig(
-                job_id=job_id,
-                reduction=reduction,
-                scheme=self.scheme(),
-                min_participants=self.privacy.min_participants,
-                eligible=eligible,
-                ensemble=EnsemblePlan(self.ensemble.layout, labels),
-            )
         return RoundConfig(
             job_id=job_id,
             reduction=reduction,
             scheme=self.scheme(),
             min_participants=self.privacy.min_participants,
             privacy=None if terms is None else plan_noise(reduction, terms),
-            eligible=eligible,
         )
 
     # --- canonical form --------------------------------------------------------------------
@@ -830,14 +674,35 @@ class Proposal(_Strict):
 
 
 def parse_proposal(raw: bytes | str | Mapping[str, Any]) -> Proposal:
-    """A validated `Proposal` from JSON (bytes or text) or an already decoded dict. Raises
-    `ProposalError` with one line naming each offending field path."""
+    """A validated proposal of its kind's class (`compute.kinds`: the union discriminated on
+    `kind`) from JSON (bytes or text) or an already decoded dict. Raises `ProposalError` with
+    one line naming each offending field path."""
+    from compute.kinds import KINDS
+
+    try:
+        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
+    except ValueError as error:
+        raise ProposalError([("proposal", f"not valid JSON ({error})")]) from None
+    name = data.get("kind") if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ProposalError([("proposal", "must be an object (the proposal's fields)")])
+    if name not in KINDS:
+        known = ", ".join(KINDS)
+        problem = "required field missing" if name is None else f"unknown kind {_short(name)}"
+        raise ProposalError([("kind", f"{problem} (use {known})")])
+    model = KINDS[name].proposal_class
     try:
         if isinstance(raw, bytes | str):
-            return Proposal.model_validate_json(raw)
-        return Proposal.model_validate(dict(raw) if isinstance(raw, Mapping) else raw)
+            return model.model_validate_json(raw)
+        return model.model_validate(dict(raw))
     except ValidationError as error:
-        raise ProposalError(describe(error, Proposal)) from None
+        problems = [
+            (path, f"{path} terms apply only to kind {path!r}, not {name!r}")
+            if path in KINDS and message.startswith("unknown field")
+            else (path, message)
+            for path, message in describe(error, model)
+        ]
+        raise ProposalError(problems) from None
 
 
 def describe(error: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:

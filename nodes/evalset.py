@@ -24,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from compute.ensemble import EnsembleError, Layout, align_probabilities, records
-from compute.proposal import BlobRef, EnsembleSpec, Proposal
+from compute.kinds import EnsembleSpec
+from compute.proposal import BlobRef, Proposal
 from nodes.errors import NodeError
 from nodes.valuation import BlobCache, ValuationError
 

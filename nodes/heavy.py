@@ -46,6 +46,7 @@ from eth_utils import keccak, to_checksum_address
 from compute.dp import sample_noise
 from compute.economics import fee_share
 from compute.errors import ComputeError, DuplicateSubmissionError, LateSubmissionError
+from compute.kinds import ValuationSpec
 from compute.messages import (
     CloseSubmissions,
     Outgoing,
@@ -54,7 +55,6 @@ from compute.messages import (
     Submission,
 )
 from compute.messages import Result as RoundResult
-from compute.proposal import ValuationSpec
 from compute.randomness import AesCtrRandom
 from compute.reduce import Abort
 from compute.round import HeavyNodeRound

@@ -10,13 +10,15 @@ from typing import Any
 
 from eth_utils import keccak
 
+from compute.kinds import ValuationSpec
 from compute.messages import RoundConfig
-from compute.proposal import Proposal, ProposalError, ValuationSpec, parse_proposal
+from compute.proposal import Proposal, ProposalError, parse_proposal
 from market.escrow import EscrowClient, JobParams, JobView
 from market.escrow.documents import DocumentError, fetch
 from nodes.errors import NodeError
-from nodes.evalset import EnsembleJobError, evaluation_for
-from nodes.valuation import BlobCache
+from nodes.evalset import EnsembleJobError
+from nodes.kinds import node_side
+from nodes.valuation import BlobCache, ValuationError
 
 
 class JobSpecError(NodeError):
@@ -99,13 +101,9 @@ def proposal_for(escrow: EscrowClient, view: JobView, allow: Iterable[str] = ())
             f"job {view.job_id}: the proposal and the posted job disagree on "
             + ", ".join(mismatches)
         )
-    if proposal.valuation is not None:
-        grace = escrow.deployment.config.settlement_grace
-        if proposal.valuation.decrypt_window > grace // 2:
-            raise JobSpecError(
-                f"job {view.job_id}: its decrypt_window ({proposal.valuation.decrypt_window} s) "
-                f"must leave the committee half of the {grace} s settlement grace to settle"
-            )
+    problem = node_side(proposal).check(proposal, escrow.deployment.config.settlement_grace)
+    if problem is not None:
+        raise JobSpecError(f"job {view.job_id}: {problem}")
     return proposal
 
 
@@ -134,13 +132,12 @@ class JobSpecs:
 
     def __call__(self, view: JobView) -> RoundConfig:
         proposal = self.proposal(view)
-        if proposal.ensemble is None:
-            return proposal.round_config(str(view.job_id))
-        try:  # the heavy nodes fit the weights with the evaluation set's public labels
-            evaluation = evaluation_for(proposal, self.blobs)
-        except EnsembleJobError as exc:
+        try:  # e.g. an ensemble's evaluation set: the heavy nodes fit the weights with its labels
+            inputs = node_side(proposal).inputs(proposal, self.blobs)
+        except (EnsembleJobError, ValuationError) as exc:
             raise JobSpecError(f"job {view.job_id}: {exc}") from None
-        return proposal.round_config(str(view.job_id), validation_labels=evaluation.y_val)
+        return proposal.round_config(str(view.job_id), **inputs)
 
     def valuation(self, view: JobView) -> ValuationSpec | None:
-        return self.proposal(view).valuation
+        """A valuation job's TIP terms (the heavy node's report phase); None for other kinds."""
+        return node_side(self.proposal(view)).valuation_terms(self.proposal(view))

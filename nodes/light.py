@@ -24,7 +24,6 @@ from numpy.typing import ArrayLike
 
 from compute.budget import Spend, check, job_cost, mock_spend, retry_at
 from compute.errors import ComputeError
-from compute.maps import run_map
 from compute.messages import RoundConfig
 from compute.policy import evaluate
 from compute.randomness import Randomness, os_rng
@@ -37,9 +36,10 @@ from market.staking.client import HeavyNodeRecord
 from market.valuation.tip.errors import TipError
 from nodes.client import HeavyClient
 from nodes.errors import NodeError
-from nodes.evalset import EnsembleJobError, evaluation_for, model_records
+from nodes.evalset import EnsembleJobError
 from nodes.jobs import JobSpecError, proposal_for
-from nodes.valuation import BlobCache, ValuationError, score_dataset
+from nodes.kinds import node_side
+from nodes.valuation import BlobCache, ValuationError
 from nodes.wire import SignedSubmission, WireError, node_endpoint, refusal_detail
 
 log = logging.getLogger("market.light")
@@ -250,6 +250,11 @@ class LocalData:
     """Its registered name (a policy's `dataset_budgets` may name it)."""
 
 
+def _holds(data: LocalData) -> str:
+    """What a dataset is, as a kind's `dataset` names it: a table, or a model."""
+    return "table" if data.model is None else "model"
+
+
 def policy_fingerprint(policy: Any) -> str:
     """A short digest of a policy's rules: a refusal is reconsidered under a policy whose
     fingerprint differs from the one that refused."""
@@ -362,21 +367,14 @@ class LightService:
                     self._decide(taken, job_id, d, "refused", str(exc))
                 continue
             decision = evaluate(self.policy, proposal, view.buyer, view.accepted)
-            ensemble_job = proposal.ensemble is not None
-            evaluation = None
-            # The round (and an ensemble's evaluation set) is prepared only if a dataset here fits.
-            if decision.verdict != "refuse" and any(
-                (d.model is not None) == ensemble_job for d in pending
-            ):
+            kind, side = proposal.job_kind, node_side(proposal)
+            inputs: dict[str, Any] = {}
+            # The round (and the kind's public inputs) is prepared only if a dataset here fits.
+            if decision.verdict != "refuse" and any(_holds(d) == kind.dataset for d in pending):
                 try:
-                    if ensemble_job:
-                        evaluation = evaluation_for(proposal, self.blobs)
-                        config = proposal.round_config(
-                            str(job_id), validation_labels=evaluation.y_val
-                        )
-                    else:
-                        config = proposal.round_config(str(job_id))
-                except (ComputeError, EnsembleJobError) as exc:
+                    inputs = side.inputs(proposal, self.blobs)
+                    config = proposal.round_config(str(job_id), **inputs)
+                except (ComputeError, EnsembleJobError, ValuationError) as exc:
                     for d in pending:
                         self._decide(taken, job_id, d, "refused", f"cannot take part: {exc}")
                     continue
@@ -390,26 +388,16 @@ class LightService:
                 if decision.verdict == "manual" and not approved:
                     self._decide(taken, job_id, d, "awaiting approval", "manual approval")
                     continue
-                payload = b""
+                if (holds := _holds(d)) != kind.dataset:
+                    reason = f"{kind.name} jobs take a {kind.dataset}; this dataset is a {holds}"
+                    self._decide(taken, job_id, d, "refused", f"cannot run the map: {reason}")
+                    continue
                 try:
-                    if ensemble_job != (d.model is not None):
-                        raise EnsembleJobError(
-                            "an ensemble job takes a model; this dataset is a table"
-                            if ensemble_job
-                            else "this dataset is a model; the job needs a table"
-                        )
-                    if evaluation is not None:
-                        records = model_records(d.model(), evaluation)
-                        rows = len(evaluation.x_val) + len(evaluation.x_test)
-                    elif proposal.valuation is not None:
-                        scored = score_dataset(proposal, d.load(), self.blobs)
-                        records, rows, payload = scored.records, scored.rows, scored.payload
-                    else:
-                        records, report = run_map(proposal, d.load())
-                        rows = report.rows_used
+                    mapped = side.map(proposal, d, inputs, self.blobs)
                 except (ComputeError, TipError, ValuationError, EnsembleJobError) as exc:
                     self._decide(taken, job_id, d, "refused", f"cannot run the map: {exc}")
                     continue
+                records, payload = mapped.records, mapped.payload
                 if not self._spend(taken, job_id, d, view.buyer, config):
                     continue
                 try:
@@ -421,8 +409,7 @@ class LightService:
                     continue
                 self._decide(
                     taken, job_id, d, "submitted",
-                    ("probabilities on " if evaluation is not None else "")
-                    + f"{rows} rows to heavy nodes {delivery.accepted}",
+                    f"{mapped.note} to heavy nodes {delivery.accepted}",
                 )  # fmt: skip
         self._jobs_seen = max(self._jobs_seen, count)
         return taken

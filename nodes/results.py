@@ -11,9 +11,9 @@ from typing import Any
 
 from compute.economics import payout_pool
 from compute.ensemble import WEIGHT_SCALE
+from compute.kinds import ValuationSpec
 from compute.messages import Result as RoundResult
 from compute.messages import RoundConfig
-from compute.proposal import ValuationSpec
 from market.escrow import JobView, Result, Slash, SlashConsent
 from market.escrow.documents import ResultDocument
 from market.staking.view import StakeView

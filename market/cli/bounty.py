@@ -167,10 +167,10 @@ def bounty_try(spec: Path, mocks: tuple[str, ...], as_json: bool) -> None:
         proposal = parse_proposal(template)
     except ProposalError as exc:
         raise UserError(f"the proposal is not valid: {exc}") from None
-    if proposal.ensemble is not None:
+    if proposal.job_kind.dataset != "table":
         raise UserError(
-            "`bounty try` runs a map on tables' mock rows; an ensemble job has none to run on "
-            "(each model holder scores the public evaluation set with its own model)"
+            f"`bounty try` runs a map on tables' mock rows; a {proposal.kind} job's providers "
+            f"hold a {proposal.job_kind.dataset} each, with none to run on"
         )
     reduction = proposal.reduction()
     total = np.zeros(reduction.length, dtype=np.int64)

@@ -351,7 +351,8 @@ def publish_cmd(
 
     from pydantic import ValidationError
 
-    from compute.proposal import ValuationSpec, describe
+    from compute.kinds import ValuationSpec
+    from compute.proposal import describe
     from market.storage import open_storage
     from market.storage.errors import StorageError
     from market.valuation.tip.errors import TipError
@@ -490,6 +491,7 @@ def report_cmd(
     report (each dataset's total score), signed by --account, which must be the job's buyer,
     to every member. Reports are taken until the deadline plus the job's decrypt_window;
     without one the pool is split equally and nobody is slashed."""
+    from compute.kinds.valuation import ValuationProposal
     from market.escrow import EscrowClient, JobState
     from market.staking import StakingClient
     from nodes.valuation import NotReady, ValuationError, report_scores
@@ -510,7 +512,7 @@ def report_cmd(
                 f"{signer.address}: only the job's buyer can report its scores"
             )
         proposal = _job_proposal(escrow, view)
-        spec = proposal.valuation if proposal is not None else None
+        spec = proposal.valuation if isinstance(proposal, ValuationProposal) else None
         if proposal is not None and spec is None:
             raise UserError(f"job {job_id} is a {proposal.kind} job, not a valuation job")
         if secret_path is None:

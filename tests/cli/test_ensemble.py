@@ -19,7 +19,8 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from compute.proposal import EnsembleSpec, parse_proposal
+from compute.kinds import EnsembleSpec
+from compute.proposal import parse_proposal
 from market.chain import TOKEN
 from market.home import Home
 from market.storage import fetch_uri, open_storage
@@ -332,7 +333,7 @@ def test_a_model_holder_serves_an_ensemble_job_and_the_buyer_reads_its_result(
     assert taken[model["dataset"]]["status"] == "submitted"
     assert taken[model["dataset"]]["reason"].startswith("probabilities on 30 rows")
     assert taken[clinic["dataset"]]["status"] == "refused"
-    assert "takes a model" in taken[clinic["dataset"]]["reason"]
+    assert "take a model" in taken[clinic["dataset"]]["reason"]
 
     # The committee's result, as the heavy nodes write it for an ensemble.
     holder = cli.json("wallet", "list")

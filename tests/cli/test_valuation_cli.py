@@ -22,8 +22,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from compute.kinds import ValuationSpec
 from compute.policy import Policy
-from compute.proposal import BlobRef, ValuationSpec, parse_proposal
+from compute.proposal import BlobRef, parse_proposal
 from market.chain import TOKEN, Chain
 from market.cli import valuation_cmds
 from market.cli.common import format_time

@@ -252,7 +252,7 @@ def test_ensemble_jobs_take_models_and_only_the_published_evaluation_set(
     table = LocalData(dataset_id, lambda: None)
     decisions = _holder(tmp_path, committee, "table", owner, table).poll()
     assert [(j, s) for j, _, s, _ in decisions] == [(job_id, "refused")]
-    assert "an ensemble job takes a model" in decisions[0][3]
+    assert "ensemble jobs take a model" in decisions[0][3]
 
     # A job naming bytes other than the published ones: the drawn heavy nodes do not accept it,
     # so no holder ever sends it anything.

@@ -1,0 +1,48 @@
+"""`aggregate`: a statistic over the providers' rows (sum, count, mean, variance, histogram),
+with optional DP; every participant is paid an equal share of the pool."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from compute import postprocess
+from compute.kinds.base import JobKind, Problem
+from compute.postprocess import MAX_POSTPROCESS, PostProcessSpec
+from compute.proposal import Proposal
+
+
+class Aggregate(JobKind):
+    name = "aggregate"
+    title = "a statistic over the providers' rows, optionally with differential privacy"
+    payout_rule = "equal"
+    fixed: ClassVar = {("economics", "payout_rule"): "equal"}
+
+    def problems(self, proposal: Proposal) -> Sequence[Problem]:
+        if proposal.reduce.op == "weighted_sum":
+            return [
+                (("reduce", "op"), "'weighted_sum' weighs models' outputs: use kind 'ensemble'")
+            ]
+        if proposal.map.function == "model_probabilities":
+            return [
+                (("map", "function"), "'model_probabilities' scores a model: use kind 'ensemble'")
+            ]
+        return postprocess.problems(proposal)
+
+    def template(self, **options: Any) -> dict[str, Any]:
+        return {}
+
+
+AGGREGATE = Aggregate()
+
+
+class AggregateProposal(Proposal):
+    kind: Literal["aggregate"]
+    job_kind: ClassVar[JobKind] = AGGREGATE
+    postprocess: Annotated[list[PostProcessSpec], Field(max_length=MAX_POSTPROCESS)] = []
+    """Public post-processing of the released counts (`compute.postprocess`)."""
+
+
+AGGREGATE.proposal_class = AggregateProposal

@@ -1,0 +1,108 @@
+"""What a job kind needs at the nodes beyond the pure core (`compute.kinds`): the public inputs
+its round is configured with (fetched here: an ensemble's evaluation set), its map at the light
+node when that is not a vetted table map (an ensemble's model scores, a valuation's encrypted
+scores), and checks against the deployment. A kind whose map is a vetted table function and
+whose inputs come from the proposal alone needs nothing here (`TableSide`).
+
+`node_side(proposal)` is the registry's lookup; the nodes call it and never branch on a kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compute.maps import run_map
+from compute.proposal import Proposal
+from nodes.evalset import EvaluationSet, evaluation_for, model_records
+from nodes.valuation import BlobCache, score_dataset
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """A light node's map output for one dataset: the records it shares, how many rows (or
+    evaluation rows) they cover, and the payload every committee member gets alike."""
+
+    records: np.ndarray
+    rows: int
+    payload: bytes = b""
+    unit: str = "rows"
+
+    @property
+    def note(self) -> str:
+        """What was shared, for the light node's log and `node approvals`."""
+        return f"{self.unit} on {self.rows} rows" if self.unit != "rows" else f"{self.rows} rows"
+
+
+class TableSide:
+    """A kind whose map is a vetted function over the provider's table (`compute.maps`)."""
+
+    def inputs(self, proposal: Proposal, blobs: BlobCache) -> dict[str, Any]:
+        """The public inputs of the kind's round (`JobKind.public_inputs`), fetched."""
+        return {}
+
+    def map(
+        self, proposal: Proposal, data: Any, inputs: Mapping[str, Any], blobs: BlobCache
+    ) -> Mapped:
+        records, report = run_map(proposal, data.load())
+        return Mapped(records, report.rows_used)
+
+    def check(self, proposal: Proposal, settlement_grace: int) -> str | None:
+        """Why the deployment cannot serve the job, if it cannot."""
+        return None
+
+    def valuation_terms(self, proposal: Proposal) -> Any:
+        """The TIP terms of the heavy node's score-report phase; None for a kind without it."""
+        return None
+
+
+class EnsembleSide(TableSide):
+    """The evaluation set, fetched and checked against the proposal; the holder's model scores
+    it (the model never leaves the holder)."""
+
+    def inputs(self, proposal: Proposal, blobs: BlobCache) -> dict[str, Any]:
+        evaluation = evaluation_for(proposal, blobs)
+        return {"evaluation": evaluation, "validation_labels": evaluation.y_val}
+
+    def map(
+        self, proposal: Proposal, data: Any, inputs: Mapping[str, Any], blobs: BlobCache
+    ) -> Mapped:
+        evaluation: EvaluationSet = inputs["evaluation"]
+        records = model_records(data.model(), evaluation)
+        rows = len(evaluation.x_val) + len(evaluation.x_test)
+        return Mapped(records, rows, unit="probabilities")
+
+
+class ValuationSide(TableSide):
+    """Each row scored under the buyer's CKKS key (`nodes.valuation`); the buyer reports the
+    decrypted totals within the decrypt window, which must leave the committee time to settle."""
+
+    def map(
+        self, proposal: Proposal, data: Any, inputs: Mapping[str, Any], blobs: BlobCache
+    ) -> Mapped:
+        scored = score_dataset(proposal, data.load(), blobs)
+        return Mapped(scored.records, scored.rows, scored.payload)
+
+    def valuation_terms(self, proposal: Proposal) -> Any:
+        return proposal.valuation
+
+    def check(self, proposal: Proposal, settlement_grace: int) -> str | None:
+        window = proposal.valuation.decrypt_window
+        if window > settlement_grace // 2:
+            return (
+                f"its decrypt_window ({window} s) must leave the committee half of the "
+                f"{settlement_grace} s settlement grace to settle"
+            )
+        return None
+
+
+TABLE = TableSide()
+SIDES: dict[str, TableSide] = {"ensemble": EnsembleSide(), "valuation": ValuationSide()}
+"""The kinds that need more than a table map, by name; every other kind is a `TableSide`."""
+
+
+def node_side(proposal: Proposal) -> TableSide:
+    return SIDES.get(proposal.kind, TABLE)
