@@ -11,16 +11,17 @@ from pydantic import Field
 from compute.kinds.aggregate import AGGREGATE, AggregateProposal
 from compute.kinds.base import JobKind, LateInput, Problem, Settlement
 from compute.kinds.ensemble import ENSEMBLE, EnsembleProposal, EnsembleSpec
+from compute.kinds.forecast import FORECAST, ForecastProposal, ForecastSpec
 from compute.kinds.valuation import VALUATION, ValuationProposal, ValuationSpec
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (AGGREGATE, ENSEMBLE, VALUATION)}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (AGGREGATE, ENSEMBLE, VALUATION, FORECAST)}
 """Every kind by name, in the order `bounty template --help` lists them."""
 
 Kind = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 """A kind's name."""
 
 AnyProposal = Annotated[
-    AggregateProposal | EnsembleProposal | ValuationProposal,
+    AggregateProposal | EnsembleProposal | ValuationProposal | ForecastProposal,
     Field(discriminator="kind"),
 ]
 """A proposal of any kind (for schemas; `compute.proposal.parse_proposal` parses one)."""
@@ -36,5 +37,5 @@ def kind_named(name: str) -> JobKind:
 
 __all__ = [
     "KINDS", "AnyProposal", "JobKind", "Kind", "LateInput", "Problem", "Settlement",
-    "EnsembleSpec", "ValuationSpec", "kind_named",
+    "EnsembleSpec", "ForecastSpec", "ValuationSpec", "kind_named",
 ]  # fmt: skip
