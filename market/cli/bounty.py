@@ -107,7 +107,8 @@ def bounty_evaluation(file: Path, classes: int, as_json: bool) -> None:
     `market bounty template --kind ensemble --ensemble TERMS` puts into a proposal."""
     from pydantic import ValidationError
 
-    from compute.proposal import EnsembleSpec, describe
+    from compute.kinds import EnsembleSpec
+    from compute.proposal import describe
     from market.storage import open_storage
     from market.storage.errors import StorageError
     from nodes.evalset import publish_evaluation
