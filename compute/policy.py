@@ -46,12 +46,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from compute.addresses import Address, checksum_address
 from compute.budget import BudgetSpec
 from compute.economics import BPS, payout_pool
 from compute.errors import ComputeError
 from compute.kinds import Kind
 from compute.maps import MAP_FUNCTIONS, columns_touched
-from compute.proposal import Address, Proposal, checksum_address, describe
+from compute.problems import describe
+from compute.proposal import Proposal
 
 Verdict = Literal["accept", "refuse", "manual"]
 

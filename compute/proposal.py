@@ -65,8 +65,8 @@ Rules that span fields (each refusal names the field to change):
 Nobody names the committee: the proposal asks for its size and quorum, and the contract draws
 the members from the heavy-node registry after the job is posted.
 
-Pure: keccak-256 comes from pycryptodome (`Crypto.Hash.keccak`, the same function as
-`eth_utils.keccak`), because the chain libraries are off limits to `compute`'s pure modules.
+Addresses and keccak-256 are `compute.addresses`; the one-line problems pydantic's errors
+become are `compute.problems`; each kind's terms and checks are `compute.kinds`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from Crypto.Hash import keccak as _keccak
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -89,12 +88,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from compute.addresses import keccak256
 from compute.dp import PrivacyTerms, plan_noise
 from compute.economics import BPS, MAX_FEE_BPS
 from compute.encoding import MAX_VALUES, FieldSpec
 from compute.errors import ComputeError
 from compute.maps import MAP_FUNCTIONS
 from compute.messages import RoundConfig
+from compute.problems import _short, describe
 from compute.reduce import CLIPPING_OPS, ReduceOp, Reduction
 from compute.sharing import Scheme, scheme_named
 
@@ -109,37 +110,6 @@ class ProposalError(ComputeError, ValueError):
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(f"{path}: {message}" for path, message in self.problems))
-
-
-# --- addresses and hashing -----------------------------------------------------------------
-
-_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-
-
-def keccak256(data: bytes) -> bytes:
-    """Ethereum's keccak-256 (not SHA3-256)."""
-    return _keccak.new(digest_bits=256, data=data).digest()
-
-
-def checksum_address(value: str) -> str:
-    """The EIP-55 checksummed form of a 0x address. All-lowercase and all-uppercase hex are
-    accepted as is; mixed case must already be a valid checksum (it catches typos)."""
-    if not isinstance(value, str) or not _HEX_ADDRESS.fullmatch(value):
-        raise ValueError(f"{value!r} is not an address (0x and 40 hex digits)")
-    digits = value[2:].lower()
-    digest = keccak256(digits.encode()).hex()
-    checksummed = "0x" + "".join(
-        c.upper() if c.isalpha() and int(h, 16) >= 8 else c
-        for c, h in zip(digits, digest[:40], strict=True)
-    )
-    body = value[2:]
-    if body != body.lower() and body != body.upper() and value != checksummed:
-        raise ValueError(f"{value!r} has an invalid EIP-55 checksum (expected {checksummed})")
-    return checksummed
-
-
-Address = Annotated[str, AfterValidator(checksum_address)]
-"""A 0x address, EIP-55 checksummed on validation."""
 
 
 # --- field types ---------------------------------------------------------------------------
@@ -703,77 +673,3 @@ def parse_proposal(raw: bytes | str | Mapping[str, Any]) -> Proposal:
             for path, message in describe(error, model)
         ]
         raise ProposalError(problems) from None
-
-
-def describe(error: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
-    """Each of pydantic's errors as `(path, message)`: the path dotted with `[i]` for list
-    items (`committee[1]`), the message a short sentence."""
-    problems = []
-    for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
-        problems.append((_path(loc) or model.__name__.lower(), _message(item, loc, model)))
-    return problems
-
-
-def _path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _message(item: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
-    kind, ctx = item["type"], item.get("ctx") or {}
-    if kind == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1])
-        hint = f" (expected: {', '.join(allowed)})" if allowed else ""
-        return f"unknown field{hint}"
-    if kind == "missing":
-        return "required field missing"
-    if kind == "literal_error":
-        name = next((str(p) for p in reversed(loc) if isinstance(p, str)), "value")
-        expected = str(ctx.get("expected", "")).replace("'", "")
-        return f"unknown {name.replace('_', ' ')} {_short(item['input'])} (use {expected})"
-    if kind == "value_error":
-        return str(ctx.get("error", item["msg"]))
-    if kind == "proposal":
-        return str(item["msg"])
-    if kind == "json_invalid":
-        return f"not valid JSON ({ctx.get('error', item['msg'])})"
-    message = str(item["msg"])
-    if message.startswith("Input should be "):
-        message = "must be " + message[len("Input should be ") :]
-    return f"{message}, got {_short(item['input'])}"
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The field names of the model found at `loc` inside `model`, if one is."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        info = current.model_fields.get(part)
-        if info is None:
-            return []
-        current = _model_in(info.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The pydantic model inside `X`, `X | None` or `list[X]`, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None

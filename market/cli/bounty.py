@@ -108,7 +108,7 @@ def bounty_evaluation(file: Path, classes: int, as_json: bool) -> None:
     from pydantic import ValidationError
 
     from compute.kinds import EnsembleSpec
-    from compute.proposal import describe
+    from compute.problems import describe
     from market.storage import open_storage
     from market.storage.errors import StorageError
     from nodes.evalset import publish_evaluation

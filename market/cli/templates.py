@@ -149,7 +149,7 @@ def _ensemble_terms(source: Any) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from compute.kinds import EnsembleSpec
-    from compute.proposal import describe
+    from compute.problems import describe
 
     name = getattr(source, "name", "--ensemble")
     shown = "stdin" if name == "<stdin>" else name

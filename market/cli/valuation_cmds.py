@@ -352,7 +352,7 @@ def publish_cmd(
     from pydantic import ValidationError
 
     from compute.kinds import ValuationSpec
-    from compute.proposal import describe
+    from compute.problems import describe
     from market.storage import open_storage
     from market.storage.errors import StorageError
     from market.valuation.tip.errors import TipError

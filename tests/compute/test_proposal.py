@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compute import dp
+from compute.addresses import checksum_address, keccak256
 from compute.ensemble import Layout
 from compute.errors import ReductionError
 from compute.maps import run_map
@@ -26,8 +27,6 @@ from compute.proposal import (
     MIN_SLASHING_COMMITTEE,
     Proposal,
     ProposalError,
-    checksum_address,
-    keccak256,
     parse_proposal,
 )
 from compute.reduce import ReduceOp
