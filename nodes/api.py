@@ -42,6 +42,8 @@ SCORES = JOB + "/scores"
 """POST `ScoresBody`: the buyer's score report of a valuation job."""
 RESULT = JOB + "/result"
 """GET: the job's result document (JSON bytes)."""
+LATE = JOB + "/late/{name}"
+"""POST `LateBody`: a kind's late input (a forecast's outcomes), signed by its poster."""
 
 
 def job(job_id: int) -> str:
@@ -74,6 +76,10 @@ def scores(job_id: int) -> str:
 
 def result(job_id: int) -> str:
     return RESULT.format(job_id=job_id)
+
+
+def late(job_id: int, name: str) -> str:
+    return LATE.format(job_id=job_id, name=name)
 
 
 # ------------------------------------------------------------------------------ the bodies
@@ -131,6 +137,22 @@ class ScoresBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     report: dict[str, Any] = Field(description='{"job": id, "scores": {dataset: total}}')
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    peer: int | None = Field(default=None, ge=1, le=16)
+    peer_signature: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{130}$")
+    committed: bool | None = None
+
+
+LateName = Annotated[str, Path(pattern=r"^[a-z_]{1,32}$", description="The late input's name")]
+
+
+class LateBody(BaseModel):
+    """A kind's late input (`JobKind.late_input`), signed by its poster (EIP-191 over its
+    canonical JSON); `peer` and `peer_signature` when a committee member forwards it, with
+    `committed` when that member took it as its own (its signature then covers the flag)."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: dict[str, Any] = Field(description='a forecast\'s {"job_id": id, "values": [...]}')
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
     peer: int | None = Field(default=None, ge=1, le=16)
     peer_signature: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{130}$")

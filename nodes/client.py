@@ -81,3 +81,7 @@ class HeavyClient:
 
     def result(self, job_id: int) -> Any:
         return self.get(api.result(job_id))
+
+    def late(self, job_id: int, name: str, body: dict[str, Any]) -> Any:
+        """A kind's late input, signed by its poster (`api.LateBody`)."""
+        return self.post(api.late(job_id, name), body)

@@ -96,6 +96,8 @@ from nodes.errors import (
     Unauthenticated,
     Unavailable,
 )
+from nodes.late import LateFor, LateTerms
+from nodes.late import parse as parse_late
 from nodes.settle import Decision, JobSettlement, Settler, result_from_json, result_json
 from nodes.store import Duplicate, Entry, Input, Store
 
@@ -137,6 +139,12 @@ class _Job:
     """A valuation job's members (index) -> the digests of the buyer's reports each took as its
     report (its first one from the buyer itself; more than one only from a faulty member)."""
     agreed: bytes | None = None
+    late: LateTerms | None = None
+    """The kind's late input (a forecast's outcomes), which the round waits for."""
+    resolved: bool = False
+    """The round took the late input every accepted member committed to (`_resolve`)."""
+    proposal: Any = None
+    """The job's proposal, when the node reads proposals (its kind settles the result)."""
     """The report this node decided on because every agreed member took it (None otherwise)."""
 
 
@@ -153,6 +161,7 @@ class HeavyNode:
         peer_timeout: float = 15.0,
         http: Any = None,
         valuation_for: ValuationFor | None = None,
+        late_for: LateFor | None = None,
         min_fee: int = 0,
         escrow: EscrowClient | None = None,
         staking: StakingClient | None = None,
@@ -169,6 +178,9 @@ class HeavyNode:
         self.store = store
         self.config_for = config_for
         self.valuation_for = valuation_for
+        self.late_for = late_for if late_for is not None else getattr(config_for, "late", None)
+        """A job's late input (by default `JobSpecs.late`, when the node reads proposals)."""
+        self.proposal_for = getattr(config_for, "proposal", None)
         self.clock = clock
         self.peer_timeout = peer_timeout
         self.min_fee = min_fee
@@ -221,6 +233,8 @@ class HeavyNode:
                 config = self.config_for(view)
                 valuation = self.valuation_for(view) if self.valuation_for else None
                 backend = TipTerms.from_json(valuation.tip).backend if valuation else ""
+                late = self.late_for(view) if self.late_for else None
+                proposal = self.proposal_for(view) if self.proposal_for else None
             except Exception as exc:  # an unfetchable, invalid or contradictory proposal
                 raise Conflict(f"this node cannot serve job {job_id}: {exc}") from None
             index = view.committee.index(self.address) + 1
@@ -238,6 +252,7 @@ class HeavyNode:
             round_ = HeavyNodeRound(config, index, rng, sampler)
             job = _Job(view, index, config, round_, self.settler.open(view))
             job.valuation, job.backend = valuation, backend
+            job.late, job.proposal = late, proposal
             self._jobs[job_id] = job
             self._replay(job)
             decision, signature = job.settlement.decision, job.settlement.machine.signature
@@ -278,6 +293,9 @@ class HeavyNode:
         elif entry.kind is Input.COMMIT:
             member, digest = entry.key.split(":")
             job.commits.setdefault(int(member), set()).add(bytes.fromhex(digest))
+            self._resolve(job)
+        elif entry.kind is Input.LATE:
+            self._resolve(job)
         else:
             self.settler.replay(job.settlement, entry)
 
@@ -643,6 +661,98 @@ class HeavyNode:
             raise Unauthenticated("the forwarded report is not signed by that committee member")
         return peer, committed
 
+    # ------------------------------------------------------------------------- late inputs
+    def accept_late(self, job_id: int, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A kind's late input (`nodes.late`: a forecast's outcomes) signed by its poster,
+        directly or forwarded by a committee peer; taken from `after` on. This node's first is
+        its own: it tells every peer (`committed`), and resolves the round once every member
+        that accepted the job committed to the same one (`_resolve`)."""
+        job = self.job(job_id)
+        terms = job.late
+        if terms is None or terms.name != name:
+            raise NotFound(f"job {job_id} takes no {name}")
+        signature = body.get("signature")
+        if not isinstance(signature, str):
+            raise Malformed(f"the {name} are {{value, signature}}")
+        now = self.clock()
+        if now < terms.after:
+            raise Conflict(f"the {name} of job {job_id} are taken from {format_utc(terms.after)} "
+                           f"(unix {terms.after}); it is {int(now)}: post them then")  # fmt: skip
+        value = body.get("value")
+        _, _, digest = parse_late(terms, job_id, value)
+        try:
+            signer = wire.payload_signer(value, signature)  # type: ignore[arg-type]
+        except wire.WireError as exc:
+            raise Malformed(f"malformed {name}: {exc}") from None
+        if signer != terms.poster:
+            raise Unauthenticated(f"the {name} are not signed by job {job_id}'s buyer "
+                                  f"({terms.poster}) but by {signer}")  # fmt: skip
+        record = {"value": value, "signature": signature}
+        forwarder, committed = self._forwarder(job, record, body)
+        if not job.resolved:
+            job.view = self.escrow.job(job_id)  # who accepted: the members that must agree
+        with self._lock:
+            try:
+                self.store.append(job_id, Input.LATE, digest.hex(), record)
+                new = True
+            except Duplicate:
+                new = False
+            if new and len(self.store.late_inputs(job_id)) > 1:
+                log.warning("job %s: its buyer signed two different %s: the committee "
+                            "cannot agree on one (it aborts unresolved)", job_id, name)  # fmt: skip
+            if committed:
+                assert forwarder is not None
+                self._commit(job, forwarder, digest)
+            own = not job.commits.get(job.index)
+            if own:  # the first this node takes is its own: it tells every peer, with the input
+                self._commit(job, job.index, digest)
+                signed = {**record, "committed": True}
+                forward = {**record, "peer": job.index, "committed": True,
+                           "peer_signature": wire.sign_payload(self.account, signed)}  # fmt: skip
+                for peer in job.config.committee:
+                    if peer != job.index:
+                        job.outbox.append((peer, api.late(job_id, name), forward))
+            self._resolve(job)
+        return {"job": job_id, "stored": True} if new else {"job": job_id, "duplicate": True}
+
+    def _resolve(self, job: _Job) -> None:
+        """Resolve the round with the late input every member that accepted the job committed
+        to as its only one, once this node holds it (honest members commit once, so no two
+        resolve differently)."""
+        if job.late is None or job.resolved:
+            return
+        members = [p for p in job.config.committee
+                   if job.view.committee[p - 1] in job.view.accepted]  # fmt: skip
+        taken: set[bytes] = set()
+        for member in members:
+            held = job.commits.get(member, set())
+            if len(held) != 1:
+                return
+            taken |= held
+        if len(taken) != 1 or job.index not in members:
+            return
+        (digest,) = taken
+        record = self.store.late_inputs(job.view.job_id).get(digest.hex())
+        if record is None:
+            return
+        _, config, _ = parse_late(job.late, job.view.job_id, record["value"])
+        job.round.resolve(config)
+        job.config, job.resolved = config, True
+        log.info("job %s: every member holds the same %s; the round resolves", job.view.job_id,
+                 job.late.name)  # fmt: skip
+
+    def _abort_unresolved(self, job: _Job) -> None:
+        """No agreed late input by its `decide_by`: sign an abort (the buyer is refunded; the
+        members are not left to the liveness penalty of an expired job)."""
+        assert job.late is not None
+        reason = f"no_agreed_{job.late.name}"
+        digest = abort_digest(self.escrow.domain, job.view.job_id, reason)
+        decision = Decision(Kind.ABORT, digest, reason=reason)
+        log.warning("job %s: no %s every member agreed on by %s; signing an abort",
+                    job.view.job_id, job.late.name, format_utc(job.late.decide_by))  # fmt: skip
+        signature = self.settler.decide(job.settlement, decision)
+        self._send_signature(job, decision, signature)
+
     def result_document(self, job_id: int) -> bytes:
         """The result document this node signed, once the chain has finalized that result
         (before, nobody may rely on it: 409)."""
@@ -701,15 +811,20 @@ class HeavyNode:
         now = self.clock()
         for job in list(self._jobs.values()):
             with self._lock:
-                if job.closed_at is None and now > job.view.deadline:
+                waiting = job.late is not None and not job.resolved  # for its late input
+                if job.closed_at is None and now > job.view.deadline and not waiting:
                     self._close(job, now)
                 if job.closed_at is not None and now - job.closed_at > self.peer_timeout:
                     for peer in job.config.committee:
                         if peer != job.index and peer not in job.heard:
                             self._give_up(job, peer)
+                if waiting and now > job.late.decide_by and job.settlement.decision is None:
+                    self._abort_unresolved(job)
             self._flush(job)
             if job.round.outcome is not None:
                 self._settle(job)
+            elif job.settlement.decision is not None:  # an abort for a missing late input
+                self.settler.step(job.settlement, now)
 
     def _close(self, job: _Job, now: float) -> None:
         """The deadline passed: close submissions; members that never accepted the job are
@@ -867,7 +982,7 @@ class HeavyNode:
             self.stakes.sync()  # the participants' stakes as they stand now, in one read
             document, result, consents = results.build(
                 job.view, job.config, job.valuation, outcome, self.stakes, self.store,
-                agreed=job.agreed,
+                agreed=job.agreed, proposal=job.proposal,
             )  # fmt: skip
             digest = result_digest(self.escrow.domain, result)
             return Decision(Kind.RESULT, digest, result, consents, document.to_bytes())

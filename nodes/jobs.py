@@ -18,6 +18,7 @@ from market.escrow.documents import DocumentError, fetch
 from nodes.errors import NodeError
 from nodes.evalset import EnsembleJobError
 from nodes.kinds import node_side
+from nodes.late import LateTerms
 from nodes.valuation import BlobCache, ValuationError
 
 
@@ -101,7 +102,14 @@ def proposal_for(escrow: EscrowClient, view: JobView, allow: Iterable[str] = ())
             f"job {view.job_id}: the proposal and the posted job disagree on "
             + ", ".join(mismatches)
         )
-    problem = node_side(proposal).check(proposal, escrow.deployment.config.settlement_grace)
+    grace = escrow.deployment.config.settlement_grace
+    problem = node_side(proposal).check(proposal, grace)
+    late_after = proposal.job_kind.late_after(proposal)
+    if problem is None and late_after is not None and late_after - proposal.deadline > grace // 2:
+        problem = (
+            f"its {proposal.job_kind.late_input.after} ({late_after}) must leave the committee "  # type: ignore[union-attr]
+            f"half of the {grace} s settlement grace after the deadline to settle"
+        )
     if problem is not None:
         raise JobSpecError(f"job {view.job_id}: {problem}")
     return proposal
@@ -137,6 +145,21 @@ class JobSpecs:
         except (EnsembleJobError, ValuationError) as exc:
             raise JobSpecError(f"job {view.job_id}: {exc}") from None
         return proposal.round_config(str(view.job_id), **inputs)
+
+    def late(self, view: JobView) -> LateTerms | None:
+        """The job's late input (`JobKind.late_input`: a forecast's outcomes), None if none."""
+        proposal = self.proposal(view)
+        spec, after = proposal.job_kind.late_input, proposal.job_kind.late_after(proposal)
+        if spec is None or after is None:
+            return None
+
+        def config(value: Any) -> RoundConfig:
+            inputs = node_side(proposal).inputs(proposal, self.blobs)
+            return proposal.round_config(str(view.job_id), **inputs, **{spec.name: value})
+
+        poster = {"buyer": view.buyer}[spec.poster]
+        grace = self.escrow.deployment.config.settlement_grace
+        return LateTerms(spec.name, poster, after, spec.model, config, after + grace // 4)
 
     def valuation(self, view: JobView) -> ValuationSpec | None:
         """A valuation job's TIP terms (the heavy node's report phase); None for other kinds."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from compute.economics import payout_pool
+from compute.economics import BPS, payout_pool
 from compute.ensemble import WEIGHT_SCALE
 from compute.kinds import ValuationSpec
+from compute.kinds.base import Settlement
 from compute.messages import Result as RoundResult
 from compute.messages import RoundConfig
 from market.escrow import JobView, Result, Slash, SlashConsent
@@ -39,9 +40,12 @@ def build(
     store: Store,
     *,
     agreed: bytes | None = None,
+    proposal: Any = None,
 ) -> tuple[ResultDocument, Result, tuple[SlashConsent, ...]]:
     """The result document, the `Result` to sign, and the consents its slashes need. `agreed`:
-    the digest of the valuation report every agreed member took (`HeavyNode.agreed_report`)."""
+    the digest of the valuation report every agreed member took (`HeavyNode.agreed_report`).
+    `proposal`: the job's, when the node reads proposals: a kind whose `settle` decides the
+    payouts (a forecast) settles here, and its `summary` joins the document."""
     records = {d: stakes.dataset(bytes.fromhex(d.removeprefix("0x"))) for d in outcome.participants}
     # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
     fit = outcome.fit
@@ -71,6 +75,21 @@ def build(
                 payouts = influence
             else:
                 valuation["rule"] = "equal (no positive score)"
+    kind_summary: dict[str, Any] | None = None
+    if proposal is not None:
+        kind = proposal.job_kind
+        bodies = store.submission_bodies(view.job_id)
+        settled = kind.settle(
+            proposal, config, outcome, pool,
+            {d: r.stake for d, r in records.items()},
+            {d: int(bodies[d]["participation_bps"]) for d in records},
+        )  # fmt: skip
+        kind_summary = dict(kind.summary(config, outcome))
+        if settled is not None:
+            payouts, slashes, consents, slashed_to_payouts = by_settlement(
+                settled, records, bodies
+            )
+            kind_summary.update(settled.summary)
     tree = PayoutTree.build(payouts) if payouts else None
     summary = {
         "op": str(config.reduction.op),
@@ -88,6 +107,8 @@ def build(
         summary["clip_bounds"] = {"lo": field.lo, "hi": field.hi}
     if valuation is not None:
         summary["valuation"] = valuation
+    if kind_summary:
+        summary[proposal.kind] = kind_summary
     if fit is not None:
         plan = config.ensemble
         assert plan is not None
@@ -212,6 +233,37 @@ def by_influence(
     valuation["slashes"] = {d: str(a) for d, a in slashed.items()}
     valuation["severity_bps"] = dict(settled.severity_bps)
     return settled.payouts, slashes, consents, settled.settlement.slashed_to_payouts
+
+
+def by_settlement(
+    settled: Settlement, records: dict[str, Any], bodies: dict[str, dict[str, Any]]
+) -> tuple[dict[str, int], tuple[Slash, ...], tuple[SlashConsent, ...], int]:
+    """A kind's `Settlement` as the contract takes it: payouts by owner (one leaf each), slashes
+    in ascending dataset order within each signed cap, each beside its owner's consent."""
+    payouts: dict[str, int] = {}
+    for dataset, amount in settled.payouts.items():
+        owner = records[dataset].owner
+        payouts[owner] = payouts.get(owner, 0) + int(amount)
+    slashed = sorted(
+        ((d, int(a)) for d, a in settled.slashes.items() if a > 0), key=lambda s: int(s[0], 16)
+    )
+    for dataset, amount in slashed:
+        cap = records[dataset].stake * int(bodies[dataset]["participation_bps"]) // BPS
+        if amount > cap:
+            raise ValueError(f"{dataset}: a slash of {amount} exceeds its signed cap of {cap}")
+    slashes = tuple(Slash(bytes.fromhex(d[2:]), a) for d, a in slashed)
+    consents = tuple(
+        SlashConsent(
+            int(bodies[d]["participation_bps"]), bytes.fromhex(bodies[d]["participation"][2:])
+        )
+        for d, _ in slashed
+    )
+    return (
+        {o: a for o, a in payouts.items() if a > 0},
+        slashes,
+        consents,
+        int(settled.slashed_to_payouts),
+    )
 
 
 def split_pool(pool: int, owners: dict[str, int]) -> dict[str, int]:

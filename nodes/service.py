@@ -15,7 +15,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from nodes import api
-from nodes.api import Dataset, JobId, PeerBody, ScoresBody, SignatureBody, Stored, SubmissionBody
+from nodes.api import (
+    Dataset,
+    JobId,
+    LateBody,
+    LateName,
+    PeerBody,
+    ScoresBody,
+    SignatureBody,
+    Stored,
+    SubmissionBody,
+)
 from nodes.errors import Rejected
 from nodes.heavy import HeavyNode
 
@@ -123,6 +133,11 @@ def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
     @app.post(api.SCORES, response_model=Stored)
     def scores(job_id: JobId, body: ScoresBody) -> Any:
         return node.accept_scores(job_id, body.model_dump(exclude_none=True))
+
+    @app.post(api.LATE, response_model=Stored)
+    def late(job_id: JobId, name: LateName, body: LateBody) -> Any:
+        """A kind's late input (a forecast's outcomes), signed by its poster."""
+        return node.accept_late(job_id, name, body.model_dump(exclude_none=True))
 
     @app.get(api.RESULT, response_class=Response)
     def result(job_id: JobId) -> Response:

@@ -83,7 +83,10 @@ class Input(StrEnum):
     """A valuation job's node decides on the reports it holds: no further score report is taken
     (`body.report`: the digest every agreed member took, when it decided on that one)."""
     COMMIT = "commit"
-    """A committee member took a buyer's score report as its report (`key`: `member:digest`)."""
+    """A committee member took a buyer's score report, or a kind's late input, as its own
+    (`key`: `member:digest`)."""
+    LATE = "late"
+    """A kind's late input signed by its poster (`key`: its digest; `body`: value, signature)."""
     SIGNATURE = "signature"
     """A peer's verified signature (`key`: `signer:digest`)."""
     ATTEMPT = "attempt"
@@ -348,6 +351,11 @@ class Store:
 
     def has_peer_message(self, job: int, kind: str, sender: int) -> bool:
         return self.has(job, Input.PEER, f"{kind}:{sender}")
+
+    def late_inputs(self, job: int) -> dict[str, dict[str, Any]]:
+        """A kind's late inputs held for `job` (digest hex -> value and poster's signature),
+        in the order taken: more than one only when the poster signed several."""
+        return dict(self._bodies(job, Input.LATE))
 
     def add_score_report(self, job: int, digest: bytes, body: dict[str, Any]) -> None:
         """A buyer's signed score report (valuation jobs); `Duplicate` when already held."""

@@ -35,6 +35,7 @@ from market.cli.common import (
     table,
 )
 from market.cli.files import load_template, read_evaluation, read_labels
+from market.cli.outcomes import bounty_outcomes
 from market.cli.templates import bounty_template
 from market.escrow import EscrowClient, JobState, JobView
 from market.escrow.documents import DocumentError, fetch
@@ -72,6 +73,7 @@ def bounty_group() -> None:
 
 
 bounty_group.add_command(bounty_template)
+bounty_group.add_command(bounty_outcomes)
 
 
 def _set(template: dict[str, Any], path: str, value: Any) -> None:

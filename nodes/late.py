@@ -1,0 +1,104 @@
+"""A kind's late input at the nodes (`JobKind.late_input`: a forecast's outcomes), generically:
+what the heavy node needs to take one (`LateTerms`, from the job's proposal), how it checks and
+digests a signed one (`parse`), and how the poster sends it to every committee member (`post`).
+
+The rule every member follows (`nodes.heavy`): it takes a poster-signed input only at or after
+`after` (unix seconds, the proposal's field the kind names), the first one it takes (from the
+poster, or forwarded by a peer) is its own, which it tells every peer (with the input, signed:
+`committed`); it resolves the round with that input only once every member that accepted the
+job told it the same digest. Honest members commit once, so two of them never resolve with
+different inputs. A poster that signs two different inputs for one job before the members agree
+(or posts none) leaves them unresolved: at `decide_by` each signs an abort, which refunds the
+buyer (no payout, no slash, no member's liveness penalty). See docs/forecast.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from pydantic import BaseModel, ValidationError
+
+from compute.errors import ComputeError
+from compute.messages import RoundConfig
+from market.escrow.documents import canonical_json
+from nodes import wire
+from nodes.client import HeavyClient
+from nodes.errors import Malformed, NodeError
+
+
+class LateInputError(NodeError):
+    """A late input the poster could not deliver; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LateTerms:
+    """A job's late input: its `name` (the route's and the kind's input name), who may post it
+    (`poster`, an address), from when (`after`, unix seconds), its `model`, and the round
+    configuration it resolves (`config`, from a parsed input)."""
+
+    name: str
+    poster: str
+    after: int
+    model: type[BaseModel]
+    config: Callable[[BaseModel], RoundConfig]
+    decide_by: int
+    """Unix seconds after which a member whose round is still unresolved (no input, or no
+    agreed one) signs an abort, which refunds the buyer and costs no member its liveness
+    penalty (`after` plus a quarter of the settlement grace)."""
+
+
+LateFor = Callable[[Any], LateTerms | None]
+"""How a heavy node learns a job's late input (from its proposal); None for kinds without one."""
+
+
+def parse(terms: LateTerms, job_id: int, value: Any) -> tuple[BaseModel, RoundConfig, bytes]:
+    """The input parsed, the round configuration it gives, and its digest (keccak of its
+    canonical JSON); `Malformed` (one line) when it is not one for this job."""
+    if not isinstance(value, dict):
+        raise Malformed(f"the {terms.name} must be a JSON object")
+    try:
+        parsed = terms.model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or terms.name
+        raise Malformed(f"malformed {terms.name}: {where}: {first['msg']}") from None
+    if getattr(parsed, "job_id", job_id) != job_id:
+        raise Malformed(f"the {terms.name} are for job {parsed.job_id}, not job {job_id}")  # type: ignore[attr-defined]
+    try:
+        config = terms.config(parsed)
+    except (ComputeError, ValueError) as exc:
+        raise Malformed(f"malformed {terms.name}: {exc}") from None
+    return parsed, config, keccak(canonical_json(parsed.model_dump(mode="json")))
+
+
+def post(
+    poster: LocalAccount,
+    job_id: int,
+    name: str,
+    value: dict[str, Any],
+    endpoints: Sequence[str],
+    http: Any = None,
+) -> dict[int, str]:
+    """Sign `value` (EIP-191 over its canonical JSON) and post it to every committee member.
+    Returns the members that refused it or did not answer (index from 1 -> reason); raises
+    `LateInputError` when none took it."""
+    http = http or requests.Session()
+    body = {"value": value, "signature": wire.sign_payload(poster, value)}
+    failed: dict[int, str] = {}
+    for index, endpoint in enumerate(endpoints, start=1):
+        try:
+            response = HeavyClient(endpoint, http).late(job_id, name, body)
+        except requests.RequestException as exc:
+            failed[index] = type(exc).__name__
+            continue
+        if response.status_code != 200:
+            failed[index] = wire.refusal_detail(response)
+    if len(failed) == len(endpoints):
+        reasons = "; ".join(f"node {i}: {r}" for i, r in failed.items())
+        raise LateInputError(f"no committee member took the {name} of job {job_id}: {reasons}")
+    return failed
