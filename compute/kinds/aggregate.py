@@ -31,8 +31,29 @@ class Aggregate(JobKind):
             ]
         return postprocess.problems(proposal)
 
-    def template(self, **options: Any) -> dict[str, Any]:
-        return {}
+    template_options: ClassVar = ("columns", "op", "lo", "hi", "bins")
+
+    def template(
+        self,
+        *,
+        columns: Sequence[str] = ("value",),
+        op: str = "mean",
+        lo: float = 0.0,
+        hi: float = 1000.0,
+        bins: int | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """`columns` each kept within [`lo`, `hi`] and reduced by `op` (a count reads none)."""
+        count = op == "count"
+        fields = [] if count else [{"name": c, "lo": lo, "hi": hi} for c in columns]
+        return {
+            "title": "A statistic over providers' data",
+            "map": {
+                "function": "row_count" if count else "column_values",
+                "output": {"fields": fields},
+            },
+            "reduce": {"op": op, "bins": bins},
+        }
 
 
 AGGREGATE = Aggregate()

@@ -29,9 +29,12 @@ Pure: values in, values out.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from compute.errors import ComputeError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -141,6 +144,73 @@ class JobKind:
 
     # --- the buyer's side ------------------------------------------------------------------
 
+    template_options: ClassVar[tuple[str, ...]] = ()
+    """The keyword options `template` takes (`bounty template` refuses the others' options)."""
+    template_needs: ClassVar[Mapping[str, str]] = {}
+    """Options `template` cannot do without, and what the buyer does to get each one."""
+
     def template(self, **options: Any) -> dict[str, Any]:
-        """The kind's terms for `bounty template --kind NAME` (merged over the common parts)."""
+        """The kind's parts of its `bounty template --kind NAME` proposal, merged over the
+        common parts and the `fixed` ones (`proposal_template`): at least its default
+        `title`, and its terms. Raises `MissingOption` for a `template_needs` option."""
         return {}
+
+    def proposal_template(
+        self,
+        *,
+        scheme: str = "shamir",
+        min_participants: int = 3,
+        title: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The proposal `bounty template --kind NAME` prints, to edit and post: the parts every
+        proposal has, the parts the kind fixes, then the kind's `template(**options)` merged
+        over them; what `bounty post` fills in (budget, deadline, committee) is left out."""
+        for name, hint in self.template_needs.items():
+            if options.get(name) is None:
+                raise MissingOption(name, hint)
+        document: dict[str, Any] = {
+            "version": 1,
+            "kind": self.name,
+            "title": self.title,
+            "map": {"function": None, "params": {}, "output": {"fields": []}, "filter": None},
+            "reduce": {
+                "op": None,
+                "scheme": scheme,
+                "threshold": None,
+                "threat_model": "malicious-detect" if scheme == "shamir" else "semi-honest",
+                "bins": None,
+            },
+            "privacy": {"min_participants": min_participants, "dp": None},
+            "economics": {"fee_bps": 1_000, "payout_rule": self.payout_rule, "max_slash_bps": 0},
+        }
+        for path, value in self.fixed.items():
+            _merge(document, _nested(path, value))
+        _merge(document, self.template(**options))
+        if title is not None:
+            document["title"] = title
+        return document
+
+
+class MissingOption(ComputeError, ValueError):
+    """A kind's template needs an option that was not given (`JobKind.template_needs`)."""
+
+    def __init__(self, option: str, hint: str) -> None:
+        super().__init__(f"the template needs {option}: {hint}")
+        self.option, self.hint = option, hint
+
+
+def _nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out: Any = copy.deepcopy(value)
+    for key in reversed(path):
+        out = {key: out}
+    return out
+
+
+def _merge(into: dict[str, Any], parts: Mapping[str, Any]) -> None:
+    """Merge `parts` into `into`, objects key by key (keeping `into`'s key order)."""
+    for key, value in parts.items():
+        if isinstance(value, Mapping) and value and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)

@@ -118,8 +118,61 @@ class Ensemble(JobKind):
             ensemble=EnsemblePlan(proposal.ensemble.layout, np.asarray(labels, dtype=np.int64)),
         )
 
-    def template(self, **options: Any) -> dict[str, Any]:
-        return {}
+    def describe(self, summary: Mapping[str, Any]) -> list[str]:
+        """Each model's weight and validation accuracy and how many probabilities were
+        released (not the probabilities: `--json` has them). With the buyer's own test labels
+        (`summary["accuracy"]`, from `bounty result --test-labels`), the test accuracies."""
+        ensemble = summary.get("ensemble") or {}
+        weights = ensemble.get("weights") or {}
+        validation = ensemble.get("validation_accuracy") or {}
+        values = summary.get("values") or []
+        classes, test_rows = ensemble.get("classes"), ensemble.get("test_rows")
+        accuracy = summary.get("accuracy")
+
+        def number(value: Any) -> str:
+            return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+        rows = [["dataset", "weight", "validation accuracy", "test accuracy"]]
+        rows += [
+            [dataset, number(weights.get(dataset)), number(validation.get(dataset)), "-"]
+            for dataset in sorted(set(weights) | set(validation))
+        ]
+        if accuracy is None:
+            rows = [r[:3] for r in rows]
+        else:
+            rows.append(["ensemble (released)", "", number(accuracy["ensemble_validation"]),
+                         number(accuracy["ensemble_test"])])  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [f"weighted ensemble of {len(weights)} models: {classes} classes, {test_rows} "
+                 "test rows"]  # fmt: skip
+        for row in rows:
+            cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            lines.append(("  " + "  ".join(cells)).rstrip())
+        if accuracy is not None:
+            lines.append(
+                f"ensemble test accuracy {accuracy['ensemble_test']:.4f} on your "
+                f"{accuracy['test_labels']} labels; validation accuracy: ensemble "
+                f"{number(accuracy['ensemble_validation'])}, best model "
+                f"{number(accuracy['best_model_validation'])} (no model's own test outputs "
+                "are released)"
+            )
+        lines.append(
+            f"{len(values):,} ensemble probabilities ({test_rows} test rows x {classes} "
+            "classes, row by row); --json prints them"
+        )
+        return lines
+
+    template_options: ClassVar = ("ensemble",)
+    template_needs: ClassVar = {
+        "ensemble": "publish the evaluation set with `market bounty evaluation FILE.npz "
+        "--classes N --json > terms.json`, then pass --ensemble terms.json"
+    }
+
+    def template(self, *, ensemble: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+        """`ensemble`: the terms `market bounty evaluation` prints (checked as an
+        `EnsembleSpec`, kept as given)."""
+        EnsembleSpec.model_validate(ensemble)
+        return {"title": "A weighted ensemble of providers' models", "ensemble": dict(ensemble)}
 
 
 ENSEMBLE = Ensemble()

@@ -202,17 +202,35 @@ class Forecast(JobKind):
             lines.append(f"  {dataset}: score {scores[dataset]:+.4f}, {money}")
         return lines
 
-    def template(self, **options: Any) -> dict[str, Any]:
-        deadline = int(options.get("deadline", 0))
+    template_options: ClassVar = ("targets", "resolution_time", "payout_factor", "cap_bps")
+    template_needs: ClassVar = {
+        "targets": "how many published targets each holder predicts, in order (publish "
+        "their ids where the proposal's targets_uri points)",
+        "resolution_time": "from when the buyer may post the outcomes: a unix or ISO time at "
+        "or after the deadline `bounty post` sets, or a duration from now (30d)",
+    }
+
+    def template(
+        self,
+        *,
+        targets: int,
+        resolution_time: int,
+        payout_factor: float = 1.0,
+        cap_bps: int = 2_000,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The tournament's terms; the job's `max_slash_bps` is the clip `cap_bps`."""
         return {
+            "title": "A forecast tournament, scored by correlation with the outcomes",
+            "economics": {"max_slash_bps": int(cap_bps)},
             "forecast": {
-                "targets": int(options.get("targets", 100)),
-                "resolution_time": int(options.get("resolution_time", deadline + 7 * 86_400)),
-                "payout_factor": float(options.get("payout_factor", 1.0)),
-                "cap_bps": int(options.get("cap_bps", 2_000)),
+                "targets": int(targets),
+                "targets_uri": None,
+                "resolution_time": int(resolution_time),
+                "payout_factor": float(payout_factor),
+                "cap_bps": int(cap_bps),
                 "outcome_source": "buyer",
             },
-            "economics": {"max_slash_bps": int(options.get("cap_bps", 2_000))},
         }
 
 

@@ -7,6 +7,7 @@ are node-side (`nodes/kinds.py`): they need `market.valuation.tip`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -91,8 +92,26 @@ class Valuation(JobKind):
         """The features, in the model's input order, and the label."""
         return (*proposal.valuation.features, proposal.valuation.label)
 
-    def template(self, **options: Any) -> dict[str, Any]:
-        return {}
+    template_options: ClassVar = ("valuation", "max_slash_bps")
+    template_needs: ClassVar = {
+        "valuation": "publish the buyer's model, context and query with `market valuation "
+        "publish ... --json > terms.json` (or let it write the whole proposal with "
+        "--proposal FILE), then pass --valuation terms.json"
+    }
+
+    def template(
+        self, *, valuation: Mapping[str, Any], max_slash_bps: int = 0, **options: Any
+    ) -> dict[str, Any]:
+        """`valuation`: the TIP terms `market valuation publish` prints (checked as a
+        `ValuationSpec`, kept as given); `max_slash_bps`: the most a harmful dataset loses.
+        The round is semi-honest: the scores travel CKKS-encrypted beside a count."""
+        ValuationSpec.model_validate(valuation)
+        return {
+            "title": "How much does your data help my model?",
+            "reduce": {"threat_model": "semi-honest"},
+            "economics": {"max_slash_bps": max_slash_bps},
+            "valuation": dict(valuation),
+        }
 
 
 VALUATION = Valuation()

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from compute.kinds import KINDS, JobKind
+from compute.kinds.aggregate import AGGREGATE
 from compute.proposal import ProposalError, parse_proposal
 from market.chain import errors as E
 from market.cli.common import (
@@ -475,6 +477,7 @@ def bounty_result(job_id: int, test_labels: Path | None, network: Net, as_json: 
         event = escrow.finalized_event(job_id)
         assert event is not None
         document = result_document(staking, view, event["resultURI"])
+        kind_of = _proposal_kind(escrow, view)
     summary = {
         "job": job_id,
         "result_uri": event["resultURI"],
@@ -498,9 +501,11 @@ def bounty_result(job_id: int, test_labels: Path | None, network: Net, as_json: 
     out.print(
         f"job {job_id} result ({event['participants']} participants), from {event['resultURI']}"
     )
-    if isinstance(ensemble, dict):
-        _print_ensemble(result, summary.get("accuracy"))
-    else:
+    shown = {**result, "accuracy": summary["accuracy"]} if "accuracy" in summary else result
+    lines = _result_kind(result, kind_of).describe(shown) if isinstance(result, dict) else []
+    for line in lines:  # the kind's own lines (result_kind), else the document as JSON
+        out.print(line, highlight=False, markup=False)
+    if not lines:
         out.print_json(json.dumps(result))
     if clipping is not None:
         clipped, lo, hi = clipping
@@ -599,45 +604,21 @@ def _ensemble_accuracy(result: dict[str, Any], labels: Any) -> dict[str, Any]:
     }
 
 
-def _print_ensemble(result: dict[str, Any], accuracy: dict[str, Any] | None = None) -> None:
-    """An ensemble's result: each model's weight and validation accuracy, and how many
-    probabilities it released (not the probabilities: `--json` has them); with the buyer's
-    test labels, the ensemble's test accuracy."""
-    ensemble = result["ensemble"]
-    weights = ensemble.get("weights") or {}
-    validation = ensemble.get("validation_accuracy") or {}
-    values = result.get("values") or []
-    classes, test_rows = ensemble.get("classes"), ensemble.get("test_rows")
-    out.print(
-        f"weighted ensemble of {len(weights)} models: {classes} classes, {test_rows} test rows",
-        highlight=False,
-    )
+def _proposal_kind(escrow: EscrowClient, view: JobView) -> str | None:
+    """The kind of the job's proposal (result_kind), or None when it cannot be read."""
+    from nodes.jobs import JobSpecError, proposal_for
 
-    def number(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, int | float) else "-"
+    try:
+        return proposal_for(escrow, view).kind
+    except JobSpecError:
+        return None
 
-    rows = [
-        [dataset, number(weights.get(dataset)), number(validation.get(dataset)), "-"]
-        for dataset in sorted(set(weights) | set(validation))
-    ]
-    columns = ["dataset", "weight", "validation accuracy", "test accuracy"]
-    if accuracy is None:
-        columns, rows = columns[:3], [r[:3] for r in rows]
-    else:
-        rows.append(["ensemble (released)", "", number(accuracy["ensemble_validation"]),
-                     number(accuracy["ensemble_test"])])  # fmt: skip
-    out.print(table("Models", columns, rows))
-    if accuracy is not None:
-        best = accuracy["best_model_validation"]
-        out.print(
-            f"ensemble test accuracy {accuracy['ensemble_test']:.4f} on your "
-            f"{accuracy['test_labels']} labels; validation accuracy: ensemble "
-            f"{number(accuracy['ensemble_validation'])}, best model {number(best)} (no model's "
-            "own test outputs are released)",
-            highlight=False,
-        )
-    out.print(
-        f"{len(values):,} ensemble probabilities ({test_rows} test rows x {classes} classes, "
-        "row by row); --json prints them",
-        highlight=False,
-    )
+
+def _result_kind(result: dict[str, Any], proposal_kind: str | None) -> JobKind:
+    """The kind whose `describe` shows a result (result_kind): the one the result document
+    records, else the proposal's, else the one whose part the document holds (a document
+    written before results recorded their kind, of a job whose proposal cannot be read)."""
+    named = result.get("kind") if isinstance(result.get("kind"), str) else proposal_kind
+    if named in KINDS:
+        return KINDS[named]
+    return next((k for k in KINDS.values() if isinstance(result.get(k.name), dict)), AGGREGATE)

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from compute.kinds import KINDS
 from market.cli.common import (
     Signer,
     UserError,
@@ -256,10 +257,13 @@ def node_light(
                 "`market dataset register PATH` then `market dataset stake`"
             )
         datasets = [_local_data(d) for d in served]
-        if any(d.model is not None for d in served) and "ensemble" not in policy.allowed_kinds:
+        model_kinds = [k.name for k in KINDS.values() if k.dataset == "model"]
+        allowed = set(model_kinds) & set(policy.allowed_kinds)
+        if any(d.model is not None for d in served) and model_kinds and not allowed:
             err.print(
-                "note: the policy does not allow ensemble jobs, so the model datasets take part "
-                'in none; add "ensemble" to the policy\'s allowed_kinds (--policy FILE)',
+                f"note: the policy does not allow {' or '.join(model_kinds)} jobs, so the model "
+                f'datasets take part in none; add "{model_kinds[0]}" to the policy\'s '
+                "allowed_kinds (--policy FILE)",
                 highlight=False,
             )
         service = LightService(

@@ -233,19 +233,13 @@ def proposal_template(
     terms: dict[str, Any], title: str, min_participants: int, max_slash_bps: int
 ) -> dict[str, Any]:
     """A valuation proposal around `terms`, without what `market bounty post` fills in (budget,
-    deadline, committee, quorum)."""
-    return {
-        "version": 1,
-        "kind": "valuation",
-        "title": title,
-        "map": {"function": "row_count", "params": {}, "output": {"fields": []}, "filter": None},
-        "reduce": {"op": "count", "scheme": "shamir", "threshold": None,
-                   "threat_model": "semi-honest", "bins": None},
-        "privacy": {"min_participants": min_participants, "dp": None},
-        "economics": {"fee_bps": 1_000, "payout_rule": "influence",
-                      "max_slash_bps": max_slash_bps},
-        "valuation": terms,
-    }  # fmt: skip
+    deadline, committee, quorum): the valuation kind's template."""
+    from compute.kinds.valuation import VALUATION
+
+    return VALUATION.proposal_template(
+        min_participants=min_participants, title=title, valuation=terms,
+        max_slash_bps=max_slash_bps,
+    )  # fmt: skip
 
 
 @click.command("publish")

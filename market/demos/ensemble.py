@@ -213,3 +213,46 @@ def _report(
         ],
         "chosen": summary["chosen"],
     }
+
+
+def format_report(report: EnsembleDemoReport) -> list[Any]:
+    """What `market demo --kind ensemble` prints: lines (rich markup) and tables."""
+    from rich.table import Table
+
+    lines: list[Any] = []
+    lines.append(
+        f"[bold]Job {report.job_id}[/]: a secure weighted ensemble of {len(report.weights)} "
+        f"holders' models, {report.validation_rows} validation and {report.test_rows} test rows "
+        f"({report.evaluation_uri}), state [bold]{report.state.name}[/]"
+    )
+    table = Table(title="Models (accuracy on the buyer's test labels)")
+    for column in ("model", "test accuracy", "validation accuracy", "weight", "paid (DATA)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in sorted(report.accuracy, key=lambda n: -report.accuracy[n]):
+        table.add_row(
+            name, f"{report.accuracy[name]:.4f}", f"{report.validation_accuracy[name]:.4f}",
+            f"{report.weights[name]:.4f}", _tokens(report.earnings[name]),
+        )  # fmt: skip
+    table.add_section()
+    table.add_row("ensemble", f"{report.ensemble:.4f}", "", "", "")
+    lines.append(table)
+    best = report.accuracy[report.best_model]
+    chosen, alone = report.candidates[report.chosen], report.candidates[0]
+    lines.append(
+        f"  weights chosen on validation: {chosen['name']} "
+        f"({chosen['validation_accuracy']:.4f}; the best model alone "
+        f"{alone['validation_accuracy']:.4f}, {len(report.candidates) - 1} blends evaluated)"
+    )
+    lines.append(
+        f"  ensemble test accuracy {report.ensemble:.4f}, best model ({report.best_model}) "
+        f"{best:.4f}: {report.ensemble - best:+.4f}; plaintext ensemble "
+        f"{report.plain_ensemble:.4f}, largest probability difference "
+        f"{report.max_probability_error:.1e}"
+    )
+    fees = ", ".join(_tokens(f) for f in report.fee_per_node.values())
+    lines.append(f"  heavy node fees {fees} DATA; buyer refund {_tokens(report.refund)} DATA")
+    return lines
+
+
+def _tokens(amount: int) -> str:
+    return f"{amount / TOKEN:,.4f}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,13 @@ def check_outcomes(proposal: Proposal, now: int, poster: str, buyer: str) -> Non
         )
 
 
-def run_forecast_demo(chain: Chain, seed: int = 0, targets: int = 200) -> ForecastDemoReport:
+def run_forecast_demo(
+    chain: Chain,
+    seed: int = 0,
+    targets: int = 200,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ForecastDemoReport:
+    progress("the buyer posts the tournament; the holders share their predictions")
     rng = np.random.default_rng(seed)
     market = Sandbox.deploy(chain)
     committee = market.heavy_nodes(3)
@@ -109,6 +116,7 @@ def run_forecast_demo(chain: Chain, seed: int = 0, targets: int = 200) -> Foreca
             nodes[submission.recipient].handle(submission)
 
     # The buyer's outcomes: refused before the resolution time, taken after it.
+    progress("the buyer posts the outcomes; the committee scores each holder under sharing")
     posted = {"job_id": job_id, "values": [float(v) for v in outcomes]}
     try:
         check_outcomes(proposal, chain.now(), buyer.address, buyer.address)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -343,3 +344,53 @@ def wait_settled(market: Sandbox, job_id: int, timeout: float = 300.0) -> JobSta
             return state
         time.sleep(0.1)
     raise RuntimeError(f"the committee did not settle job {job_id} within {timeout:.0f} s")
+
+
+def format_report(report: DemoReport) -> list[Any]:
+    """What `market demo` prints: lines (rich markup) and tables."""
+    from rich.table import Table
+
+    lines: list[Any] = []
+    lines.append(
+        f"[bold]Job {report.job_id}[/]: mean systolic blood pressure, {report.participants} of "
+        f"{report.providers} clinics, {report.records:,} records, "
+        f"state [bold]{report.state.name}[/]"
+    )
+    lines.append(
+        f"  secure result {report.secure_mean:.6f}   plaintext {report.plain_mean:.6f}   "
+        f"difference {report.error:.2e}"
+    )
+    lines.append(
+        f"  {report.clipped} values outside the proposal's bounds were clipped, counted under "
+        f"sharing (plaintext count {report.plain_clipped})"
+    )
+    if report.refused:
+        reason = next(iter(report.refused.values()))
+        lines.append(f"  {len(report.refused)} clinics declined under their policy ({reason})")
+    money = Table(title="Who earned what (DATA)", show_lines=False)
+    money.add_column("party")
+    money.add_column("role")
+    money.add_column("amount", justify="right")
+    for node, fee in report.fee_per_node.items():
+        money.add_row(node, "heavy node fee", _tokens(fee))
+    earnings: Sequence[tuple[str, int]] = list(report.earnings.items())
+    shown = earnings[:5]
+    for account, amount in shown:
+        money.add_row(account, "provider payout", _tokens(amount))
+    if len(earnings) > len(shown):
+        rest = sum(a for _, a in earnings[len(shown) :])
+        money.add_row(f"... {len(earnings) - len(shown)} more providers", "", _tokens(rest))
+    money.add_row("buyer", "refund", _tokens(report.refund))
+    money.add_row("[bold]total", "", f"[bold]{_tokens(report.budget)}")
+    lines.append(money)
+    times = Table(title="Phases")
+    times.add_column("phase")
+    times.add_column("seconds", justify="right")
+    for phase in report.phases:
+        times.add_row(phase.name, f"{phase.seconds:.2f}")
+    lines.append(times)
+    return lines
+
+
+def _tokens(amount: int) -> str:
+    return f"{amount / TOKEN:,.4f}"

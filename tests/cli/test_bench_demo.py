@@ -228,3 +228,22 @@ def test_bench_ensemble_json_shape():
     }  # fmt: skip
     assert result["ensemble"] == result["plain_ensemble"]
     assert all(0 < acc <= 1 for acc in result["models"].values())
+
+
+def test_forecast_demo_scores_pays_and_slashes_each_holder(tmp_path):
+    """`market demo --kind forecast`: a tournament on the embedded chain; each holder's score,
+    payout or slash, ordered by score, the adversarial one slashed within its 20% cap."""
+    env = {**os.environ, "MARKET_HOME": str(tmp_path)}
+    demo = [MARKET, "demo", "--kind", "forecast", "--targets", "40", "--seed", "2", "--json"]
+    proc = subprocess.run(demo, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    holders = {h["name"]: h for h in report["holders"]}
+    assert [h["name"] for h in report["holders"]][0] == "skilled" and report["targets"] == 40
+    assert holders["skilled"]["payout"] > 0 and holders["skilled"]["slash"] == 0
+    assert holders["adversarial"]["payout"] == 0
+    assert 0 < holders["adversarial"]["slash"] <= 100 * TOKEN * 2_000 // 10_000
+    assert report["burned"] == sum(h["slash"] for h in report["holders"])
+    assert "resolution time" in report["refused_early"]
+    refused = run("demo", "--kind", "forecast", "--devnet")
+    assert refused.returncode == 1 and "drop --devnet" in refused.stderr
