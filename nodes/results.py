@@ -84,7 +84,7 @@ def build(
             {d: r.stake for d, r in records.items()},
             {d: int(bodies[d]["participation_bps"]) for d in records},
         )  # fmt: skip
-        kind_summary = dict(kind.summary(config, outcome))
+        kind_summary = dict(kind.summary(proposal, config, outcome))
         if settled is not None:
             payouts, slashes, consents, slashed_to_payouts = by_settlement(
                 settled, records, bodies

@@ -3,13 +3,15 @@ with optional DP; every participant is paid an equal share of the pool."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from compute import postprocess
 from compute.kinds.base import JobKind, Problem
+from compute.messages import Result as RoundResult
+from compute.messages import RoundConfig
 from compute.postprocess import MAX_POSTPROCESS, PostProcessSpec
 from compute.proposal import Proposal
 
@@ -30,6 +32,26 @@ class Aggregate(JobKind):
                 (("map", "function"), "'model_probabilities' scores a model: use kind 'ensemble'")
             ]
         return postprocess.problems(proposal)
+
+    def summary(
+        self, proposal: Proposal, config: RoundConfig, outcome: RoundResult
+    ) -> Mapping[str, Any]:
+        """The proposal's public post-processing of the released values (an audit's Gini,
+        top-k% share, ratios to a baseline), computed from the noised release: DP costs
+        nothing more (docs/privacy-budget.md)."""
+        if not proposal.postprocess:
+            return {}
+        return {"postprocess": postprocess.run_postprocess(proposal, outcome.values)}
+
+    def describe(self, summary: Mapping[str, Any]) -> list[str]:
+        lines = []
+        for step in (summary.get("aggregate") or {}).get("postprocess", []):
+            params = ", ".join(f"{k}={v}" for k, v in step["params"].items())
+            figures = ", ".join(
+                f"{k} {_figure(v)}" for k, v in step.items() if k not in ("function", "params")
+            )
+            lines.append(f"{step['function']}({params}): {figures}")
+        return lines
 
     template_options: ClassVar = ("columns", "op", "lo", "hi", "bins")
 
@@ -54,6 +76,14 @@ class Aggregate(JobKind):
             },
             "reduce": {"op": op, "bins": bins},
         }
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_figure(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 AGGREGATE = Aggregate()

@@ -134,8 +134,11 @@ class JobKind:
         signed slash cap in basis points."""
         return None
 
-    def summary(self, config: RoundConfig, outcome: RoundResult) -> Mapping[str, Any]:
-        """The kind's part of the result document (beside op, values, count, participants)."""
+    def summary(
+        self, proposal: Proposal, config: RoundConfig, outcome: RoundResult
+    ) -> Mapping[str, Any]:
+        """The kind's part of the result document (beside op, values, count, participants),
+        under the kind's name."""
         return {}
 
     def describe(self, summary: Mapping[str, Any]) -> list[str]:

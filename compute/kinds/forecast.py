@@ -180,7 +180,9 @@ class Forecast(JobKind):
             proposal.economics.max_slash_bps,
         )
 
-    def summary(self, config: RoundConfig, outcome: RoundResult) -> Mapping[str, Any]:
+    def summary(
+        self, proposal: Proposal, config: RoundConfig, outcome: RoundResult
+    ) -> Mapping[str, Any]:
         return {
             "scores": {
                 d: float(s) for d, s in zip(outcome.participants, outcome.values, strict=True)

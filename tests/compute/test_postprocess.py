@@ -209,3 +209,22 @@ def test_a_sum_over_fields_post_processes_by_field_name() -> None:
     )
     (figures,) = pp.run_postprocess(proposal, [1.0, 1.0])
     assert figures["ratios"] == pytest.approx({"a": 2.0, "b": 2 / 3})
+
+
+def test_the_result_document_and_bounty_result_carry_the_figures() -> None:
+    """The aggregate kind puts the proposal's post-processing of the release in the result
+    document (under `aggregate`), and `bounty result` prints one line per step."""
+    from types import SimpleNamespace
+
+    from compute.kinds import KINDS
+
+    proposal = parse_proposal(audit())
+    kind = KINDS["aggregate"]
+    released = np.array([50.0, 30.0, 15.0, 5.0])
+    part = kind.summary(proposal, None, SimpleNamespace(values=released))
+    assert part["postprocess"] == pp.run_postprocess(proposal, released)
+    lines = kind.describe({"aggregate": part})
+    assert len(lines) == len(proposal.postprocess)
+    assert any(line.startswith("gini(") for line in lines)
+    plain = parse_proposal(audit(postprocess=[]))
+    assert kind.summary(plain, None, SimpleNamespace(values=released)) == {}
