@@ -30,6 +30,7 @@ from compute.proposal import Proposal, parse_proposal
 from compute.round import HeavyNodeRound, LightNodeRound
 from compute.scoring import standardize
 from market.chain import TOKEN, Chain
+from market.chain.units import format_utc
 from market.escrow import Slash
 from market.sandbox import Sandbox
 
@@ -74,8 +75,8 @@ def check_outcomes(proposal: Proposal, now: int, poster: str, buyer: str) -> Non
         raise OutcomesRefused(f"only the buyer {buyer} posts the outcomes, not {poster}")
     if now < max(after, proposal.deadline):
         raise OutcomesRefused(
-            f"the outcomes are taken from {max(after, proposal.deadline)} (the resolution "
-            f"time); it is {now}: post them again then"
+            f"the outcomes are taken from {format_utc(max(after, proposal.deadline))} (the "
+            f"resolution time); it is {format_utc(now)}: post them again then"
         )
 
 
