@@ -40,8 +40,8 @@ check-contracts: $(NPM_STAMP)
 test: install check-contracts
 	$(PY) tools/run_pytest.py -n 2 --durations=15 $(PYTEST_ARGS)
 
-## Everything but the Anvil and slow tests (`@pytest.mark.slow`: the contract state machine, the
-## README walkthrough, the end-to-end demo, bench and node jobs), on both cores.
+## Everything but the Anvil and slow tests (`@pytest.mark.slow` and the suites tests/conftest.py's
+## SLOW_SUITES names), on both cores: under 3 minutes.
 test-fast: install
 	$(PY) tools/run_pytest.py -n 2 -m "not anvil and not slow" $(PYTEST_ARGS)
 

@@ -35,3 +35,21 @@ def chain(request: pytest.FixtureRequest) -> Chain:
 def world(chain: Chain) -> World:
     """A freshly deployed market on `chain`, with helpers to populate it."""
     return World.deploy(chain)
+
+
+# Suites that drive the real `market` entry point (keystores, chains, nodes as processes), the
+# light and heavy nodes over HTTP, a real IPFS daemon, retraining for the valuation figures and
+# the ape toolchain: seconds to minutes each. `make test` runs them; `make test-fast`
+# (`-m "not anvil and not slow"`) leaves them out.
+SLOW_SUITES = (
+    "tests/cli/", "tests/nodes/", "tests/storage/test_ipfs.py", "tests/test_ape.py",
+    "tests/valuation/tip/test_fidelity.py", "tests/valuation/tip/test_market.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        if where.startswith(SLOW_SUITES):
+            item.add_marker(pytest.mark.slow)
