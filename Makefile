@@ -49,7 +49,7 @@ demo: install
 	$(VENV)/bin/market demo
 
 lint: install
-	$(VENV)/bin/ruff check market compute tests scripts tools
+	$(VENV)/bin/ruff check market compute nodes tests scripts tools
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis .build

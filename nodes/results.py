@@ -86,9 +86,7 @@ def build(
         )  # fmt: skip
         kind_summary = dict(kind.summary(proposal, config, outcome))
         if settled is not None:
-            payouts, slashes, consents, slashed_to_payouts = by_settlement(
-                settled, records, bodies
-            )
+            payouts, slashes, consents, slashed_to_payouts = by_settlement(settled, records, bodies)
             kind_summary.update(settled.summary)
     tree = PayoutTree.build(payouts) if payouts else None
     summary = {
