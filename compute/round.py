@@ -68,7 +68,7 @@ the result's `aggregate.total` holds the integer scores, participants' order, an
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -462,28 +462,28 @@ class HeavyNodeRound:
         ] + self._advance()
 
     def _send_statistics(self, participants: tuple[str, ...]) -> list[Outgoing]:
+        """Ensemble rounds: this node's shares of each model's validation statistic."""
         plan, scheme = self.config.ensemble, self.config.scheme
         assert plan is not None
-        self._move(Trigger.FIT_WEIGHTS)
-        value = np.concatenate(
-            [stat_partial(scheme, rows, plan.columns) for rows in self._rows(participants)]
-        )
-        job = self.config.job_id
-        self._own_statistic = Statistic(job, self.index, self.index, participants, value)
-        return [
-            Statistic(job, self.index, peer, participants, value)
-            for peer in self._live
-            if peer != self.index
-        ] + self._advance()
+        return self._send_per_participant(
+            Trigger.FIT_WEIGHTS, participants,
+            lambda rows: stat_partial(scheme, rows, plan.columns),
+        )  # fmt: skip
 
     def _send_scores(self, participants: tuple[str, ...]) -> list[Outgoing]:
         """Scored rounds: this node's shares of each participant's score, to every peer."""
         plan, scheme = self.config.scoring, self.config.scheme
         assert plan is not None
-        self._move(Trigger.SCORE)
-        value = np.concatenate(
-            [score_partial(scheme, rows, plan.known) for rows in self._rows(participants)]
+        return self._send_per_participant(
+            Trigger.SCORE, participants, lambda rows: score_partial(scheme, rows, plan.known)
         )
+
+    def _send_per_participant(
+        self, trigger: Trigger, participants: tuple[str, ...], partial: Callable[..., np.ndarray]
+    ) -> list[Outgoing]:
+        """One stage-0 `Statistic` of `partial(rows)` per participant, kept and sent to peers."""
+        self._move(trigger)
+        value = np.concatenate([partial(rows) for rows in self._rows(participants)])
         job = self.config.job_id
         self._own_statistic = Statistic(job, self.index, self.index, participants, value)
         return [
