@@ -96,6 +96,9 @@ class MapFunction:
     """The params that name a column it reads (counted in `columns_touched`)."""
     with_params: ParamApply | None = None
     """Its body when its params steer it (then `apply` is not called)."""
+    in_bounds: bool = False
+    """Whether its records are always within the field's bounds (nothing to clip, so no clipped
+    count is reconstructed, nor noised at the cost of half the epsilon)."""
 
     def run(
         self, frame: pd.DataFrame, columns: tuple[str, ...], params: Mapping[str, Any]
@@ -232,6 +235,7 @@ MAP_FUNCTIONS: Mapping[str, MapFunction] = {
             params=frozenset({"column", "categories"}),
             param_columns=frozenset({"column"}),
             with_params=_category_counts,
+            in_bounds=True,
         ),
         MapFunction(
             "standardized_predictions",

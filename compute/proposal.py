@@ -590,7 +590,7 @@ class Proposal(_Strict):
             width=max(len(fields), 1),
             bins=self.reduce.bins or 0,
             max_values=self.reduce.max_values,
-            count_clipped=op in CLIPPING_OPS,
+            count_clipped=op in CLIPPING_OPS and not MAP_FUNCTIONS[self.map.function].in_bounds,
         )
 
     def scheme(self) -> Scheme:

@@ -28,9 +28,10 @@ def test_audit_demo_secure_figures_equal_the_plaintext_union_within_the_dp_bound
     secure = np.array(report["secure_counts"])
     assert plain.sum() == sum(report["impressions"].values())  # every impression is one item's
     assert plain[0] > 5 * np.median(plain)  # heavy-tailed: the top item dwarfs the median one
-    # The bound from the stated noise: epsilon split between the counts and the clipped count,
-    # sensitivity 1 per count, each of the heavy nodes' discrete Laplace noise at that scale.
-    assert report["mechanism"] == "laplace" and report["noise_scale"] == pytest.approx(2.0)
+    # The bound from the stated noise: all of epsilon on the counts (category counts are never
+    # clipped, so no clipped count shares it), sensitivity 1 per count, each of the heavy
+    # nodes' discrete Laplace noise at that scale.
+    assert report["mechanism"] == "laplace" and report["noise_scale"] == pytest.approx(1.0)
     l1 = pp.noise_l1_bound(plain.size * report["noise_shares"], report["noise_scale"])
     bound = pp.figure_error_bound(l1, float(np.maximum(secure, 0).sum()))
     assert report["error_bound"] == pytest.approx(bound) and bound < 0.1
