@@ -22,7 +22,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from market.chain import Chain, ChainConnectionError, ChainError, Deployment, DevnetError
-from market.chain.backends import find_anvil
+from market.chain.backends import ANVIL_HISTORY, find_anvil
 from market.chain.deploy import deploy_market
 from market.home import Home, read_json, write_json
 
@@ -183,6 +183,7 @@ def _devnet_command(kind: str, port: int) -> list[str]:
         "--chain-id", "31337",
         "--hardfork", "cancun",
         "--gas-limit", "60000000",
+        *ANVIL_HISTORY,
     ]  # fmt: skip
 
 

@@ -21,6 +21,12 @@ from web3.providers.rpc import HTTPProvider
 from market.chain.errors import ChainConnectionError, ChainError, DevnetError
 
 ANVIL_ENV = "MARKET_ANVIL_BIN"
+ANVIL_HISTORY = ("--prune-history", "256")
+"""Anvil keeps the state of the last 256 blocks in memory and writes none to disk. By default
+it spills every older block's state into ~/.foundry/anvil/tmp/ (about 2 MB a block for the
+market's contracts) and leaves the files behind when it is stopped: one test run wrote 3.2 GB
+there, and the disk filled. Calls against a block older than that answer BlockOutOfRangeError;
+blocks, receipts and logs stay."""
 _LISTENING = re.compile(rb"Listening on (127\.0\.0\.1|localhost):(\d+)")
 
 
@@ -285,6 +291,7 @@ class AnvilBackend(RpcBackend):
             "--hardfork", hardfork,
             "--gas-limit", "60000000",
             "--accounts", "1",
+            *ANVIL_HISTORY,
         ]  # fmt: skip
         try:
             self.process = subprocess.Popen(
