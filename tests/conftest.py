@@ -6,12 +6,29 @@ chain and again on a real Anvil process (marked `anvil`; `-m "not anvil"` skips 
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from market.chain import Chain
 from tests.contracts.world import World
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_market_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Code under test that falls back on the default home (`~/.market`: its embedded store,
+    node databases, wallet) writes into this run's temporary directory instead; tests that
+    need a home of their own still set `MARKET_HOME`."""
+    before = os.environ.get("MARKET_HOME")
+    os.environ["MARKET_HOME"] = str(tmp_path_factory.mktemp("market-home"))
+    yield
+    if before is None:
+        os.environ.pop("MARKET_HOME", None)
+    else:
+        os.environ["MARKET_HOME"] = before
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +70,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         where = item.path.relative_to(root).as_posix()
         if where.startswith(SLOW_SUITES):
             item.add_marker(pytest.mark.slow)
+
+
+_first_failure: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _first_failure["config"] = config
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """The first failure's one-line cause, printed where it happens (amid the progress dots):
+    CI shows only part of a long log, and a failure in a fixture that many tests share (a full
+    disk once) otherwise shows only as a run of E's far from its traceback."""
+    if "shown" in _first_failure or not report.failed:
+        return
+    _first_failure["shown"] = report.nodeid
+    crash = getattr(report.longrepr, "reprcrash", None)
+    cause = crash.message.splitlines()[0] if crash is not None else str(report.longrepr)[:300]
+    free = shutil.disk_usage(tempfile.gettempdir()).free // 2**20
+    line = (f"[first failure] {report.nodeid} ({report.when}): {cause} "
+            f"[{free} MiB free in {tempfile.gettempdir()}]")  # fmt: skip
+    config = _first_failure["config"]
+    terminal = config.pluginmanager.get_plugin("terminalreporter")  # type: ignore[attr-defined]
+    if terminal is not None:
+        terminal.write_line("")
+        terminal.write_line(line)
