@@ -24,6 +24,12 @@ For each k, in one process one after the other:
 scores at the largest k and the true effect of their data (the buyer's evaluation loss falls by
 that much when it retrains with the provider's data added; `influence.retrain_effect`). The
 projected gradients (the same for both paths) are timed apart, as `gradients_s`.
+
+`utility_pearson`, `utility_spearman` (over `utility_pairs` buyer-seller pairs, timed as
+`utility_s`) are the fidelity to realized utility as the TIP authors measure it: the fall of
+each buyer's evaluation loss after fine-tuning its last layer for one epoch on a seller's data,
+against the seller's total influence (`tip.utility.utility_fidelity`), with the authors'
+published figure beside them as `utility_published`.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from market.valuation.tip.influence import (
     retrain_effect,
     train,
 )
+from market.valuation.tip.utility import TIP_PUBLISHED, UTILITY_BUYERS, utility_fidelity
 
 FloatArray = NDArray[np.float64]
 
@@ -148,11 +155,28 @@ def buyer_query(setup: BenchSetup, seed: int, k: int) -> tuple[Projection, Query
     return projection, query
 
 
+def utility_figures(buyers: int = len(UTILITY_BUYERS)) -> dict[str, Any]:
+    """Influence against realized utility over the first `buyers` of `UTILITY_BUYERS` (0: none)."""
+    if buyers <= 0:
+        return {}
+    t0 = time.perf_counter()
+    fidelity = utility_fidelity(UTILITY_BUYERS[:buyers])
+    return {
+        "utility_pearson": fidelity.pearson,
+        "utility_spearman": fidelity.spearman,
+        "utility_pairs": len(fidelity.pairs),
+        "utility_published": dict(TIP_PUBLISHED),
+        "utility_per_buyer": fidelity.per_buyer,
+        "utility_s": time.perf_counter() - t0,
+    }
+
+
 def run_valuation_bench(
     ks: Sequence[int] = (256, 1024),
     examples: int = 10_000,
     seed: int = 0,
     backend: HEBackend | None = None,
+    utility_buyers: int = len(UTILITY_BUYERS),
 ) -> dict[str, Any]:
     """Encrypted versus plaintext scoring and fidelity at each k; see the module docstring."""
     backend = backend or TenSealCKKS()
@@ -215,6 +239,7 @@ def run_valuation_bench(
         }
         for i, (name, p) in enumerate(zip(names, setup.market.providers, strict=True))
     }
+    result.update(utility_figures(utility_buyers))
     return result
 
 
@@ -234,6 +259,14 @@ def format_valuation_table(result: dict[str, Any]) -> str:
             f"{r.get('retrain_spearman', float('nan')):>12.3f}"
         )
     lines.append(f"retrain_spearman (k={ks[-1] if ks else '?'}): {result['retrain_spearman']:.3f}")
+    if "utility_pairs" in result:
+        tip = result["utility_published"]
+        lines.append(
+            f"realized utility ({result['utility_pairs']} buyer-seller pairs, last layer, one "
+            f"epoch): pearson {result['utility_pearson']:.3f} spearman "
+            f"{result['utility_spearman']:.3f}; TIP (hospital data) |pearson| "
+            f"{tip['pearson']:.3f} |spearman| {tip['spearman']:.3f}"
+        )
     providers = result.get("providers")
     if providers:
         lines.append("")

@@ -87,13 +87,17 @@ def bench_reduce(providers: int, lengths: str, schemes: str, seed: int, as_json:
 @click.option("--ks", default="256,1024", show_default=True, help="Projection sizes k.")
 @click.option("--examples", default=10_000, show_default=True, type=click.IntRange(10))
 @click.option("--seed", default=0, show_default=True)
+@click.option("--utility-buyers", default=6, show_default=True, type=click.IntRange(0, 6),
+              help="Buyers in the realized-utility fidelity protocol (39 sellers each; 0 skips "
+              "it).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_valuation(ks: str, examples: int, seed: int, as_json: bool) -> None:
-    """Encrypted (CKKS) versus plaintext influence scoring, and its fidelity."""
+def bench_valuation(ks: str, examples: int, seed: int, utility_buyers: int, as_json: bool) -> None:
+    """Encrypted (CKKS) versus plaintext influence scoring, and its fidelity (to plaintext, to
+    retraining, and to realized utility after fine-tuning as the TIP authors measure it)."""
     from market.bench.valuation import format_valuation_table, run_valuation_bench
 
     with err.status("training the buyer and scoring providers under CKKS"):
-        result = run_valuation_bench(int_list(ks), examples, seed)
+        result = run_valuation_bench(int_list(ks), examples, seed, utility_buyers=utility_buyers)
     if as_json:
         emit_json(result)
         return

@@ -159,7 +159,9 @@ def test_devnet_demo_runs_every_node_as_a_process():
 
 @pytest.mark.slow
 def test_bench_valuation_json_shape(tmp_path):
-    proc = run("bench", "valuation", "--ks", "32", "--examples", "600", "--json")
+    proc = run(
+        "bench", "valuation", "--ks", "32", "--examples", "600", "--utility-buyers", "1", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     row = result["32"]
@@ -167,6 +169,10 @@ def test_bench_valuation_json_shape(tmp_path):
         assert key in row
     assert row["pearson"] >= 0.999 and row["spearman"] >= 0.999
     assert "retrain_spearman" in result
+    # Realized utility after last-layer fine-tuning, one buyer of the protocol: 39 sellers.
+    assert result["utility_pairs"] == 39
+    assert 0.0 < result["utility_spearman"] <= 1.0 and 0.0 < result["utility_pearson"] <= 1.0
+    assert result["utility_published"] == {"pearson": 0.959, "spearman": 0.9}
     figure = tmp_path / "influence.png"
     proc = run("valuation", "figure", str(figure), "--k", "32", "--examples", "600")
     assert proc.returncode == 0, proc.stderr

@@ -1,5 +1,5 @@
-"""Real data for valuation: scikit-learn's bundled digits and breast-cancer sets (no download),
-split between a buyer and providers of different quality.
+"""Real data for valuation: scikit-learn's bundled digits, breast-cancer, wine and iris sets (no
+download), split between a buyer and providers of different quality.
 
 `make_market` shuffles a data set with a seed, gives the buyer a training and an evaluation
 split, and cuts the rest (the pool) into one disjoint part per provider. A provider's part is
@@ -34,7 +34,7 @@ from market.valuation.tip.errors import InvalidParamsError
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-DATASETS = ("digits", "breast_cancer")
+DATASETS = ("digits", "breast_cancer", "wine", "iris")
 QUALITIES = ("clean", "noisy", "flipped", "shifted", "duplicated")
 
 
@@ -118,6 +118,10 @@ def load(dataset: str) -> tuple[FloatArray, IntArray, int]:
         bunch = datasets.load_digits()
     elif dataset == "breast_cancer":
         bunch = datasets.load_breast_cancer()
+    elif dataset == "wine":
+        bunch = datasets.load_wine()
+    elif dataset == "iris":
+        bunch = datasets.load_iris()
     else:
         raise InvalidParamsError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     y = np.asarray(bunch.target, dtype=np.int64)

@@ -27,7 +27,9 @@ def test_correlations_match_scipy_with_ties() -> None:
 
 
 def test_bench_reports_every_figure_per_k() -> None:
-    result = run_valuation_bench(ks=(8, 16), examples=400, seed=1, backend=TenSealCKKS())
+    result = run_valuation_bench(
+        ks=(8, 16), examples=400, seed=1, backend=TenSealCKKS(), utility_buyers=1
+    )
     for k in ("8", "16"):
         entry = result[k]
         assert {"encrypted_s", "plain_s", "bytes_per_provider", "pearson", "spearman"} <= set(entry)
@@ -39,6 +41,7 @@ def test_bench_reports_every_figure_per_k() -> None:
     json.dumps(result)  # --json prints it as is
     table = format_valuation_table(result)
     assert "retrain_spearman" in table and "flipped-100" in table
+    assert result["utility_pairs"] == 39 and "TIP (hospital data)" in table
 
 
 def test_figure_is_a_png(tmp_path) -> None:  # type: ignore[no-untyped-def]
