@@ -22,16 +22,48 @@ The protocol (`utility_fidelity`; every choice is fixed before looking at the re
   an order drawn from the pair's seed, learning rate 0.01 (the buyer's own training learning
   rate, reused; not tuned on this answer). Positive: the seller's data helped.
 - **Influence**: the query over the parameters that are fine-tuned, the last layer's. The last
-  layer of the MLP is a softmax regression on the hidden activations, so the buyer builds
-  `q = (F + lambda I)^-1 grad L_eval` with `influence.build_query` for that softmax regression
-  on its frozen hidden features (Gauss-Newton curvature on its training set, damping = the
-  weight decay, as the bench does). Influence over parameters that the fine-tuning does not move
-  would predict a change that never happens, hence the same parameters on both sides. The last
-  layer has 130-650 parameters here, fewer than any k the bench projects to, so by default the
-  gradients are not projected (`k=None`, the exact last-layer influence; a Gaussian
-  `Projection` to k dimensions otherwise). A seller's total influence is `q . G_p`, `G_p` the
-  sum of its examples' last-layer gradients: the quantity the committee computes. Positive: it
-  is predicted to help.
+  layer of the MLP is a softmax regression on the hidden activations, so the buyer builds its
+  query with `influence.build_query` for that softmax regression on its frozen hidden features
+  (Gauss-Newton curvature `F`, the mean over its training set). Influence over parameters that
+  the fine-tuning does not move would predict a change that never happens, hence the same
+  parameters on both sides. The last layer has 130-650 parameters here, fewer than any k the
+  bench projects to, so by default the gradients are not projected (`k=None`, the exact
+  last-layer influence; a Gaussian `Projection` to k dimensions otherwise). A seller's total
+  influence is `q . G_p`, `G_p` the sum of its examples' last-layer gradients: the quantity the
+  committee computes. Positive: it is predicted to help.
+
+**The damping is the fine-tuning's, not the weight decay** (`damping="budget"`, the default).
+The question the protocol asks is not "where would retraining with the seller's data land" (the
+influence function damped by the weight decay answers that: the response of the buyer's own
+regularized optimum) but "where do T steps of SGD at learning rate eta from the buyer's
+parameters land". Linearized, T steps on the seller's mean loss `L_s` solve, approximately,
+`min L_s(theta) + |theta - theta_hat|^2 / (2 eta T)` (early stopping as an implicit proximal L2
+term toward the start: Ali, Kolter and Tibshirani 2019; the proximal response objective of Bae
+et al. 2022, "If influence functions are the answer, then what is the question?"), whose
+solution is `theta_hat - (H_s + lambda I)^-1 mean_g` with `lambda = 1 / (eta T)`. The buyer
+stands its own curvature `F` in for the seller's `H_s` (it cannot see the seller's data), so the
+predicted fall of its evaluation loss is `grad L_eval^T (F + lambda I)^-1 G_p / n`. Small steps
+(`eta T F << 1`) give `eta T / n * grad L_eval . G_p`, the raw-gradient step SGD takes; a long
+budget gives back the retraining influence function.
+
+`lambda` depends on T, and T on the seller's rows (`T = epochs * ceil(n / batch)`), but the
+market has one `q` per job, shared by the buyer at posting before any seller is seen. So the
+market's estimator fixes T from a budget the buyer states in its terms: the fine-tuning recipe
+(`FineTune`: lr, batch, epochs) and the most rows one provider may bring, the job's
+`max_examples` (`N`). The query is `q = (F + lambda_N I)^-1 grad L_eval / N` with
+`lambda_N = 1 / (lr * epochs * ceil(N / batch))` (`FineTune.proximal_damping(N)`): the
+predicted fall of the eval loss for a seller of N rows, `q . G_p`, one linear form for all
+sellers. In this protocol each buyer's `N` is its pool size (the largest seller it meets; the
+`budget_rows` argument overrides it). Chosen before measuring, from what the committee can
+compute, not from the figure. A seller smaller than N is fine-tuned for fewer steps, so its
+response is damped more than `q` assumes (its curvature term is over-weighted); that is the
+rule's known approximation.
+
+Diagnostics, not the market's estimator: `damping="per-seller"` uses each seller's own
+`lambda_n` and `/ n` (a per-seller query, which the committee could not be given);
+`damping="weight-decay"` is the retraining influence function (`lambda` = the buyer's weight
+decay, `q` unscaled, as the bench's per-example scores use); a number is a fixed damping (`q`
+unscaled; a very large one makes `q` proportional to the plain evaluation gradient).
 
 Both numbers have the same sign convention, so the correlations are reported signed (a sign
 error would show as a negative value); TIP publishes absolute values (|Pearson| 0.959,
@@ -40,6 +72,7 @@ error would show as a negative value); TIP publishes absolute values (|Pearson| 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +127,9 @@ UTILITY_SELLERS: tuple[ProviderSpec, ...] = (
 UTILITY_SIZES = (0.1, 0.3, 1.0)
 """Seller sizes, as fractions of the buyer's pool."""
 
+DAMPING_RULES = ("budget", "per-seller", "weight-decay")
+"""`utility_fidelity`'s damping rules: the market's (`budget`) and two diagnostics."""
+
 
 @dataclass(frozen=True)
 class FineTune:
@@ -108,6 +144,17 @@ class FineTune:
             raise InvalidParamsError(
                 f"fine-tuning needs lr > 0, batch_size >= 1 and epochs >= 1, got {self}"
             )
+
+    def steps(self, rows: int) -> int:
+        """SGD steps over `rows` rows: `epochs * ceil(rows / batch_size)`."""
+        if rows < 1:
+            raise InvalidParamsError(f"a fine-tuning budget needs at least one row, got {rows}")
+        return self.epochs * math.ceil(rows / self.batch_size)
+
+    def proximal_damping(self, rows: int) -> float:
+        """`1 / (lr * T)`: the L2 pull toward the start that `T = steps(rows)` steps of SGD
+        amount to (the module docstring)."""
+        return 1.0 / (self.lr * self.steps(rows))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -205,27 +252,41 @@ def utility_fidelity(
     hidden: int = 64,
     fine_tune: FineTune = FineTune(),  # noqa: B008 - frozen, so a shared default is safe
     k: int | None = None,
-    damping: float | None = None,
+    damping: float | str = "budget",
+    budget_rows: int | None = None,
 ) -> UtilityResult:
     """Run the protocol of the module docstring; one record per (buyer, seller) pair.
 
-    `damping` defaults to each buyer's weight decay; a very large one makes `q` proportional to
-    the plain evaluation gradient (the curvature ignored: a gradient dot product)."""
+    `damping`: `"budget"` (the market's estimator: `lambda = fine_tune.proximal_damping(N)`,
+    `q / N`, N = `budget_rows` or else each buyer's pool size), or a diagnostic:
+    `"per-seller"`, `"weight-decay"`, or a positive number (`q` unscaled)."""
     if not buyers or not sellers or not sizes:
         raise InvalidParamsError("the protocol needs at least one buyer, seller and size")
     if any(not 0 < s <= 1 for s in sizes):
         raise InvalidParamsError(f"seller sizes are fractions of the pool in (0, 1], got {sizes}")
+    if isinstance(damping, str):
+        if damping not in DAMPING_RULES:
+            raise InvalidParamsError(
+                f"damping must be one of {', '.join(DAMPING_RULES)} or a positive number, "
+                f"got {damping!r}"
+            )
+    elif not damping > 0:
+        raise InvalidParamsError(f"damping must be positive, got {damping}")
+    if budget_rows is not None and budget_rows < 1:
+        raise InvalidParamsError(f"budget_rows is a row count >= 1, got {budget_rows}")
     pairs: list[dict[str, Any]] = []
     per_buyer: dict[str, dict[str, float]] = {}
     for dataset, seed in buyers:
         name = f"{dataset}-{seed}"
         if name in per_buyer:
             raise InvalidParamsError(f"buyer {name} is listed twice")
-        records = _buyer_pairs(dataset, seed, sellers, sizes, hidden, fine_tune, k, damping)
+        records, rule = _buyer_pairs(
+            dataset, seed, sellers, sizes, hidden, fine_tune, k, damping, budget_rows
+        )
         infl = np.array([r["influence"] for r in records])
         util = np.array([r["utility"] for r in records])
         p, s = _correlations(infl, util)
-        per_buyer[name] = {"pearson": p, "spearman": s, "pairs": len(records)}
+        per_buyer[name] = {"pearson": p, "spearman": s, "pairs": len(records), **rule}
         pairs.extend({"buyer": name, **r} for r in records)
     infl = np.array([r["influence"] for r in pairs])
     util = np.array([r["utility"] for r in pairs])
@@ -235,11 +296,20 @@ def utility_fidelity(
         "model": f"MLP, {hidden} tanh hidden units, TrainConfig(seed=buyer seed)",
         "fine_tune": fine_tune.to_json(),
         "influence": "last layer, Gauss-Newton, damping = "
-        + ("weight decay, " if damping is None else f"{damping:g}, ")
+        + _RULE_TEXT.get(str(damping), f"{damping}, q unscaled")
+        + ", "
         + ("exact (no projection)" if k is None else f"projected to k={k}"),
+        "damping_rule": damping,
         "seller_sizes": list(sizes),
     }
     return UtilityResult(pairs, p, s, per_buyer, protocol)
+
+
+_RULE_TEXT = {
+    "budget": "1 / (lr * steps of the budget N rows), q / N (N: budget_rows or the pool)",
+    "per-seller": "1 / (lr * the seller's steps), q / the seller's rows (diagnostic)",
+    "weight-decay": "the buyer's weight decay, q unscaled (diagnostic)",
+}
 
 
 def _buyer_pairs(
@@ -250,8 +320,9 @@ def _buyer_pairs(
     hidden: int,
     fine_tune: FineTune,
     k: int | None,
-    damping: float | None,
-) -> list[dict[str, Any]]:
+    damping: float | str,
+    budget_rows: int | None,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     x_raw, y_all, n_classes = load(dataset)
     rng = np.random.Generator(np.random.Philox(seed))
     order = rng.permutation(len(y_all))
@@ -271,8 +342,33 @@ def _buyer_pairs(
     head = SoftmaxRegression(hidden, n_classes)
     a_train, a_eval = _hidden(model, theta, x_train), _hidden(model, theta, x_eval)
     projection: Any = _Identity(head.n_params) if k is None else Projection(seed, k, head.n_params)
-    lam = config.weight_decay if damping is None else damping
-    query = build_query(head, theta_head, (a_train, y_train), (a_eval, y_eval), projection, lam)
+    budget = len(pool) if budget_rows is None else budget_rows
+    queries: dict[int, FloatArray] = {}
+
+    def query_for(rows: int) -> FloatArray:
+        """`q` for a seller of `rows` rows under the rule (one `q` for all but `per-seller`)."""
+        key = rows if damping == "per-seller" else 0
+        if key not in queries:
+            if damping == "budget":
+                lam, scale = fine_tune.proximal_damping(budget), 1.0 / budget
+            elif damping == "per-seller":
+                lam, scale = fine_tune.proximal_damping(rows), 1.0 / rows
+            elif damping == "weight-decay":
+                lam, scale = config.weight_decay, 1.0
+            else:
+                lam, scale = float(damping), 1.0
+            xy_train, xy_eval = (a_train, y_train), (a_eval, y_eval)
+            q = build_query(head, theta_head, xy_train, xy_eval, projection, lam).q
+            queries[key] = scale * q
+        return queries[key]
+
+    rule: dict[str, float] = {}
+    if damping == "budget":
+        rule = {"budget_rows": budget, "damping": fine_tune.proximal_damping(budget)}
+    elif damping == "weight-decay":
+        rule = {"damping": config.weight_decay}
+    elif not isinstance(damping, str):
+        rule = {"damping": float(damping)}
     before = mean_loss(head, theta_head, a_eval, y_eval)
 
     records = []
@@ -286,7 +382,7 @@ def _buyer_pairs(
             g_total = projection.project(head.per_example_grads(theta_head, a_seller, ys).sum(0))
             # A step against g_total lowers the eval loss by ~ grad L_eval . g_total: the sum of
             # the seller's scores q . g_i (`influence.influence_scores`), positive when it helps.
-            influence = float(query.q @ g_total)
+            influence = float(query_for(len(ys)) @ g_total)
             tuned = fine_tune_last_layer(
                 head, theta_head, a_seller, ys, fine_tune, seed=int(srng.integers(2**32))
             )
@@ -300,4 +396,4 @@ def _buyer_pairs(
                     "utility": before - mean_loss(head, tuned, a_eval, y_eval),
                 }
             )
-    return records
+    return records, rule
