@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from compute.dp import NoisePlan, PrivacySpent
 from compute.ensemble import EnsembleFit, EnsemblePlan
 from compute.errors import ReductionError
+from compute.products import ProductPlan, product_scheme
 from compute.reduce import Abort, Aggregate, ReduceOp, Reduction
 from compute.scoring import ScorePlan
 from compute.sharing import Scheme
@@ -41,6 +42,9 @@ class RoundConfig:
     scoring: ScorePlan | None = None
     """Scored jobs (forecasts): each participant's contribution is scored alone against public
     weights (`compute.scoring`); no aggregate of the contributions is reconstructed."""
+    products: ProductPlan | None = None
+    """Valuation jobs: each participant's contribution (its summed gradient) is multiplied
+    with the buyer's shared query (`compute.products`); only those totals are opened."""
 
     def __post_init__(self) -> None:
         if self.min_participants < 1:
@@ -62,6 +66,16 @@ class RoundConfig:
             if self.reduction.length != self.scoring.length:
                 raise ReductionError("the score weights do not fit the reduction's length")
             self.scoring.check_capacity(self.reduction.field.bound, self.scheme.capacity)
+        if self.products is not None:
+            if self.privacy is not None or self.ensemble is not None or self.scoring is not None:
+                raise ReductionError("a product round adds no noise, fits and scores nothing")
+            if self.scheme.name != "shamir":
+                raise ReductionError(
+                    f"{self.scheme.name} sharing cannot multiply; a valuation job needs shamir"
+                )
+            product_scheme(self.scheme.n, self.scheme.threshold)
+            if self.reduction.length != self.products.k:
+                raise ReductionError("the query does not fit the reduction's length")
         if self.privacy is not None and self.privacy.length != self.reduction.length:
             raise ReductionError("the noise plan was calibrated for another reduction")
         margin = self.privacy.margin(self.scheme.n) if self.privacy is not None else 0
@@ -106,14 +120,17 @@ class PeerUnavailable:
 
 @dataclass(frozen=True, eq=False)
 class Agreement:
-    """Heavy node to peer: the datasets the sender holds shares of, and with DP the recipient's
-    share of the sender's noise."""
+    """Heavy node to peer: the datasets the sender holds shares of, with DP the recipient's
+    share of the sender's noise, and in a product round its shares of the sender's masks."""
 
     job_id: str
     sender: int
     recipient: int
     dataset_ids: frozenset[str]
     noise_share: NDArray[np.uint64] | None = None
+    mask_share: NDArray[np.uint64] | None = None
+    """Product rounds: the recipient's shares of the sender's masks, one per dataset in the
+    sender's view (in sorted order) and one for the query's norm (`compute.products`)."""
 
 
 @dataclass(frozen=True, eq=False)

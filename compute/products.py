@@ -54,8 +54,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from compute import field
+from compute.encoding import FieldSpec
 from compute.errors import ComputeError
 from compute.randomness import Randomness, random_words
+from compute.reduce import ReduceOp, Reduction
 from compute.sharing import ShamirScheme
 
 Q_NORM_BITS = 24
@@ -124,6 +126,15 @@ def encode_gradient(g: ArrayLike, bits: int) -> tuple[NDArray[np.int64], int]:
     values = _finite(g, "the gradient") * 2.0**bits
     clipped = int(np.count_nonzero(np.abs(values) > G_BOUND))
     return np.rint(np.clip(values, -G_BOUND, G_BOUND)).astype(np.int64), clipped
+
+
+def gradient_reduction(k: int, g_bits: int) -> Reduction:
+    """What a provider shares: one record, its summed gradient, at `2^g_bits` and clipped to
+    +-`G_BOUND` (the round's reduction for a valuation job)."""
+    if g_bits < 0:
+        raise ProductError(f"a gradient scale of 2^{g_bits}: the scale bits must be >= 0")
+    hi = G_BOUND / 2.0**g_bits
+    return Reduction(ReduceOp.SUM, FieldSpec("gradient", -hi, hi, scale=1 << g_bits), width=k)
 
 
 def gradient_bits(largest: float) -> int:
@@ -241,16 +252,58 @@ def open_totals(
     """The totals from members' products (holder -> vector), checked: raises
     `MissingSharesError` with fewer than 2t-1, `ShareInconsistencyError` (naming the wrong
     holders where it can) when they disagree, `QueryRejected` when `q . q` is beyond the norm."""
-    opened = product_scheme(n, t).reconstruct(dict(products))
-    norm_squared = int(opened[-1])
+    return check_totals(product_scheme(n, t).reconstruct(dict(products)), k, scale_bits)
+
+
+def check_totals(opened: ArrayLike, k: int, scale_bits: int) -> Totals:
+    """Opened products (each participant's, then `q . q`) as `Totals`: a total beyond an honest
+    provider's reach is void; `QueryRejected` when the query's norm is out of its terms."""
+    values = [int(v) for v in np.asarray(opened, dtype=np.int64)]
+    norm_squared = values[-1]
     if not 0 < norm_squared <= Q_NORM_SQUARED:
         raise QueryRejected(
             "the buyer's query opened beyond its terms (its squared norm is not within "
             f"(0, 2^{2 * Q_NORM_BITS}]): its shares were out of range or not on one polynomial"
         )
     bound = total_bound(k)
-    totals = tuple(int(v) if abs(int(v)) <= bound else None for v in opened[:-1])
+    totals = tuple(v if abs(v) <= bound else None for v in values[:-1])
     return Totals(totals, norm_squared, scale_bits)
+
+
+@dataclass(frozen=True, eq=False)
+class ProductPlan:
+    """A round that opens each participant's `q . G_p` (a valuation job's): the query's
+    length and scales, and this member's share of the query, pending (None) until the buyer's
+    shares reach the committee (the round collects meanwhile and closes only once it is set)."""
+
+    k: int
+    q_bits: int
+    g_bits: int
+    query_share: NDArray[np.uint64] | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= MAX_K:
+            raise ProductError(f"a query of {self.k} numbers; between 1 and {MAX_K}")
+        if self.query_share is not None and np.shape(self.query_share) != (self.k,):
+            raise ProductError(f"a query share is {self.k} field elements")
+
+    @property
+    def pending(self) -> bool:
+        return self.query_share is None
+
+    @property
+    def scale_bits(self) -> int:
+        return self.q_bits + self.g_bits
+
+    def decode(self, opened: ArrayLike) -> NDArray[np.float64]:
+        """Opened integers (totals, then `q . q`) in floating point at the plan's scale."""
+        return np.asarray(opened, dtype=np.int64).astype(np.float64) / 2.0**self.scale_bits
+
+    @property
+    def known(self) -> NDArray[np.uint64]:
+        if self.query_share is None:
+            raise ProductError("the buyer's query share has not arrived")
+        return self.query_share
 
 
 def plain_totals(q: ArrayLike, gradients: ArrayLike) -> list[int]:

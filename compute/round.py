@@ -108,6 +108,7 @@ from compute.messages import (
     Statistic,
     Submission,
 )
+from compute.products import ProductPlan, product_partial, product_scheme, zero_masks
 from compute.randomness import Randomness
 from compute.reduce import (
     Abort,
@@ -117,7 +118,8 @@ from compute.reduce import (
     agree,
     inconsistency_abort,
 )
-from compute.scoring import score_partial
+from compute.scoring import ScorePlan, score_partial
+from compute.sharing import Scheme
 
 _PARTIAL_CHUNK = 64
 """Shares summed per step when a heavy node computes its partial (bounds memory)."""
@@ -174,6 +176,13 @@ class LightNodeRound:
 
 
 # --- heavy node ------------------------------------------------------------------------------
+
+
+def _terms(plan: ScorePlan | ProductPlan) -> tuple[object, ...]:
+    """What a pending plan and its resolution must share."""
+    if isinstance(plan, ScorePlan):
+        return ("scores", plan.length, plan.value_scale)
+    return ("products", plan.k, plan.q_bits, plan.g_bits)
 
 
 def _view(message: Statistic | Partial) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -266,6 +275,7 @@ TRANSITIONS: Final[Mapping[tuple[Phase, type[Event] | Trigger], Phase]] = Mappin
 class _Peers:
     views: dict[int, frozenset[str]] = field(default_factory=dict)
     noise: dict[int, NDArray[np.uint64]] = field(default_factory=dict)
+    masks: dict[int, NDArray[np.uint64]] = field(default_factory=dict)
     statistics: dict[int, Statistic] = field(default_factory=dict)
     blends: dict[int, Statistic] = field(default_factory=dict)
     partials: dict[int, Partial] = field(default_factory=dict)
@@ -386,12 +396,16 @@ class HeavyNodeRound:
     # --- what happens in each phase ---
 
     def resolve(self, config: RoundConfig) -> None:
-        """Scored rounds: take the configuration with the score weights (a forecast's outcomes,
-        which every member must hold alike, by hash: the driver checks) in place of the pending
-        one, before `CloseSubmissions`. Refused for anything but the same round, resolved."""
-        mine, theirs = self.config.scoring, config.scoring
+        """Scored and product rounds: take the configuration with the score weights (a
+        forecast's outcomes, which every member must hold alike, by hash: the driver checks) or
+        this member's share of the buyer's query in place of the pending one, before
+        `CloseSubmissions`. Refused for anything but the same round, resolved."""
+        mine, theirs = (
+            self.config.scoring or self.config.products,
+            config.scoring or config.products,
+        )
         if mine is None or not mine.pending or self.phase is not Phase.COLLECTING:
-            raise UnexpectedEventError(f"node {self.index} has no pending scores to resolve")
+            raise UnexpectedEventError(f"node {self.index} has no pending input to resolve")
         same = (
             config.job_id == self.config.job_id
             and config.reduction == self.config.reduction
@@ -399,26 +413,32 @@ class HeavyNodeRound:
             and (config.scheme.name, config.scheme.n, config.scheme.threshold)
             == (self.config.scheme.name, self.config.scheme.n, self.config.scheme.threshold)
         )
-        if not same or theirs is None or theirs.pending or theirs.length != mine.length:
+        if not same or theirs is None or theirs.pending or _terms(theirs) != _terms(mine):
             raise MalformedMessageError(f"job {self.config.job_id}: not its resolved round")
         self.config = config
 
     def _close(self) -> list[Outgoing]:
-        if self.config.scoring is not None and self.config.scoring.pending:
+        pending = self.config.scoring or self.config.products
+        if pending is not None and pending.pending:
             raise UnexpectedEventError(
-                f"job {self.config.job_id}: the scores' weights are pending (the outcomes); "
-                "resolve the round before closing it"
+                f"job {self.config.job_id}: the round's late input is pending (a forecast's "
+                "outcomes, a valuation's query); resolve the round before closing it"
             )
         ids = self.dataset_ids
-        noise_shares = None
+        noise_shares = masks = None
         if self._noise is not None:
             noise_shares = self.config.scheme.share(self._noise(), self._rng)
             self._peers.noise[self.index] = noise_shares[self.index - 1]
+        if self.config.products is not None:  # one per dataset held (sorted), one for q . q
+            scheme = self.config.scheme
+            masks = zero_masks(scheme.n, scheme.threshold, len(ids) + 1, self._rng)
+            self._peers.masks[self.index] = masks[self.index - 1]
         self._peers.views[self.index] = ids
         return [
             Agreement(
                 self.config.job_id, self.index, peer, ids,
                 None if noise_shares is None else noise_shares[peer - 1],
+                None if masks is None else masks[peer - 1],
             )
             for peer in self._peers_()
             if peer not in self._peers.unavailable
@@ -446,8 +466,11 @@ class HeavyNodeRound:
         if self.config.scoring is not None:
             return self._send_scores(participants)
         self._move(Trigger.VIEWS_COMPLETE)
-        value = self._partial_over(participants)
         noise_from: tuple[int, ...] = ()
+        if self.config.products is not None:
+            value, noise_from = self._products(participants, live), live
+        else:
+            value = self._partial_over(participants)
         if self.config.privacy is not None:
             noise_from = live
             for node in live:
@@ -564,6 +587,20 @@ class HeavyNodeRound:
             for peer in self._live_peers()
         ] + self._advance()
 
+    def _products(self, participants: tuple[str, ...], live: tuple[int, ...]) -> NDArray[np.uint64]:
+        """Product rounds: this node's share of each participant's `q . G_p` and of `q . q`,
+        masked by every live node's zero sharings (`compute.products`), each node's masks
+        picked by the participants' places in its view."""
+        plan = self.config.products
+        assert plan is not None
+        masks = []
+        for node in live:
+            order = {d: i for i, d in enumerate(sorted(self._peers.views[node]))}
+            places = [order[d] for d in participants] + [len(order)]
+            masks.append(self._peers.masks[node][places])
+        rows = np.concatenate(list(self._rows(participants)))
+        return product_partial(plan.known, rows, masks)
+
     def _rows(self, participants: tuple[str, ...]) -> Iterator[NDArray[np.uint64]]:
         """This node's shares of the participants, stacked in chunks of rows (one chunk in
         memory at a time)."""
@@ -580,11 +617,19 @@ class HeavyNodeRound:
     def _combine(self) -> list[Outgoing]:
         own = self._own
         assert own is not None  # set by _agree before COMBINING
-        reconstructed = self._reconstruct(own, self._peers.partials, "partials")
+        products = self.config.products
+        scheme = None
+        if products is not None:
+            scheme = product_scheme(self.config.scheme.n, self.config.scheme.threshold)
+        reconstructed = self._reconstruct(own, self._peers.partials, "partials", scheme)
         if reconstructed is None:
             return []
         total, holders = reconstructed
         reduction = self.config.reduction
+        if products is not None:  # each total, then q . q; `compute.products.check_totals`
+            values = products.decode(total)
+            aggregate = Aggregate(reduction, own.participants, holders, total, values)
+            return self._finish(Result(self.config.job_id, aggregate, None))
         if self._selection is not None:
             plan = self.config.ensemble
             assert plan is not None
@@ -602,6 +647,7 @@ class HeavyNodeRound:
         own: Statistic | Partial,
         received: Mapping[int, Statistic | Partial],
         what: str,
+        scheme: Scheme | None = None,
     ) -> tuple[NDArray[np.int64], tuple[int, ...]] | None:
         """Reconstruct from this node's value and the live peers' that agree with it (the same
         participants, and for partials the same noise); the holders used. None when the round
@@ -615,7 +661,7 @@ class HeavyNodeRound:
                 usable[peer] = message.value
             else:
                 divergent.append(peer)
-        scheme = self.config.scheme
+        scheme = scheme or self.config.scheme
         if len(usable) < scheme.threshold:
             reason = AbortReason.DIVERGENT_VIEWS if divergent else AbortReason.TOO_FEW_HEAVY_NODES
             self._abort(
@@ -681,6 +727,15 @@ class HeavyNodeRound:
         if event.noise_share is not None:
             self._check_vector(event.noise_share, f"noise share from node {event.sender}")
             self._peers.noise[event.sender] = event.noise_share
+        if (event.mask_share is None) != (self.config.products is None):
+            raise MalformedMessageError(
+                f"agreement from node {event.sender} must carry mask shares exactly when "
+                "the round opens products"
+            )
+        if event.mask_share is not None:
+            length = len(event.dataset_ids) + 1
+            self._check_vector(event.mask_share, f"masks from node {event.sender}", length)
+            self._peers.masks[event.sender] = event.mask_share
         self._peers.views[event.sender] = frozenset(event.dataset_ids)
 
     def _keep_statistic(self, event: Statistic) -> None:
@@ -708,5 +763,7 @@ class HeavyNodeRound:
             raise DuplicateMessageError(f"second partial from node {event.sender}")
         plan = self.config.ensemble
         length = None if plan is None else plan.layout.n_test * plan.layout.classes
+        if self.config.products is not None:
+            length = len(event.participants) + 1
         self._check_vector(event.value, f"partial from node {event.sender}", length)
         self._peers.partials[event.sender] = event

@@ -28,9 +28,10 @@ from compute.messages import (
     RoundConfig,
     Statistic,
 )
+from compute.products import ProductPlan, encode_query, gradient_reduction, share_query
 from compute.randomness import Randomness
 from compute.round import HeavyNodeRound, LightNodeRound
-from compute.sharing import Scheme
+from compute.sharing import Scheme, ShamirScheme
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,16 @@ def simulate_round(
     *,
     faults: Faults = Faults(),
     noise: NoiseSampler | Mapping[int, NoiseSampler] | None = None,
+    members: Mapping[int, RoundConfig] | None = None,
 ) -> dict[int, Outcome]:
     """Share every dataset, run the committee to completion, return each online heavy node's
     outcome. `rng` serves light and heavy nodes alike; `noise` is the heavy nodes' sampler (one
-    for all, or one per node) when the round has DP."""
+    for all, or one per node) when the round has DP; `members`, per heavy node, a
+    configuration of its own (a product round's, holding its share of the query)."""
     online = [n for n in config.committee if n not in faults.offline]
     samplers = noise if isinstance(noise, Mapping) else dict.fromkeys(online, noise)
-    nodes = {n: HeavyNodeRound(config, n, rng, samplers[n]) for n in online}
+    own = members or {}
+    nodes = {n: HeavyNodeRound(own.get(n, config), n, rng, samplers[n]) for n in online}
     for dataset_id, values in datasets.items():
         lost = faults.lost.get(dataset_id, frozenset())
         for submission in LightNodeRound(config, dataset_id).submit(values, rng):
@@ -106,3 +110,29 @@ def simulate_ensemble(
     if not isinstance(outcome, Result) or outcome.fit is None:
         raise ReductionError(f"the ensemble round did not finish: {outcome}")
     return plan.result(outcome.participants, outcome.fit)
+
+
+def simulate_valuation(
+    query: ArrayLike,
+    gradients: Mapping[str, ArrayLike],
+    scheme: ShamirScheme,
+    rng: Randomness,
+    *,
+    q_bits: int,
+    g_bits: int,
+    faults: Faults = Faults(),
+) -> tuple[dict[int, Outcome], ProductPlan]:
+    """A valuation job's committee round in one process: the buyer shares its encoded query,
+    each provider its summed gradient (one record), and every online member opens each
+    provider's `q . G_p` (`compute.products`). Returns the outcomes and the pending plan."""
+    encoded = encode_query(query, q_bits)
+    k = len(encoded)
+    shared = share_query(encoded, scheme.n, scheme.threshold, rng)
+    plan = ProductPlan(k, q_bits, g_bits)
+    config = RoundConfig("valuation", gradient_reduction(k, g_bits), scheme, 1, products=plan)
+    members = {
+        i: replace(config, products=replace(plan, query_share=shared.shares[i - 1]))
+        for i in config.committee
+    }
+    records = {d: np.reshape(g, (1, k)) for d, g in gradients.items()}
+    return simulate_round(config, records, rng, faults=faults, members=members), plan

@@ -5,20 +5,31 @@ named where the shape allows; a wrapping gradient is void and a bad query is rej
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from compute import field
-from compute.errors import MissingSharesError, ShareInconsistencyError
+from compute.errors import (
+    MissingSharesError,
+    ReductionError,
+    ShareInconsistencyError,
+    UnexpectedEventError,
+)
+from compute.messages import CloseSubmissions, Result, RoundConfig
 from compute.products import (
     G_BOUND,
     ProductError,
+    ProductPlan,
     QueryRejected,
     check_share,
+    check_totals,
     encode_gradient,
     encode_query,
     error_bound,
     gradient_bits,
+    gradient_reduction,
     open_totals,
     plain_totals,
     product_partial,
@@ -29,7 +40,10 @@ from compute.products import (
     zero_masks,
 )
 from compute.randomness import AesCtrRandom
-from compute.sharing import ShamirScheme
+from compute.reduce import Abort, AbortReason
+from compute.round import HeavyNodeRound
+from compute.sharing import AdditiveScheme, ShamirScheme
+from compute.simulation import Faults, simulate_valuation
 
 K = 64
 
@@ -192,3 +206,58 @@ def test_each_member_checks_its_share_against_the_commitment() -> None:
         check_share(commitments, 2, shared.nonces[1], forged, K)
     with pytest.raises(ProductError, match="not the one"):  # another holder's share
         check_share(commitments, 2, shared.nonces[0], shared.shares[0], K)
+
+
+# --- through the round ---------------------------------------------------------------------
+def _round(n: int, t: int, faults: Faults | None = None, seed: int = 0):
+    q, gradients = _market(seed, providers=5)
+    q_bits, g_bits = query_bits(q), gradient_bits(float(np.abs(gradients).max()) * 2)
+    named = {f"ds-{i}": g for i, g in enumerate(gradients)}
+    outcomes, plan = simulate_valuation(
+        q, named, ShamirScheme(n, t), AesCtrRandom.from_seed(f"round-{seed}"),
+        q_bits=q_bits, g_bits=g_bits, faults=faults or Faults(),
+    )  # fmt: skip
+    q_int = encode_query(q, q_bits)
+    expected = plain_totals(q_int, np.stack([encode_gradient(g, g_bits)[0] for g in gradients]))
+    return outcomes, plan, expected, q_int
+
+
+@pytest.mark.parametrize(("n", "t", "offline"), [(3, 2, set()), (4, 2, {2}), (5, 2, {1, 5})])
+def test_the_round_opens_each_total_and_nothing_else(n: int, t: int, offline: set[int]) -> None:
+    outcomes, plan, expected, q_int = _round(n, t, Faults(offline=frozenset(offline)))
+    assert sorted(outcomes) == [i for i in range(1, n + 1) if i not in offline]
+    for outcome in outcomes.values():
+        assert isinstance(outcome, Result)
+        opened = check_totals(outcome.aggregate.total, plan.k, plan.scale_bits)
+        assert list(opened.totals) == expected
+        assert opened.query_norm_squared == sum(int(v) ** 2 for v in q_int)
+        assert outcome.aggregate.holders == tuple(i for i in range(1, n + 1) if i not in offline)
+
+
+def test_a_member_sending_a_wrong_product_is_named_in_2_of_5() -> None:
+    plus = lambda v: field.add(v, np.uint64(1))  # noqa: E731
+    outcomes, *_ = _round(5, 2, Faults(tamper={4: plus}), seed=1)
+    for index, outcome in outcomes.items():
+        if index != 4:
+            assert isinstance(outcome, Abort) and outcome.reason is AbortReason.INCONSISTENT_SHARES
+            assert outcome.culprit == 4
+
+
+def test_a_round_without_its_query_share_does_not_close() -> None:
+    q_int = encode_query(np.ones(K), 10)
+    config = RoundConfig(
+        "v", gradient_reduction(K, 8), ShamirScheme(3, 2), 1, products=ProductPlan(K, 10, 8)
+    )
+    node = HeavyNodeRound(config, 1, AesCtrRandom.from_seed("p"))
+    with pytest.raises(UnexpectedEventError, match="pending"):
+        node.handle(CloseSubmissions("v"))
+    share = share_query(q_int, 3, 2, AesCtrRandom.from_seed("q")).shares[0]
+    node.resolve(replace(config, products=ProductPlan(K, 10, 8, share)))
+    assert node.handle(CloseSubmissions("v"))  # agreements, with masks
+
+
+def test_additive_sharing_cannot_multiply() -> None:
+    with pytest.raises(ReductionError, match="additive sharing cannot multiply"):
+        RoundConfig(
+            "v", gradient_reduction(K, 8), AdditiveScheme(3), 1, products=ProductPlan(K, 10, 8)
+        )

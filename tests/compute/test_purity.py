@@ -69,9 +69,10 @@ def test_floats_meet_data_only_in_the_encoding_module() -> None:
     # Only encoding converts data to or from float64; the other pure modules never do (the
     # ensemble's plaintext baseline and its probability decoding work in floats by design).
     for name in PURE:
-        if name in ("encoding", "dp", "ensemble", "postprocess", "scoring"):  # postprocess:
-            # figures of a decoded release (the audits' Gini, shares and ratios), floats by
-            # design; scoring: standardizing the forecasts' outcomes and decoding the scores
+        if name in ("encoding", "dp", "ensemble", "postprocess", "scoring", "products"):
+            # postprocess: figures of a decoded release (the audits' Gini, shares and ratios),
+            # floats by design; scoring: standardizing the forecasts' outcomes and decoding the
+            # scores; products: encoding a valuation's query and gradients, decoding its totals
             continue
         source = _module_path(name).read_text()
         assert "float64" not in source.replace("NDArray[np.float64]", ""), name
