@@ -24,9 +24,12 @@ so the provider can see how far its data sits outside the buyer's bounds.
 | `category_counts` | histogram | none (`params.column`) | one row, in its category's bin |
 | `model_probabilities` | weighted_sum | none | the holder's model's probabilities |
 | `standardized_predictions` | sum | none (`prediction`) | the T predictions, standardized |
+| `summed_gradient` | sum | none | the rows' summed projected gradient (valuation) |
 
 `model_probabilities` (ensemble jobs) reads no table: the provider's node runs its own model
-over the job's public evaluation set (`nodes.evalset`), so `run_map` refuses it.
+over the job's public evaluation set (`nodes.evalset`), so `run_map` refuses it. Nor does
+`summed_gradient` (valuation jobs) run here: the provider's node computes the projected
+gradients of the rows the map selects under the buyer's published model (`nodes.valuation`).
 
 `category_counts` (counts grouped by a categorical column, the audits' group-by) reads the column
 `params.column` and counts each row in the bin of its category, the categories listed, in order,
@@ -119,8 +122,9 @@ def _row_count(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
 
 def _no_table(frame: pd.DataFrame, columns: tuple[str, ...]) -> ArrayLike:
     raise MapError(
-        "model_probabilities runs the provider's model over the job's evaluation set, not over "
-        "a table; serve a model for ensemble jobs"
+        "this map runs at the provider's node, not over a table here: model_probabilities runs "
+        "the provider's model over the job's evaluation set (serve a model for ensemble jobs), "
+        "summed_gradient the buyer's model over the rows (nodes.valuation)"
     )
 
 
@@ -236,6 +240,13 @@ MAP_FUNCTIONS: Mapping[str, MapFunction] = {
             param_columns=frozenset({"column"}),
             with_params=_category_counts,
             in_bounds=True,
+        ),
+        MapFunction(
+            "summed_gradient",
+            "the selected rows' summed projected gradient under the buyer's model (one record)",
+            frozenset({ReduceOp.SUM}),
+            reads_fields=False,
+            apply=_no_table,
         ),
         MapFunction(
             "standardized_predictions",

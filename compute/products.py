@@ -20,13 +20,20 @@ deals one to its peers in its agreement, and the sum of all members' masks is un
 every member colludes). The opened polynomial is then uniform but for its value at 0.
 
 Dropouts and cheaters, with n members and threshold t (needs n >= 2t-1):
-- 2t-1 members must send their products: n - 2t + 1 may be missing (none for 2-of-3);
+- 2t-1 members must send their products: n - 2t + 1 may be missing;
 - with more than 2t-1 products a wrong one is detected (2-of-4), and with 2t-1+2e of them e
   wrong ones are named (2-of-5 names one), by the degree-(2t-2) scheme's Reed-Solomon check;
-- with exactly 2t-1 products (2-of-3) a member that sends a wrong product shifts the totals
-  undetected: that committee is semi-honest for valuation, and says so.
-- Privacy holds against any t-1 members, as for every Shamir job: their shares of `q` and of
-  every `G_p` are uniform, and what is opened is the totals alone.
+- with exactly 2t-1 products a member that sends a wrong product shifts the totals undetected.
+- Privacy holds against any t-1 members: their shares of `q` and of every `G_p` are uniform,
+  and what is opened is the totals alone.
+
+The proposal's rule that t be a strict majority of the committee (privacy against any
+minority, for every kind) leaves only odd committees at t = (n + 1) / 2, where 2t-1 = n: every
+member is needed (one missing aborts the job, which refunds the buyer) and a wrong product is
+not detected, so for a valuation's totals the committee is semi-honest, as an additive one is
+for sums. Detection and dropouts need t <= n/2, which gives up privacy against a half of the
+committee; this module supports it (and its tests show it) but no proposal asks for it. The
+alternatives and why they were not taken are in docs/valuation.md.
 
 **What is opened and checked.** One value per participant, and one more: `q . q`, which bounds
 `|q . G_p| <= |q| |G_p|` (Cauchy-Schwarz). The buyer's encoded `q` must have `|q|^2 <=

@@ -35,11 +35,9 @@ PEER = JOB + "/peer"
 SIGNATURES = JOB + "/signatures"
 """POST `SignatureBody`: a committee member's signature over the result or abort."""
 VALUATION = JOB + "/valuation"
-"""GET: a valuation job's agreed participants and when the buyer's report is due."""
+"""GET: a valuation job's participants, once its round opened their totals."""
 PAYLOAD = JOB + "/payloads/{dataset}"
 """GET: a participant's CKKS-encrypted scores (bytes)."""
-SCORES = JOB + "/scores"
-"""POST `ScoresBody`: the buyer's score report of a valuation job."""
 RESULT = JOB + "/result"
 """GET: the job's result document (JSON bytes)."""
 LATE = JOB + "/late/{name}"
@@ -68,10 +66,6 @@ def valuation(job_id: int) -> str:
 
 def payload(job_id: int, dataset: str) -> str:
     return PAYLOAD.format(job_id=job_id, dataset=dataset)
-
-
-def scores(job_id: int) -> str:
-    return SCORES.format(job_id=job_id)
 
 
 def result(job_id: int) -> str:
@@ -128,19 +122,6 @@ class SignatureBody(BaseModel):
     result: dict[str, Any] | None = Field(
         default=None, description="the signed Result (hex and decimal strings), for results"
     )
-
-
-class ScoresBody(BaseModel):
-    """A valuation job's score report, signed by the job's buyer (EIP-191 over its canonical
-    JSON); `peer` and `peer_signature` when a committee member forwards it, with `committed`
-    when that member took it from the buyer as its report (its signature then covers the flag)."""
-
-    model_config = ConfigDict(extra="forbid")
-    report: dict[str, Any] = Field(description='{"job": id, "scores": {dataset: total}}')
-    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
-    peer: int | None = Field(default=None, ge=1, le=16)
-    peer_signature: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{130}$")
-    committed: bool | None = None
 
 
 LateName = Annotated[str, Path(pattern=r"^[a-z_]{1,32}$", description="The late input's name")]

@@ -1,12 +1,13 @@
 """`HeavyClient`: one heavy node's HTTP API as methods, one per route of `nodes.api`.
 
-Light nodes post submissions with it, heavy nodes post round messages, signatures and score
-reports to their peers with it, and the buyer of a valuation job reads the agreed participants
-and their encrypted scores and posts its report with it. Redirects are never followed (a node
-that answers 3xx is answered by nobody else); a POST whose connection failed is tried again
-when the caller asks for `attempts` (the heavy node answers a resent message it holds with
-200). The methods return the `requests` response and raise `requests.RequestException` when
-the node could not be reached: what a status means is for the caller.
+Light nodes post submissions with it, heavy nodes post round messages, signatures and late
+inputs to their peers with it, and the buyer posts a kind's late input (a forecast's outcomes,
+a valuation's query shares) and reads a valuation job's participants and encrypted scores.
+Redirects are never followed (a node that answers 3xx is answered by nobody else); a POST
+whose connection failed is tried again when the caller asks for `attempts` (the heavy node
+answers a resent message it holds with 200). The methods return the `requests` response and
+raise `requests.RequestException` when the node could not be reached: what a status means is
+for the caller.
 """
 
 from __future__ import annotations
@@ -74,10 +75,6 @@ class HeavyClient:
 
     def payload(self, job_id: int, dataset: str) -> Any:
         return self.get(api.payload(job_id, dataset))
-
-    def scores(self, job_id: int, body: dict[str, Any]) -> Any:
-        """A valuation job's score report (`api.ScoresBody`)."""
-        return self.post(api.scores(job_id), body)
 
     def result(self, job_id: int) -> Any:
         return self.get(api.result(job_id))

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import requests
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
 from compute.dp import sample_noise
 from compute.economics import fee_share
@@ -81,7 +81,7 @@ from market.staking import StakingClient
 from market.staking.view import StakeView
 from market.valuation.tip.errors import TipError
 from market.valuation.tip.job import TipTerms
-from market.valuation.tip.release import ScoreReport, scores_count
+from market.valuation.tip.release import scores_count
 from nodes import api, results, wire
 from nodes.client import HeavyClient
 from nodes.errors import (
@@ -131,21 +131,17 @@ class _Job:
     valuation: ValuationSpec | None = None
     backend: str = ""
     """A valuation job's HE backend (its TIP terms, checked when the job is first seen)."""
-    deciding: bool = False
-    """A valuation job's report window is over: no further report is taken."""
     missing: set[int] = field(default_factory=set)
     """Peers this node gave up on: not among the members that agreed on the participants."""
     commits: dict[int, set[bytes]] = field(default_factory=dict)
-    """A valuation job's members (index) -> the digests of the buyer's reports each took as its
-    report (its first one from the buyer itself; more than one only from a faulty member)."""
-    agreed: bytes | None = None
+    """The members (index) -> the digests of the late inputs each took as its own (its first
+    one; more than one only from a faulty member)."""
     late: LateTerms | None = None
     """The kind's late input (a forecast's outcomes), which the round waits for."""
     resolved: bool = False
     """The round took the late input every accepted member committed to (`_resolve`)."""
     proposal: Any = None
     """The job's proposal, when the node reads proposals (its kind settles the result)."""
-    """The report this node decided on because every agreed member took it (None otherwise)."""
 
 
 class HeavyNode:
@@ -286,10 +282,6 @@ class HeavyNode:
             job.heard.add(int(entry.key))
             job.missing.add(int(entry.key))
             self._deliver(job, PeerUnavailable(job_id, int(entry.key)))
-        elif entry.kind is Input.DECIDE:
-            job.deciding = True
-            agreed = (entry.body or {}).get("report")
-            job.agreed = bytes.fromhex(agreed) if agreed else None
         elif entry.kind is Input.COMMIT:
             member, digest = entry.key.split(":")
             job.commits.setdefault(int(member), set()).add(bytes.fromhex(digest))
@@ -512,32 +504,15 @@ class HeavyNode:
             )
         return outcome.participants
 
-    def report_window(self, job: _Job) -> tuple[int, float]:
-        """When the buyer's report is due, and when this node decides at the latest (earlier
-        once every agreed member took the same report: `agreed_report`)."""
-        assert job.valuation is not None
-        due = job.view.deadline + job.valuation.decrypt_window
-        return due, due + self.peer_timeout
-
     def valuation_status(self, job_id: int) -> dict[str, Any]:
-        """What the buyer needs to decrypt: the participants and when its report is due."""
+        """The buyer's view of a valuation job: the participants whose encrypted scores it may
+        fetch and decrypt, once the round opened the totals (its own insight; the payouts
+        follow the committee's totals)."""
         job = self.job(job_id)
         participants = self._participants(job)
-        due, decide_by = self.report_window(job)
-        with self._lock:
-            taken = sorted(m for m, held in job.commits.items() if held)
-            agreed = job.agreed if job.deciding else self.agreed_report(job)
-            members = [p for p in job.config.committee if p not in job.missing]
         return {
             "job": job_id,
             "participants": list(participants),
-            "rows": job.round.outcome.aggregate.count,  # type: ignore[union-attr]
-            "report_due": due,
-            "decide_by": decide_by,
-            "reports": len(self.store.score_reports(job_id)),
-            "members": members,
-            "taken_by": taken,
-            "agreed": "0x" + agreed.hex() if agreed is not None else None,
             "decided": job.settlement.decision is not None,
         }
 
@@ -550,69 +525,9 @@ class HeavyNode:
         assert body is not None and body.get("payload")
         return base64.b64decode(body["payload"])
 
-    def accept_scores(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
-        """The buyer's signed score report, directly or forwarded by a committee peer."""
-        job = self.job(job_id)
-        participants = self._participants(job)
-        report_json, signature = body.get("report"), body.get("signature")
-        if not isinstance(signature, str):
-            raise Malformed("a score report is {report, signature}")
-        try:
-            report = ScoreReport.from_json(report_json)
-            signer = wire.payload_signer(report_json, signature)  # the JSON as signed
-        except (TipError, wire.WireError) as exc:
-            raise Malformed(f"malformed score report: {exc}") from None
-        if report.job_id != job_id:
-            raise BadRequest(f"the report is for job {report.job_id}, not job {job_id}")
-        if signer != job.view.buyer:
-            raise Unauthenticated("the report is not signed by the job's buyer")
-        try:
-            report.check_covers(participants)
-        except TipError as exc:
-            raise BadRequest(str(exc)) from None
-        due, _ = self.report_window(job)
-        record = {"report": report_json, "signature": signature}
-        forwarder, committed = self._forwarder(job, record, body)
-        if forwarder is None and self.clock() > due:
-            raise Conflict(f"reports for job {job_id} were due by {due} (unix seconds)")
-        digest = keccak(report.canonical())
-        with self._lock:
-            if job.deciding:  # what it holds now is what it decides on
-                if self.store.has_score_report(job_id, digest):
-                    return {"job": job_id, "duplicate": True}
-                raise Conflict(f"the committee has already decided job {job_id}")
-            try:
-                self.store.add_score_report(job_id, digest, record)
-                new = True
-            except Duplicate:
-                new = False
-            if committed:  # the peer took this report from the buyer as its report
-                assert forwarder is not None
-                self._commit(job, forwarder, digest)
-            # This node's report is the first it takes from the buyer itself: it tells every
-            # peer, with the report (so that no member can claim a report it does not hold).
-            own = forwarder is None and not job.commits.get(job.index)
-            if own:
-                self._commit(job, job.index, digest)
-                signed = {**record, "committed": True}
-                forward = {**record, "peer": job.index, "committed": True,
-                           "peer_signature": wire.sign_payload(self.account, signed)}  # fmt: skip
-            elif new:
-                forward = {
-                    **record,
-                    "peer": job.index,
-                    "peer_signature": wire.sign_payload(self.account, record),
-                }
-            else:
-                return {"job": job_id, "duplicate": True}
-            for peer in job.config.committee:
-                if peer != job.index and (own or peer != forwarder):
-                    job.outbox.append((peer, api.scores(job_id), forward))
-        return {"job": job_id, "stored": True} if new else {"job": job_id, "duplicate": True}
-
     def _commit(self, job: _Job, member: int, digest: bytes) -> None:
-        """Record that `member` took the buyer's report `digest` as its report (before acting:
-        a restarted node counts the same members)."""
+        """Record that `member` took the late input `digest` as its own (before acting: a
+        restarted node counts the same members)."""
         try:
             self.store.append(job.view.job_id, Input.COMMIT, f"{member}:{digest.hex()}")
         except Duplicate:
@@ -620,34 +535,15 @@ class HeavyNode:
         taken = job.commits.setdefault(member, set())
         taken.add(digest)
         if len(taken) > 1:
-            log.warning("job %s: member %s took %s different score reports: it cannot count "
-                        "for an early settlement", job.view.job_id, member, len(taken))  # fmt: skip
-
-    def agreed_report(self, job: _Job) -> bytes | None:
-        """The digest of the buyer's report that every member that agreed on the participants
-        (the committee less the peers this node gave up on, at least a quorum) took from the
-        buyer as its only report, and that this node holds; None otherwise. Each honest member
-        takes one report, so two honest members never see two different such reports."""
-        members = [p for p in job.config.committee if p not in job.missing]
-        if len(members) < job.view.quorum:
-            return None
-        taken: set[bytes] = set()
-        for member in members:
-            held = job.commits.get(member, set())
-            if len(held) != 1:
-                return None
-            taken |= held
-        if len(taken) != 1:
-            return None
-        (digest,) = taken
-        return digest if self.store.has_score_report(job.view.job_id, digest) else None
+            log.warning("job %s: member %s took %s different late inputs: the committee "
+                        "cannot resolve on one", job.view.job_id, member, len(taken))  # fmt: skip
 
     def _forwarder(
         self, job: _Job, record: dict[str, Any], body: dict[str, Any]
     ) -> tuple[int | None, bool]:
-        """The committee member that forwarded this report (its copy is taken until this node
-        decides, so that a report the buyer sent in time reaches every member), or None; and
-        whether that member says it took the report from the buyer as its own (signed)."""
+        """The committee member that forwarded this late input (so that one the buyer sent to
+        some members reaches every member), or None; and whether that member says it took the
+        input from the buyer as its own (signed)."""
         if body.get("peer") is None:
             return None, False
         committed = body.get("committed") is True
@@ -656,9 +552,9 @@ class HeavyNode:
             peer = int(body["peer"])
             signer = wire.payload_signer(signed, str(body["peer_signature"]))
         except (KeyError, TypeError, ValueError, wire.WireError):
-            raise Malformed("a forwarded report carries its peer and peer_signature") from None
+            raise Malformed("a forwarded input carries its peer and peer_signature") from None
         if not 1 <= peer <= len(job.view.committee) or job.view.committee[peer - 1] != signer:
-            raise Unauthenticated("the forwarded report is not signed by that committee member")
+            raise Unauthenticated("the forwarded input is not signed by that committee member")
         return peer, committed
 
     # ------------------------------------------------------------------------- late inputs
@@ -679,7 +575,7 @@ class HeavyNode:
             raise Conflict(f"the {name} of job {job_id} are taken from {format_utc(terms.after)} "
                            f"(unix {terms.after}); it is {int(now)}: post them then")  # fmt: skip
         value = body.get("value")
-        _, _, digest = parse_late(terms, job_id, value)
+        _, _, digest = parse_late(terms, job_id, value, (job.index, self._box))
         try:
             signer = wire.payload_signer(value, signature)  # type: ignore[arg-type]
         except wire.WireError as exc:
@@ -735,7 +631,9 @@ class HeavyNode:
         record = self.store.late_inputs(job.view.job_id).get(digest.hex())
         if record is None:
             return
-        _, config, _ = parse_late(job.late, job.view.job_id, record["value"])
+        _, config, _ = parse_late(
+            job.late, job.view.job_id, record["value"], (job.index, self._box)
+        )
         job.round.resolve(config)
         job.config, job.resolved = config, True
         log.info("job %s: every member holds the same %s; the round resolves", job.view.job_id,
@@ -780,6 +678,10 @@ class HeavyNode:
             "phase": str(job.round.phase),
             "submissions": self.store.submission_count(job_id),
             "settlement": str(job.settlement.phase),
+            # The kind's late input the round still waits for (a forecast's outcomes, a
+            # valuation's query), with the time this node aborts without it.
+            "waiting_for": job.late.name if job.late and not job.resolved else None,
+            "decide_by": job.late.decide_by if job.late and not job.resolved else None,
         }
 
     # ------------------------------------------------------------------------- the driver
@@ -966,23 +868,14 @@ class HeavyNode:
         self.settler.step(settlement, self.clock())
 
     def _decision(self, job: _Job) -> Decision | None:
-        """What this node signs for the round's outcome; None while a valuation job still
-        waits for the buyer's score report."""
+        """What this node signs for the round's outcome (a valuation job's as soon as the
+        round opened its totals: nothing waits for the buyer)."""
         job_id, outcome = job.view.job_id, job.round.outcome
         if isinstance(outcome, RoundResult):
-            if job.valuation is not None and not job.deciding:
-                # As soon as every agreed member took the same report; else at the window's end.
-                agreed = self.agreed_report(job)
-                if agreed is None and self.clock() <= self.report_window(job)[1]:
-                    return None
-                with self._lock:  # no report is taken after this
-                    body = {"report": agreed.hex() if agreed is not None else None}
-                    self.store.append(job_id, Input.DECIDE, body=body)
-                    job.deciding, job.agreed = True, agreed
             self.stakes.sync()  # the participants' stakes as they stand now, in one read
             document, result, consents = results.build(
                 job.view, job.config, job.valuation, outcome, self.stakes, self.store,
-                agreed=job.agreed, proposal=job.proposal,
+                proposal=job.proposal,
             )  # fmt: skip
             digest = result_digest(self.escrow.domain, result)
             return Decision(Kind.RESULT, digest, result, consents, document.to_bytes())

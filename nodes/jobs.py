@@ -18,7 +18,7 @@ from market.escrow.documents import DocumentError, fetch
 from nodes.errors import NodeError
 from nodes.evalset import EnsembleJobError
 from nodes.kinds import node_side
-from nodes.late import LateTerms
+from nodes.late import LateTerms, Member
 from nodes.valuation import BlobCache, ValuationError
 
 
@@ -153,13 +153,16 @@ class JobSpecs:
         if spec is None or after is None:
             return None
 
-        def config(value: Any) -> RoundConfig:
-            inputs = node_side(proposal).inputs(proposal, self.blobs)
-            return proposal.round_config(str(view.job_id), **inputs, **{spec.name: value})
+        def config(value: Any, member: Member | None = None) -> RoundConfig:
+            side = node_side(proposal)
+            inputs = side.inputs(proposal, self.blobs)
+            own = side.own_input(proposal, value, member)
+            return proposal.round_config(str(view.job_id), **inputs, **{spec.name: own})
 
         poster = {"buyer": view.buyer}[spec.poster]
         grace = self.escrow.deployment.config.settlement_grace
-        return LateTerms(spec.name, poster, after, spec.model, config, after + grace // 4)
+        decide_by = max(after, view.deadline) + grace // 4
+        return LateTerms(spec.name, poster, after, spec.model, config, decide_by)
 
     def valuation(self, view: JobView) -> ValuationSpec | None:
         """A valuation job's TIP terms (the heavy node's report phase); None for other kinds."""

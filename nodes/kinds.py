@@ -18,7 +18,8 @@ import numpy as np
 from compute.maps import run_map
 from compute.proposal import Proposal
 from nodes.evalset import EvaluationSet, evaluation_for, model_records
-from nodes.valuation import BlobCache, score_dataset
+from nodes.late import Member
+from nodes.valuation import BlobCache, open_query_share, score_dataset
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class TableSide:
         """Why the deployment cannot serve the job, if it cannot."""
         return None
 
+    def own_input(self, proposal: Proposal, value: Any, member: Member | None) -> Any:
+        """What the round takes of a late input at `member` (its index and box key; None
+        when only checking the input's form): the input itself, for a kind whose input is
+        the same for every member (a forecast's outcomes)."""
+        return value
+
     def valuation_terms(self, proposal: Proposal) -> Any:
         """The TIP terms of the heavy node's score-report phase; None for a kind without it."""
         return None
@@ -77,8 +84,9 @@ class EnsembleSide(TableSide):
 
 
 class ValuationSide(TableSide):
-    """Each row scored under the buyer's CKKS key (`nodes.valuation`); the buyer reports the
-    decrypted totals within the decrypt window, which must leave the committee time to settle."""
+    """The rows' summed gradient, shared; each row's score under the buyer's CKKS key, sent
+    for the buyer's view (`nodes.valuation`); each member's own share of the buyer's query,
+    opened from the late input."""
 
     def map(
         self, proposal: Proposal, data: Any, inputs: Mapping[str, Any], blobs: BlobCache
@@ -89,14 +97,13 @@ class ValuationSide(TableSide):
     def valuation_terms(self, proposal: Proposal) -> Any:
         return proposal.valuation
 
-    def check(self, proposal: Proposal, settlement_grace: int) -> str | None:
-        window = proposal.valuation.decrypt_window
-        if window > settlement_grace // 2:
-            return (
-                f"its decrypt_window ({window} s) must leave the committee half of the "
-                f"{settlement_grace} s settlement grace to settle"
-            )
-        return None
+    def own_input(self, proposal: Proposal, value: Any, member: Member | None) -> Any:
+        """This member's share of `q`, checked against the proposal's commitment (None when
+        only the input's form is checked: the round stays pending)."""
+        if member is None:
+            return None
+        index, key = member
+        return open_query_share(proposal, value, index, key)
 
 
 TABLE = TableSide()

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from nacl.public import PrivateKey
 from pydantic import BaseModel, ValidationError
 
 from compute.errors import ComputeError
@@ -45,20 +46,29 @@ class LateTerms:
     poster: str
     after: int
     model: type[BaseModel]
-    config: Callable[[BaseModel], RoundConfig]
+    config: Callable[[BaseModel, Member | None], RoundConfig]
+    """The round configuration from a parsed input, for `member` (its index and box key) when
+    the input holds something for it alone (a valuation's sealed query shares)."""
     decide_by: int
     """Unix seconds after which a member whose round is still unresolved (no input, or no
     agreed one) signs an abort, which refunds the buyer and costs no member its liveness
-    penalty (`after` plus a quarter of the settlement grace)."""
+    penalty (the later of `after` and the deadline, plus a quarter of the settlement grace)."""
 
+
+Member = tuple[int, PrivateKey]
+"""A committee member as a late input sees it: its index (1..n) and its box private key."""
 
 LateFor = Callable[[Any], LateTerms | None]
 """How a heavy node learns a job's late input (from its proposal); None for kinds without one."""
 
 
-def parse(terms: LateTerms, job_id: int, value: Any) -> tuple[BaseModel, RoundConfig, bytes]:
-    """The input parsed, the round configuration it gives, and its digest (keccak of its
-    canonical JSON); `Malformed` (one line) when it is not one for this job."""
+def parse(
+    terms: LateTerms, job_id: int, value: Any, member: Member | None = None
+) -> tuple[BaseModel, RoundConfig, bytes]:
+    """The input parsed, the round configuration it gives (for `member`, when given: a
+    valuation's opens its own sealed share and checks it against the proposal's commitment),
+    and its digest (keccak of its canonical JSON); `Malformed` (one line) when it is not one
+    for this job, or not one this member can use."""
     if not isinstance(value, dict):
         raise Malformed(f"the {terms.name} must be a JSON object")
     try:
@@ -70,8 +80,8 @@ def parse(terms: LateTerms, job_id: int, value: Any) -> tuple[BaseModel, RoundCo
     if getattr(parsed, "job_id", job_id) != job_id:
         raise Malformed(f"the {terms.name} are for job {parsed.job_id}, not job {job_id}")  # type: ignore[attr-defined]
     try:
-        config = terms.config(parsed)
-    except (ComputeError, ValueError) as exc:
+        config = terms.config(parsed, member)
+    except (ComputeError, ValueError, NodeError) as exc:
         raise Malformed(f"malformed {terms.name}: {exc}") from None
     return parsed, config, keccak(canonical_json(parsed.model_dump(mode="json")))
 

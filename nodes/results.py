@@ -15,12 +15,12 @@ from compute.kinds import ValuationSpec
 from compute.kinds.base import Settlement
 from compute.messages import Result as RoundResult
 from compute.messages import RoundConfig
+from compute.products import QueryRejected, check_totals
 from market.escrow import JobView, Result, Slash, SlashConsent
 from market.escrow.documents import ResultDocument
 from market.staking.view import StakeView
 from market.valuation.merkle import PayoutTree
 from market.valuation.payouts import split_by_weights
-from market.valuation.tip.release import ScoreReport
 from market.valuation.tip.settle import settle_valuation
 from nodes import api
 from nodes.store import Store
@@ -39,13 +39,12 @@ def build(
     stakes: StakeView,
     store: Store,
     *,
-    agreed: bytes | None = None,
     proposal: Any = None,
 ) -> tuple[ResultDocument, Result, tuple[SlashConsent, ...]]:
-    """The result document, the `Result` to sign, and the consents its slashes need. `agreed`:
-    the digest of the valuation report every agreed member took (`HeavyNode.agreed_report`).
+    """The result document, the `Result` to sign, and the consents its slashes need.
     `proposal`: the job's, when the node reads proposals: a kind whose `settle` decides the
-    payouts (a forecast) settles here, and its `summary` joins the document."""
+    payouts (a forecast) settles here, and its `summary` joins the document. A valuation job
+    (`spec`) settles on the totals its round opened (`compute.products`)."""
     records = {d: stakes.dataset(bytes.fromhex(d.removeprefix("0x"))) for d in outcome.participants}
     # Each owner's share: one per dataset, or for an ensemble its models' fitted weights.
     fit = outcome.fit
@@ -64,13 +63,13 @@ def build(
     consents: tuple[SlashConsent, ...] = ()
     valuation: dict[str, Any] | None = None
     if spec is not None:
-        valuation = valuation_summary(store, view.job_id, agreed)
-        if valuation["report"] is not None:
+        valuation = valuation_summary(config, outcome)
+        if valuation["scores"] is not None:
             influence, slashes, consents, slashed_to_payouts = by_influence(
                 view, spec, store, records, valuation
             )
             # No positive score pays the pool out equally (the slashed stake is burned):
-            # what the buyer gets back never depends on the scores it reports.
+            # what the buyer gets back never depends on the scores.
             if influence:
                 payouts = influence
             else:
@@ -175,22 +174,33 @@ def published_spend(config: RoundConfig, outcome: RoundResult) -> dict[str, Any]
     return published
 
 
-def valuation_summary(store: Store, job_id: int, agreed: bytes | None = None) -> dict[str, Any]:
-    """Which report the committee settles on: the one every agreed member took (`agreed`, the
-    same summary a member that holds only that report writes), else the buyer's when it sent
-    exactly one; otherwise (none in time, or two different ones) the pool is split equally."""
-    held = store.score_report(job_id, agreed) if agreed is not None else None
-    if held is not None:
-        return {"report": held, "rule": "influence"}
-    reports = store.score_reports(job_id)
-    if len(reports) == 1:
-        return {"report": reports[0], "rule": "influence"}
-    reason = (
-        "the buyer reported no scores in time"
-        if not reports
-        else f"the buyer signed {len(reports)} different score reports"
-    )
-    return {"report": None, "rule": "equal", "reason": reason, "conflicting": reports}
+def valuation_summary(config: RoundConfig, outcome: RoundResult) -> dict[str, Any]:
+    """What the committee opened: each participant's total influence `q . G_p` (a void total,
+    beyond any honest provider's reach, scores 0: no payout and no slash), the query's squared
+    norm, and the rule. A query that opened beyond its terms (the buyer's shares out of range
+    or not on one polynomial) voids every total: the pool is split equally."""
+    plan = config.products
+    assert plan is not None
+    try:
+        totals = check_totals(outcome.aggregate.total, plan.k, plan.scale_bits)
+    except QueryRejected as exc:
+        return {"scores": None, "rule": "equal", "reason": str(exc)}
+    influence = totals.influence()
+    participants = outcome.participants
+    return {
+        "scores": {
+            d: (0.0 if v is None else v) for d, v in zip(participants, influence, strict=True)
+        },
+        "totals": {
+            d: None if t is None else str(t)
+            for d, t in zip(participants, totals.totals, strict=True)
+        },  # fmt: skip
+        "void": [d for d, t in zip(participants, totals.totals, strict=True) if t is None],
+        "scale_bits": plan.scale_bits,
+        "query_norm_squared": str(totals.query_norm_squared),
+        "rule": "influence",
+        "by": "the committee's totals (compute.products)",
+    }
 
 
 def by_influence(
@@ -202,10 +212,9 @@ def by_influence(
 ) -> tuple[dict[str, int], tuple[Slash, ...], tuple[SlashConsent, ...], int]:
     """Payouts for positive influence, slashes for harm within each signed cap (and the
     owners' consents to them)."""
-    report = ScoreReport.from_json(valuation["report"]["report"])
     bodies = store.submission_bodies(view.job_id)
     settled = settle_valuation(
-        report.scores,
+        valuation["scores"],
         {d: r.owner for d, r in records.items()},
         budget=view.budget,
         fee_bps=view.fee_bps,

@@ -21,7 +21,6 @@ from nodes.api import (
     LateBody,
     LateName,
     PeerBody,
-    ScoresBody,
     SignatureBody,
     Stored,
     SubmissionBody,
@@ -122,17 +121,13 @@ def create_app(node: HeavyNode, max_body: int = MAX_BODY) -> FastAPI:
 
     @app.get(api.VALUATION)
     def valuation(job_id: JobId) -> dict[str, Any]:
-        """A valuation job's agreed participants and when the buyer's report is due."""
+        """A valuation job's participants, once its round opened their totals."""
         return node.valuation_status(job_id)
 
     @app.get(api.PAYLOAD, response_class=Response)
     def payload(job_id: JobId, dataset: Dataset) -> Response:
         """A participant's CKKS-encrypted scores (only the buyer's secret key opens them)."""
         return Response(node.scores_payload(job_id, dataset), media_type="application/octet-stream")
-
-    @app.post(api.SCORES, response_model=Stored)
-    def scores(job_id: JobId, body: ScoresBody) -> Any:
-        return node.accept_scores(job_id, body.model_dump(exclude_none=True))
 
     @app.post(api.LATE, response_model=Stored)
     def late(job_id: JobId, name: LateName, body: LateBody) -> Any:

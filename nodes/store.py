@@ -54,12 +54,6 @@ CREATE TABLE IF NOT EXISTS signed (
     document BLOB,
     signature BLOB
 );
-CREATE TABLE IF NOT EXISTS score_reports (
-    job INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (job, digest)
-);
 CREATE TABLE IF NOT EXISTS jobs (
     job INTEGER PRIMARY KEY,
     key BLOB NOT NULL,
@@ -79,12 +73,8 @@ class Input(StrEnum):
     """The node closed submissions (`body.at`: its clock then)."""
     GIVE_UP = "give_up"
     """The node stopped waiting for a peer (`key`: the peer's index)."""
-    DECIDE = "decide"
-    """A valuation job's node decides on the reports it holds: no further score report is taken
-    (`body.report`: the digest every agreed member took, when it decided on that one)."""
     COMMIT = "commit"
-    """A committee member took a buyer's score report, or a kind's late input, as its own
-    (`key`: `member:digest`)."""
+    """A committee member took a kind's late input as its own (`key`: `member:digest`)."""
     LATE = "late"
     """A kind's late input signed by its poster (`key`: its digest; `body`: value, signature)."""
     SIGNATURE = "signature"
@@ -356,39 +346,6 @@ class Store:
         """A kind's late inputs held for `job` (digest hex -> value and poster's signature),
         in the order taken: more than one only when the poster signed several."""
         return dict(self._bodies(job, Input.LATE))
-
-    def add_score_report(self, job: int, digest: bytes, body: dict[str, Any]) -> None:
-        """A buyer's signed score report (valuation jobs); `Duplicate` when already held."""
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO score_reports VALUES (?, ?, ?)", (job, digest, json.dumps(body))
-                )
-            except sqlite3.IntegrityError:
-                raise Duplicate() from None
-
-    def has_score_report(self, job: int, digest: bytes) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM score_reports WHERE job = ? AND digest = ?", (job, digest)
-            ).fetchone()
-        return row is not None
-
-    def score_report(self, job: int, digest: bytes) -> dict[str, Any] | None:
-        """The signed report with this digest, if held."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body FROM score_reports WHERE job = ? AND digest = ?", (job, digest)
-            ).fetchone()
-        return json.loads(row[0]) if row is not None else None
-
-    def score_reports(self, job: int) -> list[dict[str, Any]]:
-        """The distinct signed reports held for `job`, in digest order."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT body FROM score_reports WHERE job = ? ORDER BY digest", (job,)
-            ).fetchall()
-        return [json.loads(r[0]) for r in rows]
 
     # -------------------------------------------------------------------------- signing
     def protect(

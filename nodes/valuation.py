@@ -1,17 +1,22 @@
 """Valuation (TIP) jobs at the edges of the network: what a provider's light node computes, and
-how the buyer collects, decrypts and reports the scores. The heavy node's side is in
-`nodes.heavy` (it stores the encrypted scores with each submission, serves them to the
-buyer after the round, and settles on the buyer's signed report).
+what the buyer sends and reads. The heavy node's side is in `nodes.heavy` (it stores each
+submission's encrypted scores, opens each participant's total influence in the round with the
+buyer's shared query, settles on those totals, and serves the encrypted scores to the buyer).
 
 A provider fetches the job's three published blobs (model release, public CKKS context,
-`Enc(q)`), each checked against the SHA-256 and size the proposal states, and scores the rows its
-map selects; its rows and gradients never leave it. The buyer, after the deadline, asks any
-committee member for the agreed participants, fetches each one's encrypted scores, decrypts them
-with the secret key only it holds, and posts one signed report of the totals to every member.
+`Enc(q)`), each checked against the SHA-256 and size the proposal states, and takes the rows
+its map selects; it shares their summed projected gradient `G_p` with the committee and sends
+their scores encrypted under the buyer's key; its rows and gradients never leave it.
+
+The buyer commits to its shares of `q` in the proposal (`committee_terms`, at publishing), and
+after posting seals each committee member's share to that member's registered key and posts
+them all as the job's late input (`send_query`). After the round it may fetch and decrypt the
+participants' per-row scores for its own insight (`fetch_scores`); they never touch the payouts.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,13 +26,17 @@ import numpy as np
 import pandas as pd
 import requests
 from eth_account.signers.local import LocalAccount
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from compute.maps import run_map, select_rows
+from compute import products
+from compute.maps import select_rows
+from compute.products import SharedQuery
 from compute.proposal import BlobRef, Proposal
 from market.escrow.documents import DocumentError, fetch
 from market.valuation.tip.he import BuyerContext
 from market.valuation.tip.job import TipTerms
-from market.valuation.tip.release import ScoreReport, report_from_payloads, score_rows
+from market.valuation.tip.release import score_and_sum_rows
 from nodes import api, wire
 from nodes.client import HeavyClient
 from nodes.errors import NodeError
@@ -68,9 +77,9 @@ class Scored:
     """A provider's contribution to a valuation job."""
 
     records: np.ndarray
-    """The map's records (one per row scored): the secret-shared row count."""
+    """One record: the rows' summed projected gradient `G_p`, which it shares."""
     payload: bytes
-    """The encrypted scores, one per row, for every committee member."""
+    """The encrypted scores, one per row, for every committee member (the buyer's view)."""
     rows: int
 
 
@@ -87,7 +96,7 @@ def score_dataset(proposal: Proposal, frame: pd.DataFrame, blobs: BlobCache) -> 
         raise ValuationError(
             f"{len(rows)} rows to score; the job takes at most {spec.max_examples} per provider"
         )
-    payload = score_rows(
+    payload, gradient = score_and_sum_rows(
         TipTerms.from_json(spec.tip),
         blobs.get(spec.model),
         blobs.get(spec.context),
@@ -95,12 +104,12 @@ def score_dataset(proposal: Proposal, frame: pd.DataFrame, blobs: BlobCache) -> 
         rows.loc[:, list(spec.features)].to_numpy(dtype=np.float64),
         rows.loc[:, spec.label].to_numpy(),
     )
-    return Scored(run_map(proposal, frame).records, payload, len(rows))
+    return Scored(gradient.reshape(1, -1), payload, len(rows))
 
 
 # ------------------------------------------------------------------------------ the buyer
 class NotReady(ValuationError):
-    """The committee has not agreed on the participants yet (or the job aborted)."""
+    """The committee has not opened the totals yet (or the job aborted)."""
 
 
 def _get(http: Any, endpoints: Sequence[str], path: str) -> Any:
@@ -119,41 +128,82 @@ def _get(http: Any, endpoints: Sequence[str], path: str) -> Any:
     raise ValuationError(f"no committee member serves {path}: " + "; ".join(problems))
 
 
-def report_scores(
+def committee_terms(
+    q: Any, largest_gradient: float, n: int, t: int, rng: Any
+) -> tuple[dict[str, Any], SharedQuery]:
+    """The proposal's `valuation.committee` terms for query `q` (floats) shared t-of-n, and the
+    shares the buyer keeps until it posts them (`send_query`). `largest_gradient`: the largest
+    coordinate of a provider's summed gradient the buyer expects (`G_p` is clipped beyond)."""
+    q_bits = products.query_bits(q)
+    g_bits = max(products.gradient_bits(largest_gradient), 0)
+    shared = products.share_query(products.encode_query(q, q_bits), n, t, rng)
+    terms = {"q_bits": q_bits, "g_bits": g_bits, "commitments": shared.commitments()}
+    return terms, shared
+
+
+def seal_query(job_id: int, shared: SharedQuery, keys: Sequence[bytes]) -> dict[str, Any]:
+    """The late input `query`: each committee position's nonce and share sealed to that
+    member's registered box key (committee order)."""
+    if len(keys) != len(shared.nonces):
+        raise ValuationError(
+            f"{len(shared.nonces)} query shares for a committee of {len(keys)}; publish the "
+            "query for this committee's size"
+        )
+    sealed = []
+    for nonce, share, key in zip(shared.nonces, shared.shares, keys, strict=True):
+        plain = nonce + np.ascontiguousarray(share, dtype="<u8").tobytes()
+        sealed.append(base64.b64encode(SealedBox(PublicKey(key)).encrypt(plain)).decode())
+    return {"job_id": job_id, "shares": sealed}
+
+
+def open_query_share(proposal: Proposal, value: Any, index: int, key: PrivateKey) -> np.ndarray:
+    """A member's own share of the buyer's query, opened with its box key and checked against
+    the proposal's commitment for its position; `ValuationError` otherwise."""
+    spec = proposal.valuation
+    k = int(spec.tip["projection"]["k"])
+    try:
+        plain = SealedBox(key).decrypt(base64.b64decode(value.shares[index - 1], validate=True))
+    except (IndexError, ValueError, CryptoError):
+        raise ValuationError(
+            f"the query share for member {index} is missing or not sealed to its key"
+        ) from None
+    nonce, raw = plain[: products.NONCE_BYTES], plain[products.NONCE_BYTES :]
+    if len(raw) != 8 * k:
+        raise ValuationError(f"the query share for member {index} is not {k} field elements")
+    share = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+    try:
+        products.check_share(spec.committee.commitments, index, nonce, share, k)
+    except products.ProductError as exc:
+        raise ValuationError(str(exc)) from None
+    return share
+
+
+def send_query(
     buyer: LocalAccount,
-    context: BuyerContext,
     job_id: int,
+    shared: SharedQuery,
+    keys: Sequence[bytes],
     endpoints: Sequence[str],
     http: Any = None,
-) -> tuple[ScoreReport, dict[str, np.ndarray], dict[int, str]]:
-    """Decrypt a valuation job's scores and report the totals to every committee member.
+) -> dict[int, str]:
+    """Seal and post the query shares to every committee member (`nodes.late.post`); the
+    members that refused or did not answer (index from 1 -> reason)."""
+    from nodes import late
 
-    Returns the report, each participant's per-row scores (they stay with the buyer), and the
-    members that refused or did not answer (index from 1 -> reason). Raises `NotReady` before
-    the committee has agreed on the participants."""
+    return late.post(buyer, job_id, "query", seal_query(job_id, shared, keys), endpoints, http)
+
+
+def fetch_scores(
+    context: BuyerContext, job_id: int, endpoints: Sequence[str], http: Any = None
+) -> dict[str, np.ndarray]:
+    """The buyer's own view: each participant's per-row scores, decrypted with its secret
+    context. Raises `NotReady` before the committee opened the totals."""
     http = http or requests.Session()
     status = _get(http, endpoints, api.valuation(job_id)).json()
-    payloads = {
-        dataset: _get(http, endpoints, api.payload(job_id, dataset)).content
+    return {
+        dataset: context.decrypt_scores(_get(http, endpoints, api.payload(job_id, dataset)).content)
         for dataset in status["participants"]
     }
-    report, per_row = report_from_payloads(job_id, context, payloads)
-    body = {"report": report.to_json(), "signature": wire.sign_payload(buyer, report.to_json())}
-    failed: dict[int, str] = {}
-    for index, endpoint in enumerate(endpoints, start=1):
-        try:
-            response = HeavyClient(endpoint, http).scores(job_id, body)
-        except requests.RequestException as exc:
-            failed[index] = type(exc).__name__
-            continue
-        if response.status_code != 200:
-            failed[index] = wire.refusal_detail(response)
-    if len(failed) == len(endpoints):
-        raise ValuationError(
-            f"no committee member took the report of job {job_id}: "
-            + "; ".join(f"node {i}: {r}" for i, r in failed.items())
-        )
-    return report, per_row, failed
 
 
 # ------------------------------------------------------------------------------ publishing

@@ -260,6 +260,9 @@ def peer_payload(message: Agreement | Statistic | Partial) -> dict[str, Any]:
             "noise_share": (
                 encode_vector(message.noise_share) if message.noise_share is not None else None
             ),
+            "mask_share": (
+                encode_vector(message.mask_share) if message.mask_share is not None else None
+            ),
         }
     if isinstance(message, Statistic):
         # Its own kind per stage: a node keeps one message of each kind from each sender.
@@ -286,13 +289,14 @@ def peer_message(payload: dict[str, Any]) -> Agreement | Statistic | Partial:
     """The round message in a verified peer payload (the round checks the vectors' lengths)."""
     try:
         if payload["kind"] == "agreement":
-            noise = payload.get("noise_share")
+            noise, masks = payload.get("noise_share"), payload.get("mask_share")
             return Agreement(
                 job_id=str(payload["job"]),
                 sender=int(payload["sender"]),
                 recipient=int(payload["recipient"]),
                 dataset_ids=frozenset(str(d) for d in payload["datasets"]),
                 noise_share=decode_vector(noise) if noise is not None else None,
+                mask_share=decode_vector(masks) if masks is not None else None,
             )
         if payload["kind"] == "partial":
             return Partial(

@@ -1,33 +1,59 @@
-"""`valuation`: the value of each provider's rows for the buyer's model (TIP): each provider
-scores its rows against the buyer's encrypted query and sends the encrypted scores beside its
-share of the row count; after the deadline the buyer decrypts the participants' scores and
-reports each dataset's total to the committee, which pays by positive influence and slashes
-harmful datasets within their caps. The map (TenSEAL) and the settlement on the buyer's report
-are node-side (`nodes/kinds.py`): they need `market.valuation.tip`."""
+"""`valuation`: the value of each provider's rows for the buyer's model (TIP). The buyer
+shares its query `q` with the committee (committed in the proposal, share by share, so it
+cannot change after posting: the late input `query`, sealed to each member); each provider
+shares `G_p`, its rows' summed projected gradient; the committee opens each provider's total
+influence `q . G_p` (`compute.products`) and pays by positive influence, slashing harmful
+datasets within their caps. No party decides the totals alone, and nothing waits for the buyer.
+Each provider also sends its per-row scores encrypted under the buyer's CKKS key (TIP's view):
+the buyer decrypts them for its own insight; they never touch the payouts. The map (TenSEAL
+and the gradients) and the settlement are node-side (`nodes/kinds.py`, `nodes/results.py`):
+they need `market.valuation.tip`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from compute.kinds.base import JobKind
-from compute.proposal import BlobRef, Proposal, _cross, _Strict
+from compute.kinds.base import JobKind, LateInput, Problem
+from compute.messages import RoundConfig
+from compute.products import G_BITS, MAX_K, ProductPlan, gradient_reduction, product_scheme
+from compute.proposal import MAX_COMMITTEE, BlobRef, Proposal, _cross, _Strict
+from compute.reduce import Reduction
 
-MAX_DECRYPT_WINDOW = 2**32 - 1
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Sealed = Annotated[str, Field(min_length=1, max_length=8 * MAX_K * 2 + 1024)]
 
 
-MAX_DECRYPT_WINDOW = 2**32 - 1
+class CommitteeQuery(_Strict):
+    """The buyer's query as the committee multiplies it (`compute.products`): its scales and
+    the SHA-256 commitment to each committee position's share (`products.commit_share`)."""
+
+    q_bits: Annotated[int, Field(ge=-64, le=128)]
+    """`q` is shared at `2^q_bits` (its encoded norm at most 2^24)."""
+    g_bits: Annotated[int, Field(ge=0, le=G_BITS)]
+    """Providers share `G_p` at `2^g_bits`, each coordinate clipped to +-2^24."""
+    commitments: Annotated[list[Digest], Field(min_length=1, max_length=MAX_COMMITTEE)]
+    """One per committee position, in order."""
+
+
+class QueryShares(_Strict):
+    """The late input of a valuation job: each committee position's share of `q` with its
+    nonce, sealed to that member's registered key (base64), in committee order."""
+
+    job_id: Annotated[int, Field(ge=0)]
+    shares: Annotated[list[Sealed], Field(min_length=1, max_length=MAX_COMMITTEE)]
 
 
 class ValuationSpec(_Strict):
     """What a `valuation` (TIP) job asks of each provider, and how its scores become money.
 
-    Each provider scores its rows (those the map's filter keeps, with no missing feature or
-    label) against the buyer's encrypted query and sends the encrypted scores with its share of
-    the row count; after the deadline the buyer decrypts the participants' scores and reports
-    each dataset's total to the committee, which settles by `market.valuation.tip.settle`."""
+    Each provider takes its rows (those the map's filter keeps, with no missing feature or
+    label), shares their summed projected gradient with the committee, and sends their scores
+    encrypted under the buyer's key; the committee opens each total `q . G_p` and settles by
+    `market.valuation.tip.settle`."""
 
     tip: dict[str, Any]
     """The TIP terms (`market.valuation.tip.job.TipTerms` JSON): model, projection, curvature,
@@ -44,10 +70,9 @@ class ValuationSpec(_Strict):
     context: BlobRef
     """The buyer's public CKKS context (no secret key)."""
     query: BlobRef
-    """`Enc(q)`."""
-    decrypt_window: Annotated[int, Field(ge=1, le=MAX_DECRYPT_WINDOW)]
-    """Seconds after the deadline in which the buyer must report the decrypted scores; without a
-    report (or with two different ones) the pool is split equally among the participants."""
+    """`Enc(q)`: the buyer's own view (per-row scores it decrypts), never the payouts."""
+    committee: CommitteeQuery
+    """`q` for the committee's totals, which the payouts follow."""
     max_examples: Annotated[int, Field(ge=1, le=2**24)] = 100_000
     """Most rows one provider may score."""
     harm_threshold: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
@@ -80,13 +105,63 @@ class Valuation(JobKind):
     name = "valuation"
     title = "the value of each provider's rows for the buyer's model (TIP, CKKS-encrypted)"
     payout_rule = "influence"
-    # The secure reduce counts the rows scored: the committee learns how many rows were scored
-    # in all, and the scores travel CKKS-encrypted beside it.
+    # The map selects the rows (the filter, no missing value); each provider's contribution
+    # is its summed gradient, which the committee multiplies by the query, never sums.
     fixed: ClassVar = {
-        ("map", "function"): "row_count",
-        ("reduce", "op"): "count",
+        ("map", "function"): "summed_gradient",
+        ("reduce", "op"): "sum",
+        ("reduce", "scheme"): "shamir",
         ("economics", "payout_rule"): "influence",
     }
+    late_input = LateInput("query", "buyer", "posting", QueryShares)
+
+    def problems(self, proposal: Proposal) -> list[Problem]:
+        spec: ValuationSpec = proposal.valuation
+        n, t = proposal.committee_size, proposal.threshold
+        out: list[Problem] = []
+        if 2 * t - 1 > n:
+            out.append((("reduce", "threshold"), f"Shamir {t}-of-{n} cannot multiply (products "
+                        f"need 2t-1 = {2 * t - 1} members); a valuation needs an odd committee "
+                        f"with threshold (n + 1) / 2: 3 members at 2, 5 at 3"))  # fmt: skip
+        if len(spec.committee.commitments) != n:
+            out.append((("valuation", "committee", "commitments"),
+                        f"{len(spec.committee.commitments)} share commitments for a committee of "
+                        f"{n}; publish the query for {n} members"))  # fmt: skip
+        k = _k(spec)
+        if not 1 <= k <= MAX_K:
+            out.append((("valuation", "tip"), f"a projection of k = {k}; at most {MAX_K}"))
+        if proposal.privacy.dp is not None:
+            out.append((("privacy", "dp"), "valuation jobs add no DP noise; remove dp"))
+        return out
+
+    def reduction(self, proposal: Proposal) -> Reduction:
+        """One record per provider: its summed projected gradient (k numbers)."""
+        spec: ValuationSpec = proposal.valuation
+        return gradient_reduction(_k(spec), spec.committee.g_bits)
+
+    def round_config(
+        self, proposal: Proposal, job_id: str, inputs: Mapping[str, Any]
+    ) -> RoundConfig:
+        """Pending until this member's share of the query (`inputs["query"]`, opened by its
+        node: `nodes.kinds.ValuationSide.own_input`) is known."""
+        spec: ValuationSpec = proposal.valuation
+        share = inputs.get("query")
+        plan = ProductPlan(
+            _k(spec), spec.committee.q_bits, spec.committee.g_bits,
+            share if isinstance(share, np.ndarray) else None,
+        )  # fmt: skip
+        scheme = proposal.scheme()
+        product_scheme(scheme.n, scheme.threshold)
+        return RoundConfig(
+            job_id=job_id,
+            reduction=self.reduction(proposal),
+            scheme=scheme,
+            min_participants=proposal.privacy.min_participants,
+            products=plan,
+        )
+
+    def late_after(self, proposal: Proposal) -> int | None:
+        return 0  # from posting on: the round closes only once the members hold their shares
 
     def columns(self, proposal: Proposal) -> tuple[str, ...]:
         """The features, in the model's input order, and the label."""
@@ -104,11 +179,12 @@ class Valuation(JobKind):
     ) -> dict[str, Any]:
         """`valuation`: the TIP terms `market valuation publish` prints (checked as a
         `ValuationSpec`, kept as given); `max_slash_bps`: the most a harmful dataset loses.
-        The round is semi-honest: the scores travel CKKS-encrypted beside a count."""
+        Semi-honest by default: with a committee of exactly 2t-1 a wrong product cannot be
+        detected (docs/valuation.md)."""
         ValuationSpec.model_validate(valuation)
         return {
             "title": "How much does your data help my model?",
-            "reduce": {"threat_model": "semi-honest"},
+            "reduce": {"threat_model": "semi-honest", "scheme": "shamir"},
             "economics": {"max_slash_bps": max_slash_bps},
             "valuation": dict(valuation),
         }
@@ -125,3 +201,9 @@ class ValuationProposal(Proposal):
 
 
 VALUATION.proposal_class = ValuationProposal
+
+
+def _k(spec: ValuationSpec) -> int:
+    projection = spec.tip.get("projection")
+    k = projection.get("k") if isinstance(projection, dict) else None
+    return k if isinstance(k, int) and not isinstance(k, bool) else 0

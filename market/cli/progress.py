@@ -55,30 +55,23 @@ def stage(view: JobView, now: float, endpoints: Sequence[str], http: Any) -> str
             return f"job {job} posted: {accepted} (acceptance closes {format_time(view.accept_by)})"
         return f"job {job} {accepted}; submissions close {format_time(view.deadline)}"
     closed = f"job {job} submissions closed at the deadline ({format_time(view.deadline)})"
-    valuation = member_status(http, endpoints, api.valuation(job))
-    if valuation is None or valuation[0] == 404:  # not a valuation job (or nobody answers)
-        if status is not None and status[0] == 200 and status[1].get("settlement") not in (
-            None, "awaiting_outcome",
-        ):  # fmt: skip
-            return f"{closed}; settling: the committee signs and finalizes its result"
-        return f"{closed}; the committee is reducing the shares"
-    code, body = valuation
-    if code != 200:
-        return f"{closed}; the committee is agreeing on the participants"
-    members, taken = body.get("members", []), body.get("taken_by", [])
-    latest = format_time(int(body["decide_by"])) if "decide_by" in body else "the window's end"
-    if body.get("decided") or body.get("agreed"):
-        return f"job {job} settling: the committee signs and finalizes its result"
-    if not taken:
-        due = format_time(int(body["report_due"]))
-        return (
-            f"{closed}; waiting for the buyer's report until {due} "
-            f"(`market valuation report {job}`; without one it settles equally at {latest})"
-        )
-    return (
-        f"job {job} report taken by {len(taken)} of {len(members)} members; it settles once "
-        f"all {len(members)} hold the same report, at the latest at {latest}"
-    )
+    if status is not None and status[0] == 200 and status[1].get("waiting_for"):
+        name, by = status[1]["waiting_for"], status[1].get("decide_by")
+        late = LATE_COMMANDS.get(name, f"the buyer's {name}").format(job=job)
+        by_text = f"; without it the committee aborts at {format_time(int(by))}" if by else ""
+        return f"{closed}; waiting for {late}{by_text}"
+    if status is not None and status[0] == 200 and status[1].get("settlement") not in (
+        None, "awaiting_outcome",
+    ):  # fmt: skip
+        return f"{closed}; settling: the committee signs and finalizes its result"
+    return f"{closed}; the committee is reducing the shares"
+
+
+LATE_COMMANDS = {
+    "query": "the buyer's query shares (`market valuation query {job}`)",
+    "outcomes": "the buyer's outcomes (`market bounty outcomes {job} FILE`)",
+}
+"""How the buyer posts each kind's late input, for the progress line."""
 
 
 class Progress:

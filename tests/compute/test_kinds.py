@@ -112,13 +112,13 @@ _OPTIONS = {
     "forecast": {"targets": 50, "resolution_time": 2_000_000_000},
     "valuation": {
         "valuation": {
-            "tip": {},
+            "tip": {"projection": {"seed": 1, "k": 8}},
             "features": ["a", "b"],
             "label": "y",
             "model": {"uri": "ipfs://bafymodel", "sha256": "b" * 64, "size": 10},
             "context": {"uri": "ipfs://bafycontext", "sha256": "c" * 64, "size": 10},
             "query": {"uri": "ipfs://bafyquery", "sha256": "d" * 64, "size": 10},
-            "decrypt_window": 3_600,
+            "committee": {"q_bits": 20, "g_bits": 10, "commitments": ["e" * 64] * 3},
         }
     },
 }

@@ -55,6 +55,7 @@ def test_registry() -> None:
     assert set(MAP_FUNCTIONS) == {
         "column_values", "model_probabilities", "row_count", "category_counts",
         "standardized_predictions",
+        "summed_gradient",
     }  # fmt: skip
     assert MAP_FUNCTIONS["category_counts"].ops == {ReduceOp.HISTOGRAM}
     assert MAP_FUNCTIONS["model_probabilities"].ops == {ReduceOp.WEIGHTED_SUM}

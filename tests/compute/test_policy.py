@@ -34,12 +34,20 @@ def proposal(**edits: Any) -> Proposal:
 
 VALUATION = {
     "kind": "valuation",
-    "map": {"function": "row_count", "output": {"fields": []}},
-    "reduce__op": "count",
+    "map": {"function": "summed_gradient", "output": {"fields": []}},
+    "reduce__op": "sum",
     "reduce__threat_model": "semi-honest",
     "economics__payout_rule": "influence",
     "valuation": VALUATION_TERMS,
 }
+
+
+def _valuation(size: int) -> dict[str, Any]:
+    """VALUATION for a committee of `size`: one share commitment per member, and a threshold
+    at which the committee can multiply."""
+    terms = {**VALUATION_TERMS, "committee": {**VALUATION_TERMS["committee"],
+                                              "commitments": ["ab" * 32] * size}}  # fmt: skip
+    return {**VALUATION, "valuation": terms, "reduce__threshold": (size + 1) // 2}
 
 
 def test_the_default_policy() -> None:
@@ -423,13 +431,14 @@ policies = st.builds(
 
 
 def _candidate(participants: int, dp: Any, slash: int, kind: bool, size: int) -> Proposal:
+    size = max(size | 1, 3) if kind else size  # a valuation's products: odd n, t = (n + 1) / 2
     return proposal(
         privacy__min_participants=participants,
-        privacy__dp=dp,
+        privacy__dp=None if kind else dp,  # a valuation adds no noise
         economics__max_slash_bps=slash if size >= 3 else 0,  # slashing needs 3 members
         committee_size=size,
         quorum=size // 2 + 1,
-        **(VALUATION if kind else {"reduce__threat_model": "semi-honest"}),
+        **(_valuation(size) if kind else {"reduce__threat_model": "semi-honest"}),
     )
 
 

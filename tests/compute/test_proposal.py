@@ -69,22 +69,23 @@ def example(**changes: Any) -> dict[str, Any]:
 
 BLOB = {"uri": "file:///tmp/blob", "sha256": "ab" * 32, "size": 1024}
 VALUATION_TERMS = {
-    "tip": {"model": {"kind": "softmax", "n_features": 2, "n_classes": 2}},
+    "tip": {"model": {"kind": "softmax", "n_features": 2, "n_classes": 2},
+            "projection": {"seed": 1, "k": 16}},
     "features": ["systolic", "pulse"],
     "label": "outcome",
     "model": BLOB,
     "context": BLOB,
     "query": BLOB,
-    "decrypt_window": 600,
-}
+    "committee": {"q_bits": 20, "g_bits": 10, "commitments": ["ab" * 32, "cd" * 32, "ef" * 32]},
+}  # fmt: skip
 
 
 def valuation_example() -> dict[str, Any]:
-    """A valid valuation proposal: TIP terms, the rows counted under sharing."""
+    """A valid valuation proposal: TIP terms, each provider's summed gradient shared."""
     return example(
         kind="valuation",
-        map={"function": "row_count", "output": {"fields": []}},
-        reduce={"op": "count", "scheme": "shamir", "threat_model": "semi-honest"},
+        map={"function": "summed_gradient", "output": {"fields": []}},
+        reduce={"op": "sum", "scheme": "shamir", "threat_model": "semi-honest"},
         economics={"budget": 10**21, "fee_bps": 500, "payout_rule": "influence",
                    "max_slash_bps": 2_000},
         valuation=copy.deepcopy(VALUATION_TERMS),
@@ -980,11 +981,22 @@ def test_a_valuation_proposal_parses_with_its_terms() -> None:
     ("mutate", "path", "text"),
     [
         (at("valuation", DELETE), "valuation", "required field missing"),
-        (at("reduce.op", "sum"), "reduce.op", "kind 'valuation' fixes this to 'count'"),
+        (at("reduce.op", "count"), "reduce.op", "kind 'valuation' fixes this to 'sum'"),
+        (at("reduce.scheme", "additive"), "reduce.scheme", "fixes this to 'shamir'"),
+        (
+            at("valuation.committee.commitments", ["ab" * 32]),
+            "valuation.committee.commitments",
+            "1 share commitments for a committee of 3",
+        ),
+        (at("committee_size", 4), "reduce.threshold", "cannot multiply"),
         (at("valuation.label", "pulse"), "valuation.label", "also a feature"),
         (at("valuation.features", ["a", "a"]), "valuation.features", "repeated: a"),
         (at("valuation.model.sha256", "AB" * 32), "valuation.model.sha256", "lowercase hex"),
-        (at("valuation.decrypt_window", 0), "valuation.decrypt_window", "greater than or equal"),
+        (
+            at("valuation.committee.g_bits", -1),
+            "valuation.committee.g_bits",
+            "greater than or equal",
+        ),
         (at("valuation.slashed_to", "buyer"), "valuation.slashed_to", "use payouts or burn"),
         (at("valuation.full_slash_at", 0.0), "valuation.full_slash_at", "greater than 0"),
     ],

@@ -80,6 +80,11 @@ class Publication:
     query: bytes
     buyer: BuyerContext
     """The secret side: decrypts the scores. Never published."""
+    q: FloatArray | None = None
+    """The query in the clear (secret): the buyer shares it with the committee."""
+    gradient_scale: float = 0.0
+    """The largest mean |coordinate| of the buyer's own projected training gradients: a
+    provider of n rows like the buyer's has `|G_p|` coordinates of about n times this."""
 
 
 def publish(
@@ -103,12 +108,15 @@ def publish(
     projection = Projection(projection_seed, k, model.n_params)
     query = build_query(model, theta, train_xy, eval_xy, projection, terms.damping, terms.curvature)
     buyer = backend.create_buyer(k)
+    gradients = projected_gradients(model, theta, *train_xy, projection)
     return Publication(
         terms=terms,
         model=ModelRelease(theta, mean, scale).to_bytes(),
         context=buyer.public_context(),
         query=buyer.encrypt_query(query.q),
         buyer=buyer,
+        q=query.q,
+        gradient_scale=float(np.abs(gradients).mean(axis=0).max()),
     )
 
 
@@ -122,6 +130,19 @@ def score_rows(
 ) -> bytes:
     """A provider's encrypted scores of its rows `x` (raw features, the buyer's column order)
     and labels `y`: the payload it sends (one score per row, in row order)."""
+    return score_and_sum_rows(terms, model_release, context, query, x, y)[0]
+
+
+def score_and_sum_rows(
+    terms: TipTerms,
+    model_release: bytes,
+    context: bytes,
+    query: bytes,
+    x: Any,
+    y: Any,
+) -> tuple[bytes, FloatArray]:
+    """`score_rows`'s payload, and the rows' summed projected gradient `G_p` (k numbers): what
+    the provider shares with the committee, whose total `q . G_p` the payouts follow."""
     release = ModelRelease.from_bytes(model_release)
     model, projection, backend = terms.rebuild(release.theta)
     x = np.asarray(x, dtype=np.float64)
@@ -147,7 +168,7 @@ def score_rows(
         raise bad_labels
     standardized = (x - release.mean) / release.scale
     gradients = projected_gradients(model, release.theta, standardized, as_int, projection)
-    return backend.load_public(context).score(query, gradients)
+    return backend.load_public(context).score(query, gradients), gradients.sum(axis=0)
 
 
 def scores_count(payload: bytes, backend: str) -> int:
