@@ -18,7 +18,11 @@ For each k, in one process one after the other:
   buyer decrypts every provider's scores (one pass, single thread);
 - `bytes_per_provider`: what one provider downloads (public context and `Enc(q)`) plus what it
   uploads (its encrypted scores), averaged over the providers;
-- `pearson`, `spearman`: decrypted against plaintext per-example scores (all examples).
+- `pearson`, `spearman`: decrypted against plaintext per-example scores (all examples);
+- `committee_s`, `bytes_per_provider_committee`: the committee's totals instead (what the
+  payouts follow: `committee_round`): the whole Shamir 2-of-3 round for the same providers, and
+  what one provider uploads for it (k numbers, seed-compressed and sealed, to three members),
+  beside the CKKS path's `bytes_per_provider`; both also at the top level for the largest k.
 
 `retrain_spearman` is the Spearman correlation, over the providers, between their plaintext
 scores at the largest k and the true effect of their data (the buyer's evaluation loss falls by
@@ -47,6 +51,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from compute.messages import Result as RoundResult
+from compute.messages import RoundConfig
+from compute.products import check_totals, gradient_bits, gradient_reduction, query_bits
+from compute.randomness import AesCtrRandom
+from compute.round import LightNodeRound
+from compute.sharing import ShamirScheme
+from compute.simulation import simulate_valuation
 from market.valuation.tip.data import BENCH_PROVIDERS, Market, make_market
 from market.valuation.tip.he import HEBackend, TenSealCKKS
 from market.valuation.tip.influence import (
@@ -145,6 +156,57 @@ def provider_gradients(
 
 
 # ------------------------------------------------------------------------------- bench
+SEALED_BOX_BYTES = 48
+"""What sealing a share to a member's key adds (PyNaCl SealedBox: an ephemeral X25519 key and
+a Poly1305 tag)."""
+
+
+def committee_round(
+    setup: BenchSetup,
+    projection: Projection,
+    query: Query,
+    grads: dict[str, FloatArray],
+    seed: int,
+) -> dict[str, Any]:
+    """The committee's totals for the same providers (`compute.simulation.simulate_valuation`,
+    Shamir 2-of-3): the buyer shares q, each provider its summed gradient `G_p`, every member
+    opens each `q . G_p`. `committee_s`: that whole round in one process (sharing, masks,
+    products, reconstruction at every member); `bytes_per_provider_committee`: what one provider
+    uploads for it (its sealed shares of k numbers, seed-compressed, to 3 members: it downloads
+    nothing beyond the model release, which both paths need); `committee_max_abs_error`: the
+    totals against the plaintext `q . G_p` in floating point."""
+    train_gradients = projected_gradients(setup.model, setup.theta, *setup.market.train, projection)
+    largest = max(len(g) for g in grads.values()) * float(np.abs(train_gradients).max())
+    summed = {name: g.sum(axis=0) for name, g in grads.items()}
+    q_bits = query_bits(query.q)
+    g_bits = max(gradient_bits(largest), 0)
+    scheme = ShamirScheme(3, 2)
+    rng = AesCtrRandom.from_seed(f"bench-committee-{seed}")
+    t0 = time.perf_counter()
+    outcomes, plan = simulate_valuation(query.q, summed, scheme, rng, q_bits=q_bits, g_bits=g_bits)
+    committee_s = time.perf_counter() - t0
+    outcome = outcomes[1]
+    if not isinstance(outcome, RoundResult):
+        raise RuntimeError(f"the committee's round did not finish: {outcome}")
+    opened = check_totals(outcome.aggregate.total, plan.k, plan.scale_bits).influence()
+    totals = dict(zip(outcome.participants, opened, strict=True))
+    errors = [abs(float(totals[n] or 0.0) - float(summed[n] @ query.q)) for n in summed]
+    config = RoundConfig("bench", gradient_reduction(plan.k, g_bits), scheme, 1, products=plan)
+    uploads = []
+    for name, g in summed.items():
+        messages = LightNodeRound(config, name).submit(g.reshape(1, -1), rng)
+        uploads.append(sum(
+            SEALED_BOX_BYTES + (len(m.seed) if m.seed is not None else 8 * m.share.size)
+            for m in messages
+        ))  # fmt: skip
+    return {
+        "committee_s": committee_s,
+        "bytes_per_provider_committee": int(round(float(np.mean(uploads)))),
+        "committee_max_abs_error": max(errors),
+        "committee_void": sum(1 for v in opened if v is None),
+    }
+
+
 def buyer_query(setup: BenchSetup, seed: int, k: int) -> tuple[Projection, Query]:
     """The seeded projection to `k` dimensions and the buyer's query for `setup`'s market."""
     projection = Projection(seed, k, setup.model.n_params)
@@ -237,7 +299,10 @@ def run_valuation_bench(
             "retrain_spearman": spearman(provider_scores[k], [effects[n] for n in names]),
             "lowest_provider": lowest,
         }
+        result[str(k)].update(committee_round(setup, projection, query, grads, seed))
     top = max(ks)
+    for key in ("committee_s", "bytes_per_provider_committee"):  # at the largest k, as asked
+        result[key] = result[str(top)][key]
     result["retrain_spearman"] = spearman(provider_scores[top], [effects[n] for n in names])
     result["providers"] = {
         name: {
@@ -267,6 +332,15 @@ def format_valuation_table(result: dict[str, Any]) -> str:
             f"{r['bytes_per_provider']:>15,} {r['pearson']:>10.6f} {r['spearman']:>10.6f} "
             f"{r.get('retrain_spearman', float('nan')):>12.3f}"
         )
+    for k in ks:
+        r = result[k]
+        if "committee_s" in r:
+            lines.append(
+                f"k={k}: the committee's totals (what the payouts follow) in "
+                f"{r['committee_s']:.3f} s, {r['bytes_per_provider_committee']:,} bytes per "
+                f"provider (CKKS: {r['bytes_per_provider']:,}), max error "
+                f"{r['committee_max_abs_error']:.2e}"
+            )
     lines.append(f"retrain_spearman (k={ks[-1] if ks else '?'}): {result['retrain_spearman']:.3f}")
     if "utility_pairs" in result:
         tip = result["utility_published"]

@@ -169,6 +169,11 @@ def test_bench_valuation_json_shape(tmp_path):
         assert key in row
     assert row["pearson"] >= 0.999 and row["spearman"] >= 0.999
     assert "retrain_spearman" in result
+    # The committee's totals, which the payouts follow: the same influence within the
+    # encoding's precision, for a fraction of the CKKS path's bytes.
+    assert result["committee_s"] == row["committee_s"] > 0 and row["committee_void"] == 0
+    assert 0 < result["bytes_per_provider_committee"] < row["bytes_per_provider"] / 10
+    assert row["committee_max_abs_error"] < 1e-2
     # Realized utility after last-layer fine-tuning, one buyer of the protocol: 39 sellers.
     assert result["utility_pairs"] == 39
     assert 0.0 < result["utility_spearman"] <= 1.0 and 0.0 < result["utility_pearson"] <= 1.0

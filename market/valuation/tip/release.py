@@ -83,8 +83,9 @@ class Publication:
     q: FloatArray | None = None
     """The query in the clear (secret): the buyer shares it with the committee."""
     gradient_scale: float = 0.0
-    """The largest mean |coordinate| of the buyer's own projected training gradients: a
-    provider of n rows like the buyer's has `|G_p|` coordinates of about n times this."""
+    """The largest |coordinate| of the buyer's own per-example projected training gradients:
+    a provider's summed gradient over n rows stays within n times this unless its rows are
+    all as far off as the worst of the buyer's (the committee's encoding is sized by it)."""
 
 
 def publish(
@@ -116,7 +117,7 @@ def publish(
         query=buyer.encrypt_query(query.q),
         buyer=buyer,
         q=query.q,
-        gradient_scale=float(np.abs(gradients).mean(axis=0).max()),
+        gradient_scale=float(np.abs(gradients).max()),
     )
 
 
