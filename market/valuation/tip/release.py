@@ -4,8 +4,9 @@
   preprocessing), the public CKKS context and `Enc(q)`; it keeps its `BuyerContext`;
 - each provider *scores* its own rows (`score_rows`): standardized the buyer's way, projected
   per-example gradients, encrypted scores `Enc(G q)`; rows and gradients stay with it;
-- the buyer *reports* (`ScoreReport`): after the deadline it decrypts the participants' scores
-  and tells the committee each dataset's total, which the committee settles on.
+- the committee's totals (`q . G_p`, from the shared query and each provider's summed gradient,
+  `compute.products`) decide the payouts; the buyer decrypts the per-row scores for its own
+  view (`BuyerContext.decrypt_scores`).
 
 Every blob is checked where it is read: the model against the terms' parameter digest, the
 context and query by the backend (a context holding a secret key is refused), the labels against
@@ -14,9 +15,6 @@ the model's classes, the features against its width.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,60 +177,3 @@ def scores_count(payload: bytes, backend: str) -> int:
     if not isinstance(n, int) or n < 0:
         raise MalformedPayloadError("a scores payload must state its count")
     return n
-
-
-# ------------------------------------------------------------------------------- the report
-@dataclass(frozen=True)
-class ScoreReport:
-    """The buyer's decrypted totals for one job: dataset id -> the sum of its rows' scores.
-    Canonical JSON (`to_json`); the buyer signs it and the committee settles on it, so the
-    result document carries it and anyone can check who said what."""
-
-    job_id: int
-    scores: Mapping[str, float]
-
-    def __post_init__(self) -> None:
-        for dataset, score in self.scores.items():
-            if not isinstance(score, float | int) or isinstance(score, bool):
-                raise InvalidParamsError(f"the score of {dataset} is not a number")
-            if not math.isfinite(score):
-                raise InvalidParamsError(f"the score of {dataset} is not finite")
-        object.__setattr__(self, "scores", {d: float(self.scores[d]) for d in sorted(self.scores)})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"job": self.job_id, "scores": dict(self.scores)}
-
-    def canonical(self) -> bytes:
-        return json.dumps(
-            self.to_json(), sort_keys=True, separators=(",", ":"), allow_nan=False
-        ).encode()
-
-    @classmethod
-    def from_json(cls, data: Any) -> ScoreReport:
-        if not isinstance(data, dict) or set(data) != {"job", "scores"}:
-            raise InvalidParamsError("a score report is {job, scores}")
-        job, scores = data["job"], data["scores"]
-        if not isinstance(job, int) or isinstance(job, bool) or not isinstance(scores, dict):
-            raise InvalidParamsError("a score report's job is an integer, its scores an object")
-        return cls(job, scores)
-
-    def check_covers(self, participants: Sequence[str]) -> None:
-        """Refuse a report that does not score exactly the job's participants."""
-        missing = sorted(set(participants) - set(self.scores))
-        extra = sorted(set(self.scores) - set(participants))
-        if missing or extra:
-            raise InvalidParamsError(
-                "the report must score exactly the job's participants"
-                + (f"; missing {', '.join(missing)}" if missing else "")
-                + (f"; not participants: {', '.join(extra)}" if extra else "")
-            )
-
-
-def report_from_payloads(
-    job_id: int, buyer: BuyerContext, payloads: Mapping[str, bytes]
-) -> tuple[ScoreReport, dict[str, FloatArray]]:
-    """The buyer decrypts each participant's payload: the report (totals) and the per-row
-    scores it keeps for itself (the distribution figure, its own decisions)."""
-    per_row = {dataset: buyer.decrypt_scores(payload) for dataset, payload in payloads.items()}
-    totals = {dataset: float(np.sum(rows)) for dataset, rows in per_row.items()}
-    return ScoreReport(job_id, totals), per_row
