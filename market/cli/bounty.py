@@ -294,6 +294,17 @@ def bounty_post(
             f"{', '.join(view.committee) or '(not yet drawn)'}; members accept by "
             f"{format_time(view.accept_by)}"
         )
+    late = proposal.job_kind.late_input
+    if late is not None and late.after == "posting":  # due now: a valuation's query shares
+        from market.cli.progress import LATE_COMMANDS
+
+        what = LATE_COMMANDS.get(late.name, f"the buyer's {late.name}").format(job=job_id)
+        (err if as_json else out).print(
+            f"next: send the committee {what} with --account {signer.alias}; without it the "
+            "committee aborts the job and refunds you",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _check_deadline(deadline: int, net: Any) -> None:
@@ -383,7 +394,7 @@ def bounty_wait(job_id: int, timeout: float, poll: float, network: Net, as_json:
     """Wait until JOB_ID is settled (finalized, aborted or expired); exit 1 on timeout.
 
     Says on stderr each stage the job reaches (accepted by its committee, submissions closed,
-    for a valuation job the buyer's report and which members took it, settling, settled), and
+    waiting for a buyer's late input such as a valuation's query shares, settling, settled), and
     the current one again once a minute; stdout has only the final state."""
     import time
 
@@ -503,6 +514,10 @@ def bounty_result(job_id: int, test_labels: Path | None, network: Net, as_json: 
     )
     shown = {**result, "accuracy": summary["accuracy"]} if "accuracy" in summary else result
     lines = _result_kind(result, kind_of).describe(shown) if isinstance(result, dict) else []
+    if not lines and isinstance(result, dict) and isinstance(result.get("valuation"), dict):
+        from market.cli.valuation_cmds import result_lines  # the valuation committee's totals
+
+        lines = result_lines(result["valuation"])
     for line in lines:  # the kind's own lines (result_kind), else the document as JSON
         out.print(line, highlight=False, markup=False)
     if not lines:

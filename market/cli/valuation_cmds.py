@@ -1,8 +1,11 @@
 """The buyer's side of a valuation (TIP) job on the command line: `market valuation publish`
 trains the buyer's model on its own tables, publishes the model, the public CKKS context and
-`Enc(q)` to content-addressed storage, keeps the secret context in a private file and prints the
-proposal's `valuation` terms; `market valuation report` decrypts the participants' scores after
-the deadline and reports the totals to the job's committee, signed by the buyer's account."""
+`Enc(q)` to content-addressed storage, shares the query `q` for the job's committee (the
+proposal commits to each share by hash), keeps the secret context and the shares in private
+files and prints the proposal's `valuation` terms; `market valuation query` posts the shares,
+sealed to each member, after posting (the committee computes each provider's total from them:
+no party decides the payouts alone); `market valuation scores` decrypts the per-row scores for
+the buyer's own insight after the round."""
 
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ from typing import Any
 
 import click
 
+from compute.proposal import MAX_COMMITTEE
 from market.cli.common import (
+    BadValue,
     Signer,
     UserError,
     account_options,
     emit_json,
     err,
     existing_job,
-    format_time,
     json_option,
     network_options,
     out,
@@ -34,9 +38,19 @@ from market.home import Home
 
 Net = Callable[[], Any]
 
-DEFAULT_DECRYPT_WINDOW = 3_600
-"""Seconds after the deadline for the buyer's report (at most half the settlement grace)."""
 SECRET_SUFFIX = ".secret"
+QUERY_SUFFIX = ".query"
+QUERY_FORMAT = "market-valuation-query/1"
+EXIT_NOT_YET = 5
+"""`market valuation scores` before the committee opened the totals: retry later."""
+QUERY_RETRY_S = 10.0
+"""How long `query` keeps retrying members that have not taken the job on yet."""
+
+
+class NotYet(UserError):
+    """Not ready yet (one line, exit code 5): the same command succeeds later."""
+
+    exit_code = EXIT_NOT_YET
 
 
 def secret_dir(home: Home | None = None) -> Path:
@@ -192,6 +206,77 @@ def _secret_target(out_path: Path | None, context_sha256: str) -> Path:
     return out_path
 
 
+def query_path_beside(secret: Path) -> Path:
+    """Where `publish` keeps the query shares: beside the secret context, `.secret` replaced by
+    `.query` (or `.query` appended to another name)."""
+    if secret.name.endswith(SECRET_SUFFIX):
+        return secret.with_name(secret.name[: -len(SECRET_SUFFIX)] + QUERY_SUFFIX)
+    return secret.with_name(secret.name + QUERY_SUFFIX)
+
+
+def query_bytes(shared: Any, terms: dict[str, Any], context_sha256: str) -> bytes:
+    """The buyer's query shares as saved (JSON, `QUERY_FORMAT`): each committee position's
+    nonce (hex) and share (base64 of k little-endian uint64 field elements), with the
+    commitments the proposal states and the public context they go with. Secret: a majority
+    of the shares gives `q`."""
+    import base64
+
+    import numpy as np
+
+    document = {
+        "format": QUERY_FORMAT,
+        "context_sha256": context_sha256,
+        "q_bits": terms["q_bits"],
+        "g_bits": terms["g_bits"],
+        "commitments": list(terms["commitments"]),
+        "nonces": [nonce.hex() for nonce in shared.nonces],
+        "shares": [
+            base64.b64encode(np.ascontiguousarray(share, dtype="<u8").tobytes()).decode()
+            for share in shared.shares
+        ],
+    }
+    return (json.dumps(document, indent=1) + "\n").encode()
+
+
+def load_query(path: Path) -> Any:
+    """The `compute.products.SharedQuery` saved in `path` (`UserError` if it is not one)."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    from compute.products import NONCE_BYTES, SharedQuery
+
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"cannot read the query shares {path}: {exc.strerror}") from None
+    except ValueError:
+        document = None
+    not_shares = UserError(
+        f"{path} is not a buyer's query shares saved by `market valuation publish` (a JSON "
+        f"{QUERY_FORMAT} file)"
+    )
+    if not isinstance(document, dict) or document.get("format") != QUERY_FORMAT:
+        raise not_shares
+    try:
+        nonces = tuple(bytes.fromhex(n) for n in document["nonces"])
+        raw = [base64.b64decode(s, validate=True) for s in document["shares"]]
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise not_shares from None
+    sizes = {len(r) for r in raw}
+    if (
+        not nonces
+        or len(nonces) != len(raw)
+        or any(len(n) != NONCE_BYTES for n in nonces)
+        or len(sizes) != 1
+        or sizes.pop() % 8
+    ):
+        raise not_shares
+    shares = np.stack([np.frombuffer(r, dtype="<u8").astype(np.uint64) for r in raw])
+    return SharedQuery(shares, nonces)
+
+
 # ------------------------------------------------------------------------------ publish
 def publish_valuation(
     train_xy: tuple[Any, Any],
@@ -280,11 +365,11 @@ def proposal_template(
     help="Projection seed (default: a random one; it is stated in the terms).",
 )
 @click.option(
-    "--decrypt-window",
-    default=DEFAULT_DECRYPT_WINDOW,
+    "--committee-size",
+    default=3,
     show_default=True,
-    type=click.IntRange(1),
-    help="Seconds after the deadline to report the scores.",
+    type=click.IntRange(3, MAX_COMMITTEE),
+    help="The job's committee: odd; the query is shared (N+1)/2-of-N, one share per member.",
 )
 @click.option(
     "--max-examples",
@@ -299,7 +384,8 @@ def proposal_template(
     type=click.Path(path_type=Path),
     default=None,
     help="Where to save the secret context: a new file, or an existing directory "
-    "(default: $MARKET_HOME/valuation/<context sha256>.secret).",
+    "(default: $MARKET_HOME/valuation/<context sha256>.secret); the query shares go beside "
+    "it (.query).",
 )
 @click.option(
     "--proposal",
@@ -322,7 +408,7 @@ def publish_cmd(
     classes: int | None,
     k: int,
     seed: int | None,
-    decrypt_window: int,
+    committee_size: int,
     max_examples: int,
     out_path: Path | None,
     proposal_path: Path | None,
@@ -336,22 +422,27 @@ def publish_cmd(
     TRAIN and EVAL are CSV tables with the --features columns (numeric) and the --label column
     (integer classes 0..N-1); they stay here. The features are standardized with TRAIN's mean
     and standard deviation, a softmax regression is trained on TRAIN, and the query q (the
-    projected influence direction of EVAL's loss) is encrypted under a fresh CKKS key. The
-    model, the public CKKS context and Enc(q) go to content-addressed storage (an IPFS node when
-    $MARKET_IPFS_API is set, else $MARKET_HOME/storage); the secret context is saved, mode
-    0600, to --out or $MARKET_HOME/valuation/<sha256>.secret: keep it, it is the only way to
-    read the scores (`market valuation report`). Prints the proposal's "valuation" terms."""
+    projected influence direction of EVAL's loss) is encrypted under a fresh CKKS key (the
+    buyer's own view of the per-row scores) and shared (N+1)/2-of-N for the job's committee of
+    --committee-size N, which computes every provider's total from it (the payouts). The model,
+    the public CKKS context and Enc(q) go to content-addressed storage (an IPFS node when
+    $MARKET_IPFS_API is set, else $MARKET_HOME/storage). Saved, mode 0600, to --out or
+    $MARKET_HOME/valuation/: the secret context (<sha256>.secret, the only way to read the
+    per-row scores: `market valuation scores`) and the query shares (<sha256>.query, which
+    `market valuation query JOB` posts after `market bounty post`; the proposal commits to
+    them). Prints the proposal's "valuation" terms."""
     import secrets
 
     from pydantic import ValidationError
 
     from compute.kinds import ValuationSpec
     from compute.problems import describe
+    from compute.randomness import os_rng
     from market.storage import open_storage
     from market.storage.errors import StorageError
     from market.valuation.tip.errors import TipError
     from market.valuation.tip.he import TenSealCKKS
-    from nodes.valuation import publish_blobs
+    from nodes.valuation import committee_terms, publish_blobs
 
     feature_names = _names(features, "--features")
     label = label.strip()
@@ -359,8 +450,15 @@ def publish_cmd(
         raise UserError("--label must name the label column")
     if label in feature_names:
         raise UserError(f"--label {label!r} is also in --features; the label is its own column")
-    if out_path is not None and not out_path.is_dir() and out_path.exists():
-        _refuse_existing(out_path)  # before any work
+    if committee_size % 2 == 0:
+        raise BadValue(
+            f"--committee-size must be odd (the committee multiplies shares (N+1)/2-of-N); "
+            f"give {committee_size - 1} or {committee_size + 1}"
+        )
+    if out_path is not None and not out_path.is_dir():
+        for path in (out_path, query_path_beside(out_path)):
+            if path.exists():
+                _refuse_existing(path)  # before any work
     if proposal_path is not None and proposal_path.exists():
         raise UserError(f"{proposal_path} already exists; choose another --proposal")
     x_train, y_train = read_table(train_path, feature_names, label, classes)
@@ -387,12 +485,17 @@ def publish_cmd(
         refs = publish_blobs(publication, open_storage())
     except StorageError as exc:
         raise UserError(f"cannot publish the valuation's blobs: {exc}") from None
+    threshold = (committee_size + 1) // 2
+    committee, shared = committee_terms(
+        publication.q, max_examples * publication.gradient_scale, committee_size, threshold,
+        os_rng(),
+    )  # fmt: skip
     terms = {
         "tip": publication.terms.to_json(),
         "features": feature_names,
         "label": label,
         **{name: ref.model_dump(mode="json") for name, ref in refs.items()},
-        "decrypt_window": decrypt_window,
+        "committee": committee,
         "max_examples": max_examples,
     }
     try:
@@ -401,9 +504,15 @@ def publish_cmd(
         problems = "; ".join(f"{p}: {m}" for p, m in describe(exc, ValuationSpec))
         raise UserError(f"the valuation terms are not valid: {problems}") from None
     secret = _secret_target(out_path, refs["context"].sha256)
+    shares_path = query_path_beside(secret)
+    if shares_path.exists():
+        _refuse_existing(shares_path)
     write_secret(secret, publication.buyer.to_bytes(secret=True))
+    write_secret(shares_path, query_bytes(shared, committee, refs["context"].sha256))
     if proposal_path is not None:
         template = proposal_template(terms, title, min_participants, max_slash_bps)
+        template["committee_size"] = committee_size
+        template["reduce"]["threshold"] = threshold
         try:
             with proposal_path.open("x") as fh:
                 fh.write(json.dumps(template, indent=2) + "\n")
@@ -414,6 +523,9 @@ def publish_cmd(
     summary = {
         "valuation": terms,
         "secret": str(secret),
+        "query_shares": str(shares_path),
+        "committee_size": committee_size,
+        "threshold": threshold,
         "rows": {"train": len(x_train), "eval": len(x_eval)},
         "classes": n_classes,
         "train_accuracy": stats["train_accuracy"],
@@ -432,25 +544,37 @@ def publish_cmd(
     for name, ref in refs.items():
         out.print(f"published the {name} ({ref.size:,} bytes) at {ref.uri}", highlight=False)
     out.print(
-        f"saved the SECRET context (mode 0600) to {secret}: keep it private and keep it; "
-        f"`market valuation report JOB --secret {secret}` needs it after the deadline",
+        f"saved the SECRET context (mode 0600) to {secret}: keep it private; `market valuation "
+        "scores JOB` decrypts the per-row scores with it after the round",
+        highlight=False,
+    )
+    out.print(
+        f"saved the SECRET query shares for a committee of {committee_size} (mode 0600) to "
+        f"{shares_path}: after posting, `market valuation query JOB` sends each member its "
+        "share (without them the committee aborts and refunds you)",
         highlight=False,
     )
     if proposal_path is not None:
         out.print(
-            f"wrote a valuation proposal to {proposal_path}: post it with `market bounty post "
-            f"{proposal_path} --budget ... --deadline ...`",
+            f"wrote a valuation proposal (committee of {committee_size}, threshold {threshold}) "
+            f"to {proposal_path}: post it with `market bounty post {proposal_path} --budget ... "
+            "--deadline ...`",
             highlight=False,
         )
     out.print(
-        'the proposal\'s "valuation" terms (its map is row_count, its reduce count, its '
-        'payout_rule "influence"):',
+        'the proposal\'s "valuation" terms (its map is summed_gradient, its reduce a sum under '
+        'Shamir sharing, its payout_rule "influence"):',
         highlight=False,
     )
     click.echo(json.dumps(terms, indent=2))
 
 
-# ------------------------------------------------------------------------------ report
+# ------------------------------------------------------------------------------ the job
+def default_query_path(context_sha256: str, home: Home | None = None) -> Path:
+    """Where `publish` keeps the query shares of the public context with this SHA-256."""
+    return secret_dir(home) / f"{context_sha256}{QUERY_SUFFIX}"
+
+
 def _job_proposal(escrow: Any, view: Any) -> Any:
     """The job's proposal, checked against its on-chain hash (None when it cannot be read)."""
     from nodes.jobs import JobSpecError, proposal_for
@@ -462,7 +586,221 @@ def _job_proposal(escrow: Any, view: Any) -> Any:
         return None
 
 
-@click.command("report")
+def _valuation_spec(job_id: int, proposal: Any) -> Any:
+    """The valuation terms of a job's proposal (None when it could not be read)."""
+    from compute.kinds.valuation import ValuationProposal
+
+    if proposal is not None and not isinstance(proposal, ValuationProposal):
+        raise UserError(f"job {job_id} is a {proposal.kind} job, not a valuation job")
+    return None if proposal is None else proposal.valuation
+
+
+def _default_file(job_id: int, spec: Any, option: str, what: str, path_for: Any) -> Path:
+    """The file `publish` saved for this job's public context, or `UserError` naming
+    `option`."""
+    if spec is None:
+        raise UserError(f"name the {what} of job {job_id} with {option} FILE")
+    path: Path = path_for(spec.context.sha256)
+    if not path.exists():
+        raise UserError(
+            f"no {what} for job {job_id} in {path.parent} (looked for {path.name}); pass the "
+            f"file `market valuation publish` saved with {option}"
+        )
+    return path
+
+
+# ------------------------------------------------------------------------------ query
+RETRIED = frozenset({404, 409, 503})
+"""A member that has not taken the job on yet (or is starting): asked again, briefly."""
+
+
+def sealed_query(path: Path, job_id: int, shared: Any, keys: Sequence[bytes]) -> Any:
+    """The job's late input `query` (`nodes.valuation.seal_query`), sealed once and kept in
+    `path` (mode 0600): a second run of `query` sends the very same input. A second sealing
+    would be a different input, and a committee that sees two from the buyer cannot agree on
+    one (it aborts)."""
+    from nodes.valuation import seal_query
+
+    if path.exists():
+        try:
+            value = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            value = None
+        if (
+            not isinstance(value, dict)
+            or value.get("job_id") != job_id
+            or not isinstance(value.get("shares"), list)
+            or len(value["shares"]) != len(keys)
+        ):
+            raise UserError(
+                f"{path} is not job {job_id}'s sealed query; move it away only if no member "
+                "took the query yet (a second, different one makes the committee abort)"
+            )
+        return value
+    value = seal_query(job_id, shared, keys)
+    write_secret(path, (json.dumps(value) + "\n").encode())
+    return value
+
+
+def post_query(
+    account: Any,
+    job_id: int,
+    value: Any,
+    endpoints: Sequence[str],
+    *,
+    retry_s: float = QUERY_RETRY_S,
+    http: Any = None,
+) -> tuple[list[int], dict[int, str]]:
+    """Sign the sealed query once and post it to every member (as
+    `nodes.valuation.send_query` does), asking again for up to `retry_s` seconds the members
+    that have not taken the job on yet (404, 409, 503, or no answer). Returns the members that
+    took it and those that did not (indices from 1 -> reason)."""
+    import time
+
+    import requests
+
+    from nodes import wire
+    from nodes.client import HeavyClient
+
+    http = http or requests.Session()
+    body = {"value": value, "signature": wire.sign_payload(account, value)}
+    pending = list(range(1, len(endpoints) + 1))
+    taken: list[int] = []
+    failed: dict[int, str] = {}
+    end = time.monotonic() + retry_s
+    while True:
+        waiting: dict[int, str] = {}
+        for index in pending:
+            try:
+                response = HeavyClient(endpoints[index - 1], http).late(job_id, "query", body)
+            except requests.RequestException as exc:
+                waiting[index] = f"no answer ({type(exc).__name__})"
+                continue
+            if response.status_code == 200:
+                taken.append(index)
+            elif response.status_code in RETRIED:
+                waiting[index] = wire.refusal_detail(response)
+            else:
+                failed[index] = wire.refusal_detail(response)
+        if not waiting or time.monotonic() >= end:
+            failed.update(waiting)
+            return sorted(taken), dict(sorted(failed.items()))
+        pending = sorted(waiting)
+        time.sleep(0.5)
+
+
+@click.command("query")
+@click.argument("job_id", type=click.IntRange(0))
+@click.option(
+    "--shares",
+    "shares_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The query shares `market valuation publish` saved (default: the ones it saved for "
+    "this job's context in $MARKET_HOME/valuation, <sha256>.query).",
+)
+@network_options
+@account_options
+@json_option
+def query_cmd(
+    job_id: int, shares_path: Path | None, network: Net, signer: Signer, as_json: bool
+) -> None:
+    """Send your query shares to a valuation job's committee: run it right after posting.
+
+    Each member gets its own share of q, sealed to the encryption key it registered, in one
+    input signed by --account (the job's buyer); the proposal commits to every share, so only
+    the shares `publish` saved for it are taken. From them the committee computes each
+    provider's total influence, which the payouts follow. Without them the committee aborts at
+    its decide_by time (the deadline plus a quarter of the settlement grace) and the budget is
+    refunded. Members that have not taken the job on yet are asked again for a few seconds. The
+    sealed input is kept beside the shares (<sha256>.query.jobN): running this again sends the
+    same one (a different one would make the committee abort)."""
+    from market.escrow import EscrowClient, JobState
+    from market.staking import StakingClient
+
+    with network() as net:
+        escrow = EscrowClient(net.chain, net.deployment)
+        staking = StakingClient(net.chain, net.deployment)
+        view = existing_job(escrow, job_id)
+        if view.state is not JobState.POSTED:
+            raise UserError(
+                f"job {job_id} is already {view.state.name.lower()}; its query is too late"
+            )
+        if signer.address.lower() != view.buyer.lower():
+            raise UserError(
+                f"job {job_id} was posted by {view.buyer}, and --account {signer.alias} is "
+                f"{signer.address}: only the job's buyer posts its query"
+            )
+        from nodes.jobs import JobSpecError, proposal_for
+
+        try:
+            proposal = proposal_for(escrow, view)
+        except JobSpecError as exc:
+            raise UserError(f"cannot read job {job_id}'s proposal: {exc}") from None
+        spec = _valuation_spec(job_id, proposal)
+        if shares_path is None:
+            shares_path = _default_file(
+                job_id, spec, "--shares", "query shares", default_query_path
+            )
+        shared = load_query(shares_path)
+        if shared.commitments() != list(spec.committee.commitments):
+            held, committed = len(shared.nonces), len(spec.committee.commitments)
+            why = (
+                f"{held} shares for a committee of {committed}"
+                if held != committed
+                else "another query's or another sharing's"
+            )
+            raise UserError(
+                f"{shares_path} holds query shares that job {job_id}'s proposal does not commit "
+                f"to ({why}); pass the .query file `market valuation publish` saved with this "
+                "job's proposal: --shares FILE"
+            )
+        if not view.drawn:
+            raise UserError(
+                f"job {job_id}'s committee is not drawn yet; retry in a few seconds "
+                f"(`market bounty show {job_id}`)"
+            )
+        members = list(view.committee)
+        nodes = [staking.heavy_node(m) for m in members]
+        account = signer.unlock()
+        sealed = shares_path.with_name(f"{shares_path.name}.job{job_id}")
+        value = sealed_query(sealed, job_id, shared, [n.encryption_key for n in nodes])
+        with step(f"posting the query shares of job {job_id} to its committee"):
+            taken, failed = post_query(account, job_id, value, [n.endpoint for n in nodes])
+    if not taken:
+        reasons = "; ".join(f"{members[i - 1]}: {r}" for i, r in failed.items())
+        raise UserError(
+            f"no committee member took the query of job {job_id} ({reasons}); retry "
+            f"`market valuation query {job_id}` before the committee aborts"
+        )
+    took = [members[i - 1] for i in taken]
+    refused = {members[i - 1]: reason for i, reason in failed.items()}
+    if as_json:
+        emit_json({"job": job_id, "members": took, "failed": refused})
+        return
+    out.print(
+        f"job {job_id}: {len(took)} of {len(members)} committee members took the query shares: "
+        f"{', '.join(took)}",
+        highlight=False,
+    )
+    for member, reason in refused.items():
+        err.print(f"{member} did not take them: {reason}", highlight=False, soft_wrap=True)
+    if refused:
+        err.print(
+            "the members that took them forward them to the others; if one still lacks them "
+            f"at the deadline, run `market valuation query {job_id}` again",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(
+        "the committee computes each provider's total influence once submissions close "
+        f"(`market bounty wait {job_id}` follows it)",
+        highlight=False,
+    )
+
+
+# ------------------------------------------------------------------------------ scores
+@click.command("scores")
 @click.argument("job_id", type=click.IntRange(0))
 @click.option(
     "--secret",
@@ -473,52 +811,31 @@ def _job_proposal(escrow: Any, view: Any) -> Any:
     "(default: the one it saved for this job's context in $MARKET_HOME/valuation).",
 )
 @network_options
-@account_options
 @json_option
-def report_cmd(
-    job_id: int, secret_path: Path | None, network: Net, signer: Signer, as_json: bool
-) -> None:
-    """Decrypt a valuation job's scores and report the totals to its committee.
+def scores_cmd(job_id: int, secret_path: Path | None, network: Net, as_json: bool) -> None:
+    """Decrypt a valuation job's per-row scores, for your own insight, after its round.
 
-    After the deadline, once the committee has agreed on the participants: fetch each one's
-    encrypted scores from the committee, decrypt them with the secret context, and post one
-    report (each dataset's total score), signed by --account, which must be the job's buyer,
-    to every member. Reports are taken until the deadline plus the job's decrypt_window;
-    without one the pool is split equally and nobody is slashed."""
-    from compute.kinds.valuation import ValuationProposal
+    Each participant sent its rows' scores encrypted under your CKKS key; this fetches them
+    from the committee and decrypts them here with the secret context. They inform you only:
+    the payouts follow the totals the committee computed (`market bounty result JOB`). Exits
+    with code 5 while the committee has not opened the totals yet."""
+    import numpy as np
+
     from market.escrow import EscrowClient, JobState
     from market.staking import StakingClient
-    from nodes.valuation import NotReady, ValuationError, report_scores
+    from nodes.valuation import NotReady, ValuationError, fetch_scores
 
     with network() as net:
         escrow = EscrowClient(net.chain, net.deployment)
         staking = StakingClient(net.chain, net.deployment)
         view = existing_job(escrow, job_id)
-        if view.state is not JobState.POSTED:
-            raise UserError(
-                f"job {job_id} is already {view.state.name.lower()}; a report is too late"
-                + (f" (its result: `market bounty result {job_id}`)"
-                   if view.state is JobState.FINALIZED else "")
-            )  # fmt: skip
-        if signer.address.lower() != view.buyer.lower():
-            raise UserError(
-                f"job {job_id} was posted by {view.buyer}, and --account {signer.alias} is "
-                f"{signer.address}: only the job's buyer can report its scores"
-            )
-        proposal = _job_proposal(escrow, view)
-        spec = proposal.valuation if isinstance(proposal, ValuationProposal) else None
-        if proposal is not None and spec is None:
-            raise UserError(f"job {job_id} is a {proposal.kind} job, not a valuation job")
+        if view.state in (JobState.ABORTED, JobState.EXPIRED):
+            raise UserError(f"job {job_id} was {view.state.name.lower()}: it has no scores")
+        spec = _valuation_spec(job_id, _job_proposal(escrow, view))
         if secret_path is None:
-            if spec is None:
-                raise UserError(f"name the secret context of job {job_id} with --secret FILE")
-            secret_path = default_secret_path(spec.context.sha256)
-            if not secret_path.exists():
-                raise UserError(
-                    f"no secret context for job {job_id} in {secret_path.parent} (looked for "
-                    f"{secret_path.name}); pass the file `market valuation publish` saved with "
-                    "--secret"
-                )
+            secret_path = _default_file(
+                job_id, spec, "--secret", "secret context", default_secret_path
+            )
         context = load_secret(secret_path)
         if spec is not None:
             made = hashlib.sha256(context.public_context()).hexdigest()
@@ -527,87 +844,93 @@ def report_cmd(
                     f"{secret_path} is not the secret of job {job_id}: its public context has "
                     f"SHA-256 {made}, the job's has {spec.context.sha256}"
                 )
-        members = list(view.committee)
-        endpoints = [staking.heavy_node(m).endpoint for m in members]
-        window = spec.decrypt_window if spec is not None else None
-        now = net.chain.clock()
-        account = signer.unlock()
+        if not view.drawn:
+            raise NotYet(f"job {job_id} has no scores yet: its committee is not drawn")
+        endpoints = [staking.heavy_node(m).endpoint for m in view.committee]
         try:
-            with step(f"decrypting and reporting the scores of job {job_id}"):
-                report, per_row, failed = report_scores(account, context, job_id, endpoints)
+            with step(f"fetching and decrypting the scores of job {job_id}"):
+                per_row = fetch_scores(context, job_id, endpoints)
         except NotReady as exc:
-            when = (
-                f"submissions close {format_time(view.deadline)}; " if now < view.deadline else ""
-            )
-            raise UserError(
-                f"job {job_id} is not ready for a report: the committee has not agreed on its "
-                f"participants yet ({exc}); {when}retry once it has"
+            raise NotYet(
+                f"job {job_id} has no scores yet ({exc}); retry once its round has ended "
+                f"(`market bounty wait {job_id}`)"
             ) from None
         except ValuationError as exc:
             raise UserError(f"job {job_id}: {exc}") from None
-    settles = _settlement_expected(job_id, endpoints, failed)
-    taken = [m for i, m in enumerate(members, start=1) if i not in failed]
-    refused = {members[i - 1]: reason for i, reason in failed.items()}
-    result = {
-        "job": job_id,
-        "scores": dict(report.scores),
-        "rows": {dataset: int(len(rows)) for dataset, rows in sorted(per_row.items())},
-        "accepted_by": taken,
-        "refused_by": refused,
-        "report": report.to_json(),
-        "reports_until": view.deadline + window if window is not None else None,
-        "settles_by": settles["decide_by"] if settles else None,
-        "settles_early": bool(settles and settles["agreed"]),
+    stats = {
+        dataset: {
+            "rows": int(len(rows)),
+            "total": float(np.sum(rows)),
+            "min": float(np.min(rows)) if len(rows) else None,
+            "mean": float(np.mean(rows)) if len(rows) else None,
+            "max": float(np.max(rows)) if len(rows) else None,
+        }
+        for dataset, rows in sorted(per_row.items())
     }
     if as_json:
-        emit_json(result)
+        emit_json({"job": job_id, "scores": stats, "payouts_by": "the committee's totals"})
         return
-    ranked = sorted(report.scores, key=lambda d: -report.scores[d])
-    rows = [[d, f"{len(per_row[d]):,}", f"{report.scores[d]:.6g}"] for d in ranked]
-    out.print(table(f"Job {job_id}: decrypted scores", ["dataset", "rows", "total score"], rows))
+    ranked = sorted(stats, key=lambda d: -stats[d]["total"])
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.6g}"
+
+    rows = [
+        [d, f"{stats[d]['rows']:,}", *(shown(stats[d][s]) for s in ("total", "min", "mean", "max"))]
+        for d in ranked
+    ]
     out.print(
-        f"reported to {len(taken)} of {len(members)} committee members: {', '.join(taken)}",
+        table(
+            f"Job {job_id}: your own view of the per-row scores (decrypted here)",
+            ["dataset", "rows", "total", "min", "mean", "max"],
+            rows,
+        )
+    )
+    out.print(
+        "these inform you only: the payouts follow the totals the committee computed "
+        f"(`market bounty result {job_id}`); positive scores are predicted to lower your "
+        "evaluation loss",
         highlight=False,
     )
-    for member, reason in refused.items():
-        err.print(f"{member} did not take the report: {reason}", highlight=False)
-    out.print(
-        "positive scores are predicted to lower your evaluation loss; the committee settles on "
-        "this report " + _settles_text(settles) + f" (`market bounty wait {job_id}` follows it)",
-        highlight=False,
-    )
 
 
-def _settlement_expected(
-    job_id: int, endpoints: list[str], failed: dict[int, str]
-) -> dict[str, Any] | None:
-    """What a member that took the report says about settling (`GET /jobs/{id}/valuation`:
-    which members it knows took a report, and when it decides at the latest)."""
-    import requests
+# ------------------------------------------------------------------------------ result
+def result_lines(valuation: Any) -> list[str]:
+    """`market bounty result`'s lines for a valuation job's part of the result document
+    (`nodes.results.valuation_summary`): each dataset's total influence as the committee opened
+    it, its payout or slash, the void totals and the rule."""
+    from market.cli.common import format_tokens
 
-    from market.cli.progress import member_status
-    from nodes import api
+    scores = valuation.get("scores")
+    if not isinstance(scores, dict):
+        return [
+            f"the committee's totals were void ({valuation.get('reason', 'no reason given')}): "
+            f"payout rule {valuation.get('rule', 'equal')}, nobody slashed"
+        ]
+    void = set(valuation.get("void") or [])
+    payouts = valuation.get("payouts_by_dataset") or {}
+    slashes = valuation.get("slashes") or {}
+    lines = [
+        "each dataset's total influence q . G_p, computed by the committee (positive helps the "
+        f"buyer's model; payout rule {valuation.get('rule')}):"
+    ]
+    for dataset in sorted(scores, key=lambda d: (d in void, -float(scores[d]))):
+        parts = [
+            "void (beyond any honest provider's reach: no payout, no slash)"
+            if dataset in void
+            else f"influence {float(scores[dataset]):.6g}"
+        ]
+        if dataset in payouts:
+            parts.append(f"paid {format_tokens(int(payouts[dataset]))}")
+        if dataset in slashes:
+            parts.append(f"slashed {format_tokens(int(slashes[dataset]))}")
+        lines.append(f"  {dataset}: " + ", ".join(parts))
+    if void:
+        lines.append(f"{len(void)} void total{'s' if len(void) > 1 else ''}: scored 0")
+    return lines
 
-    took = [e for i, e in enumerate(endpoints, start=1) if i not in failed]
-    answer = member_status(requests.Session(), took, api.valuation(job_id))
-    if answer is None or answer[0] != 200 or "decide_by" not in answer[1]:
-        return None
-    return dict(answer[1])
 
-
-def _settles_text(settles: dict[str, Any] | None) -> str:
-    if settles is None:
-        return "once every member that agreed on the participants holds it"
-    if settles.get("agreed") or settles.get("decided"):
-        return "now: every member that agreed on the participants holds it"
-    members, taken = settles.get("members", []), settles.get("taken_by", [])
-    return (
-        f"as soon as all {len(members)} members that agreed on the participants hold it "
-        f"({len(taken)} known to so far), at the latest at {format_time(int(settles['decide_by']))}"
-    )
-
-
-COMMANDS = (publish_cmd, report_cmd)
+COMMANDS = (publish_cmd, query_cmd, scores_cmd)
 """The buyer's valuation commands, which `market valuation` holds with its figure."""
 
 
@@ -615,9 +938,10 @@ COMMANDS = (publish_cmd, report_cmd)
 def valuation_group() -> None:
     """Data valuation (TIP): encrypted gradient influence.
 
-    A buyer publishes its model and encrypted query (`publish`), posts a valuation proposal
-    with the terms it prints (`market bounty post`), and after the deadline decrypts and
-    reports the providers' scores (`report`)."""
+    A buyer publishes its model, encrypted query and committed query shares (`publish`), posts
+    a valuation proposal with the terms it prints (`market bounty post`), sends the committee
+    its shares (`query`), and after the round may decrypt the per-row scores for itself
+    (`scores`); the committee computes the totals the payouts follow."""
 
 
 for _command in COMMANDS:

@@ -1,15 +1,16 @@
 """The buyer's valuation commands: `market valuation publish` (train on the buyer's own tables,
-publish the model, the public CKKS context and Enc(q) by content address, keep the secret
-context in a private file, print the proposal's terms) and `market valuation report` (decrypt
-the participants' scores and report them to the committee), the latter against real heavy and
-light nodes over HTTP on an in-process chain."""
+publish the model, the public CKKS context and Enc(q) by content address, share q for the
+committee with the proposal committing to each share, keep the secret context and the shares
+in private files, print the proposal's terms), `market valuation query` (post the shares to the
+committee, sealed to each member) and `market valuation scores` (the buyer's own decrypted
+view), the latter two against real heavy and light nodes over HTTP on an in-process chain,
+with `market bounty post / wait / result` around them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import stat
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,18 +20,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 from click.testing import CliRunner
 
+from compute import products
 from compute.kinds import ValuationSpec
 from compute.policy import Policy
 from compute.proposal import BlobRef, parse_proposal
+from compute.randomness import AesCtrRandom
+from compute.sharing import ShamirScheme
 from market.chain import TOKEN, Chain
 from market.cli import valuation_cmds
-from market.cli.common import format_time
 from market.cli.main import main
 from market.cli.progress import Progress
-from market.escrow.documents import ResultDocument, fetch
+from market.escrow.documents import fetch
 from market.home import Home
 from market.sandbox import Sandbox
 from market.valuation.tip.data import make_market
@@ -70,7 +72,7 @@ def test_publish_prints_terms_stores_blobs_and_keeps_the_secret_private(
     summary: Any = cli.json(
         "valuation", "publish", "--train", str(train), "--eval", str(evaluation),
         "--features", ",".join(FEATURES), "--label", "y", "--k", "64", "--seed", "9",
-        "--decrypt-window", "600", "--proposal", str(proposal_file),
+        "--committee-size", "5", "--proposal", str(proposal_file),
     )  # fmt: skip
 
     # The terms are what a proposal's "valuation" holds.
@@ -78,8 +80,9 @@ def test_publish_prints_terms_stores_blobs_and_keeps_the_secret_private(
     terms = TipTerms.from_json(spec.tip)
     assert (terms.k, terms.projection_seed, terms.backend) == (64, 9, "tenseal-ckks")
     assert terms.model == {"kind": "softmax", "n_features": 3, "n_classes": 3}
-    assert spec.features == FEATURES and spec.label == "y" and spec.decrypt_window == 600
+    assert spec.features == FEATURES and spec.label == "y"
     assert summary["classes"] == 3 and summary["rows"] == {"train": 60, "eval": 30}
+    assert (summary["committee_size"], summary["threshold"]) == (5, 3)
 
     # Each blob is in the content-addressed store, served by its ipfs:// URI, and is what the
     # nodes fetch and check (size and SHA-256).
@@ -121,15 +124,27 @@ def test_publish_prints_terms_stores_blobs_and_keeps_the_secret_private(
     )
     np.testing.assert_allclose(decrypted, expected, rtol=1e-5, atol=1e-4)
 
+    # The query shares: mode 0600 beside the secret, one per member of the committee of 5, each
+    # the one the terms commit to; 3 of them give the encoded q (the same q as in plaintext).
+    shares_path = Path(summary["query_shares"])
+    assert shares_path == cli.home / "valuation" / f"{spec.context.sha256}.query"
+    assert stat.S_IMODE(shares_path.stat().st_mode) == 0o600
+    shared = valuation_cmds.load_query(shares_path)
+    assert shared.commitments() == spec.committee.commitments and len(shared.nonces) == 5
+    encoded = products.encode_query(plain.q, spec.committee.q_bits)
+    opened = ShamirScheme(5, 3).reconstruct({i: shared.shares[i - 1] for i in (1, 3, 5)})
+    np.testing.assert_array_equal(opened, encoded)
+
     # The whole proposal it wrote is valid once `bounty post` fills in money, time, committee.
     template = json.loads(proposal_file.read_text())
     assert template["valuation"] == summary["valuation"]
+    assert template["committee_size"] == 5 and template["reduce"]["threshold"] == 3
     proposal = parse_proposal(
         {**template, "economics": {**template["economics"], "budget": 10**18},
-         "deadline": 2_000_000_000, "committee_size": 3,
-         "quorum": 2}
+         "deadline": 2_000_000_000, "quorum": 3}
     )  # fmt: skip
     assert proposal.kind == "valuation" and proposal.valuation == spec
+    assert (proposal.committee_size, proposal.threshold) == (5, 3)
 
     # An existing secret file is never overwritten (nor an existing proposal file).
     again = ("valuation", "publish", "--train", str(train), "--eval", str(evaluation),
@@ -138,12 +153,14 @@ def test_publish_prints_terms_stores_blobs_and_keeps_the_secret_private(
     assert "already exists" in line and "never overwritten" in line
     assert load_buyer(secret.read_bytes()).public_context() == buyer.public_context()
     assert "already exists" in cli.fails(1, *again, "--proposal", str(proposal_file))
+    assert "--committee-size must be odd" in cli.fails(2, *again, "--committee-size", "4")
     # --out DIR: the secret goes in that directory, by the same naming.
     keep = tmp_path / "keys"
     keep.mkdir()
     moved: Any = cli.json(*again, "--out", str(keep))
-    assert Path(moved["secret"]).parent == keep
-    assert stat.S_IMODE(Path(moved["secret"]).stat().st_mode) == 0o600
+    assert Path(moved["secret"]).parent == keep == Path(moved["query_shares"]).parent
+    for saved in (moved["secret"], moved["query_shares"]):
+        assert stat.S_IMODE(Path(saved).stat().st_mode) == 0o600
 
 
 def _invoke(home: Path, *args: str) -> Any:
@@ -214,7 +231,7 @@ def test_publish_refuses_empty_and_single_class_tables(tmp_path: Path) -> None:
 # in memory, so a subprocess could not reach it): the commands run through click's CliRunner,
 # with `--network` opening this chain.
 BUDGET_DATA = 1_000
-DECRYPT_WINDOW = 600
+MAX_EXAMPLES = 2_000
 MAX_SLASH_BPS = 2_000
 
 
@@ -237,7 +254,7 @@ def _csv(path: Path, x: np.ndarray, y: np.ndarray, features: list[str]) -> Path:
 
 
 @pytest.mark.slow
-def test_a_buyer_publishes_posts_and_reports_with_the_cli(
+def test_a_buyer_publishes_posts_queries_and_reads_the_committees_totals_with_the_cli(
     tmp_path: Path, committee: Committee, monkeypatch: Any
 ) -> None:
     sandbox = committee.market
@@ -268,21 +285,56 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
     published = _invoke(
         home, "valuation", "publish", "--train", str(train), "--eval", str(evaluation),
         "--features", ",".join(features), "--label", "digit", "--classes", "10", "--k", "256",
-        "--seed", "11", "--decrypt-window", str(DECRYPT_WINDOW), "--proposal", str(proposal_file),
+        "--seed", "11", "--max-examples", str(MAX_EXAMPLES), "--proposal", str(proposal_file),
         "--max-slash-bps", str(MAX_SLASH_BPS), "--json",
     )  # fmt: skip
     assert published.exit_code == 0, published.stderr
     summary = json.loads(published.stdout)
-    posted = _invoke(
-        home, "bounty", "post", str(proposal_file), "--budget", str(BUDGET_DATA),
-        "--deadline", "1h", "--fee-bps", "500", "--account", "buyer", "--json",
-    )  # fmt: skip
+    post = ("bounty", "post", str(proposal_file), "--budget", str(BUDGET_DATA),
+            "--deadline", "1h", "--fee-bps", "500", "--account", "buyer")  # fmt: skip
+    # The query is shared for a committee of 3: another size is refused before any transaction.
+    resized = _invoke(home, *post, "--committee-size", "5")
+    assert resized.exit_code == 1 and resized.stderr.count("\n") == 1, resized.stderr
+    assert "3 share commitments for a committee of 5" in resized.stderr
+    assert sandbox.escrow.jobs() == []
+    posted = _invoke(home, *post, "--json")
     assert posted.exit_code == 0, posted.stderr
     job = json.loads(posted.stdout)
     job_id, members = job["job"], job["committee"]
-    sandbox.wait_ready(job_id)  # the drawn members accept before providers send anything
+    assert f"`market valuation query {job_id}`) with --account buyer" in posted.stderr  # hint
+    sandbox.wait_ready(job_id)  # the drawn members accept before anything is sent
 
-    # Five providers of different quality score their rows under the buyer's key.
+    query = ("valuation", "query", str(job_id))
+    # Shares the proposal does not commit to (another sharing of a query for 3 members) are
+    # refused in one line, and nothing reaches the committee; so is any account but the buyer.
+    other = tmp_path / "other.query"
+    shared = products.share_query(np.ones(256, np.int64), 3, 2, AesCtrRandom.from_seed(1))
+    other.write_bytes(valuation_cmds.query_bytes(shared, summary["valuation"]["committee"], "0"))
+    wrong = _invoke(home, *query, "--account", "buyer", "--shares", str(other))
+    assert wrong.exit_code == 1 and wrong.stderr.count("\n") == 1, wrong.stderr
+    assert f"holds query shares that job {job_id}'s proposal does not commit to" in wrong.stderr
+    assert "--shares FILE" in wrong.stderr
+    stranger_query = _invoke(home, *query, "--account", "stranger")
+    assert stranger_query.exit_code == 1
+    assert "only the job's buyer posts its query" in stranger_query.stderr
+    for node in committee.nodes.values():
+        assert node.store.late_inputs(job_id) == {}
+        assert node.status(job_id)["waiting_for"] == "query"
+    # The buyer's own shares (found in $MARKET_HOME/valuation by the job's context): every
+    # member takes its share, and the round no longer waits for it.
+    sent = _invoke(home, *query, "--account", "buyer", "--json")
+    assert sent.exit_code == 0, sent.stderr
+    took = json.loads(sent.stdout)
+    assert took == {"job": job_id, "members": members, "failed": {}, "tx_hashes": []}
+    # Run again, it sends the very same sealed input (kept beside the shares): a different one
+    # would leave the committee unable to agree.
+    again = _invoke(home, *query, "--account", "buyer", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["failed"] == {}, again.stderr
+    for node in committee.nodes.values():
+        assert len(node.store.late_inputs(job_id)) == 1
+
+    # Five providers of different quality share their summed gradients and send their rows'
+    # scores under the buyer's key.
     policy = Policy(allowed_kinds=frozenset({"valuation"}), max_slash_bps=MAX_SLASH_BPS)
     providers: dict[str, str] = {}
     for provider in data.providers:
@@ -300,81 +352,76 @@ def test_a_buyer_publishes_posts_and_reports_with_the_cli(
         assert status == "submitted", reason
         providers[provider.name] = "0x" + dataset_id.hex()
 
-    # `bounty wait` says where the job is on stderr (here one look: --timeout 0).
+    # Before the round: no scores yet, exit code 5, one line.
+    scores = ("valuation", "scores", str(job_id))
+    early = _invoke(home, *scores)
+    assert early.exit_code == valuation_cmds.EXIT_NOT_YET == 5, early.stderr
+    assert early.stderr.count("\n") == 1 and f"job {job_id} has no scores yet" in early.stderr
+
+    # Past the deadline the committee opens the totals and settles at once (no report, no
+    # decrypt window): `bounty wait` follows it to the end.
     wait = ("bounty", "wait", str(job_id), "--poll", "0.1")
-    look = _invoke(home, *wait, "--timeout", "0")
-    assert look.exit_code == 1 and look.stdout == ""
-    assert "accepted by 3 of 3 committee members; submissions close" in look.stderr
-
-    report = ("valuation", "report", str(job_id))
-    # Before the committee has agreed on the participants: retry later.
-    early = _invoke(home, *report, "--account", "buyer")
-    assert early.exit_code == 1, early.stdout
-    assert f"job {job_id} is not ready for a report" in early.stderr
-    assert "retry once it has" in early.stderr
-    # Only the job's buyer may report, and that is checked before anything is posted.
-    wrong = _invoke(home, *report, "--account", "stranger")
-    assert wrong.exit_code == 1 and "only the job's buyer can report" in wrong.stderr
-    # A secret that is not the job's is refused.
-    other = tmp_path / "other.secret"
-    other.write_bytes(PlainBackend().create_buyer(64).to_bytes(secret=True))
-    mismatched = _invoke(home, *report, "--account", "buyer", "--secret", str(other))
-    assert mismatched.exit_code == 1 and "is not the secret of job" in mismatched.stderr
-
-    # Past the deadline, once the committee agreed: the buyer reports (the secret is found in
-    # $MARKET_HOME/valuation by the job's context).
-    endpoint = sandbox.staking.heavy_node(members[0]).endpoint
-    committee.clock.advance(sandbox.escrow.job(job_id).deadline - committee.clock() + 1)
-    limit = time.monotonic() + 60
-    while requests.get(f"{endpoint}/jobs/{job_id}/valuation", timeout=10).status_code != 200:
-        assert time.monotonic() < limit, "the committee never agreed on the participants"
-        time.sleep(0.1)
-    look = _invoke(home, *wait, "--timeout", "0")
-    assert look.exit_code == 1, look.stderr
-    due = sandbox.escrow.job(job_id).deadline + DECRYPT_WINDOW
-    assert "submissions closed at the deadline" in look.stderr
-    assert f"waiting for the buyer's report until {format_time(due)}" in look.stderr
-    reported = _invoke(home, *report, "--account", "buyer", "--json")
-    assert reported.exit_code == 0, reported.stderr
-    result = json.loads(reported.stdout)
-    assert result["accepted_by"] == members and result["refused_by"] == {}
-    assert set(result["scores"]) == set(providers.values())
-
-    # The totals are the plaintext influence of each provider's rows.
-    read = [valuation_cmds.read_table(p, features, "digit", 10) for p in (train, evaluation)]
-    plain, _ = valuation_cmds.publish_valuation(
-        *read, classes=10, k=256, seed=11, backend=PlainBackend()
-    )
-    assert plain.terms.params_sha256 == summary["valuation"]["tip"]["params_sha256"]
-    for provider in data.providers:
-        x = provider.x * data.scale + data.mean
-        expected = plain.buyer.decrypt_scores(
-            score_rows(plain.terms, plain.model, plain.context, plain.query, x, provider.y)
-        ).sum()
-        dataset = providers[provider.name]
-        assert result["rows"][dataset] == provider.size
-        assert result["scores"][dataset] == pytest.approx(expected, rel=1e-5, abs=1e-3)
-    scores = result["scores"]
-    assert min(scores, key=scores.__getitem__) == providers["flipped"]
-
-    # Every member took the report: the committee settles on it at once, not at the latest
-    # time the report states (the window's end plus the members' peer timeout, 3 s here).
-    assert result["settles_by"] == due + 3.0
+    deadline = sandbox.escrow.job(job_id).deadline
+    committee.clock.advance(deadline - committee.clock() + 1)
     waited = _invoke(home, *wait, "--json")
     assert waited.exit_code == 0, waited.stderr
     assert json.loads(waited.stdout)["state"] == "FINALIZED"  # stdout: the JSON alone
     assert waited.stderr.splitlines()[-1] == (
         f"job {job_id} finalized: `market bounty result {job_id}` shows the result"
     )
-    assert committee.clock() < due  # the nodes' own clock: well inside the report window
-    late = _invoke(home, *report, "--account", "buyer")
-    assert late.exit_code == 1 and "already finalized; a report is too late" in late.stderr
-    raw_doc = requests.get(f"{endpoint}/jobs/{job_id}/result", timeout=10).content
-    document = ResultDocument.from_bytes(raw_doc, sandbox.escrow.job(job_id).result_hash)
-    valuation = document.result["valuation"]
-    assert valuation["rule"] == "influence"
-    assert valuation["report"]["report"] == result["report"]
+    assert committee.clock() < deadline + 60  # the nodes' own clock: settled at once
+    late = _invoke(home, *query, "--account", "buyer")
+    assert late.exit_code == 1 and "already finalized; its query is too late" in late.stderr
+
+    # The committee's totals are each provider's plaintext influence q . G_p.
+    result = _invoke(home, "bounty", "result", str(job_id), "--json")
+    assert result.exit_code == 0, result.stderr
+    valuation = json.loads(result.stdout)["result"]["valuation"]
+    assert valuation["rule"] == "influence" and valuation["void"] == []
+    assert set(valuation["totals"]) == set(providers.values())
+    totals = valuation["scores"]
+    read = [valuation_cmds.read_table(p, features, "digit", 10) for p in (train, evaluation)]
+    plain, _ = valuation_cmds.publish_valuation(
+        *read, classes=10, k=256, seed=11, backend=PlainBackend()
+    )
+    assert plain.terms.params_sha256 == summary["valuation"]["tip"]["params_sha256"]
+    expected = {}
+    for provider in data.providers:
+        x = provider.x * data.scale + data.mean
+        expected[providers[provider.name]] = plain.buyer.decrypt_scores(
+            score_rows(plain.terms, plain.model, plain.context, plain.query, x, provider.y)
+        ).sum()
+        dataset = providers[provider.name]
+        assert totals[dataset] == pytest.approx(expected[dataset], rel=1e-3, abs=1e-2)
+    assert min(totals, key=totals.__getitem__) == providers["flipped"]
     assert providers["flipped"] in valuation["slashes"]
+    # `bounty result` shows them: each dataset's total influence, payout and slash.
+    shown = _invoke(home, "bounty", "result", str(job_id))
+    assert shown.exit_code == 0, shown.stderr
+    assert "total influence q . G_p, computed by the committee" in shown.stdout
+    flipped = next(line for line in shown.stdout.splitlines() if providers["flipped"] in line)
+    assert f"influence {totals[providers['flipped']]:.6g}" in flipped and "slashed" in flipped
+
+    # The buyer's own view: per-row scores decrypted here, which add up to the totals.
+    view = _invoke(home, *scores, "--json")
+    assert view.exit_code == 0, view.stderr
+    per_dataset = json.loads(view.stdout)["scores"]
+    for provider in data.providers:
+        dataset = providers[provider.name]
+        assert per_dataset[dataset]["rows"] == provider.size
+        assert per_dataset[dataset]["total"] == pytest.approx(expected[dataset], rel=1e-5, abs=1e-3)
+        assert per_dataset[dataset]["min"] <= per_dataset[dataset]["mean"]
+        assert per_dataset[dataset]["mean"] <= per_dataset[dataset]["max"]
+    table_view = _invoke(home, *scores)
+    assert table_view.exit_code == 0, table_view.stderr
+    assert "these inform you only: the payouts follow the totals the committee computed" in (
+        table_view.stdout
+    )
+    # A secret that is not the job's is refused.
+    foreign = tmp_path / "other.secret"
+    foreign.write_bytes(PlainBackend().create_buyer(64).to_bytes(secret=True))
+    mismatched = _invoke(home, *scores, "--secret", str(foreign))
+    assert mismatched.exit_code == 1 and "is not the secret of job" in mismatched.stderr
     sandbox.assert_accounting()
 
 
