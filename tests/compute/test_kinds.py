@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {"compute/kinds", "nodes/kinds.py"}
 """Where a kind's name may be branched on: the kinds themselves and their node-side halves."""
 EXEMPT_ATTRIBUTES = {
-    # The valuation's score-report phase in the heavy node; issue 17 replaces the valuation
-    # report entirely (docs/kinds.md).
+    # The valuation's CKKS payloads in the heavy node (the buyer's own view: a valuation
+    # submission must carry them, the node serves them after the round); docs/kinds.md.
     ("nodes/heavy.py", "valuation"),
 }
 NAMES = set(KINDS)
