@@ -63,6 +63,14 @@ public weights (`compute.scoring.score_partial`, one value per participant, a st
 `Statistic`), reconstructs them with its peers' (Shamir checks them like partials) and is done:
 the result's `aggregate.total` holds the integer scores, participants' order, and nothing else
 (no sum over the participants is ever reconstructed).
+
+Product rounds (a `ProductPlan`: a valuation's) take the ordinary path with another partial: each
+node's agreement also carries its shares of fresh zero sharings (one per dataset it holds, one
+more), and once the views are complete its partial is its masked local product with the buyer's
+query for every participant, then `q . q` (`compute.products.product_partial`), with the masks'
+senders as `noise_from` so that only partials over the same masks combine; they are opened at
+degree 2t-2. The result's `aggregate.total` holds each participant's total and `q . q`. Like a
+scored round, it closes only once resolved: here with this node's own share of the query.
 """
 
 from __future__ import annotations
