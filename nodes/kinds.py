@@ -31,11 +31,14 @@ class Mapped:
     rows: int
     payload: bytes = b""
     unit: str = "rows"
+    caveat: str = ""
+    """What the provider should know about what it shared (a valuation's clipped gradient)."""
 
     @property
     def note(self) -> str:
         """What was shared, for the light node's log and `node approvals`."""
-        return f"{self.unit} on {self.rows} rows" if self.unit != "rows" else f"{self.rows} rows"
+        shared = f"{self.unit} on {self.rows} rows" if self.unit != "rows" else f"{self.rows} rows"
+        return f"{shared} ({self.caveat})" if self.caveat else shared
 
 
 class TableSide:
@@ -92,7 +95,13 @@ class ValuationSide(TableSide):
         self, proposal: Proposal, data: Any, inputs: Mapping[str, Any], blobs: BlobCache
     ) -> Mapped:
         scored = score_dataset(proposal, data.load(), blobs)
-        return Mapped(scored.records, scored.rows, scored.payload)
+        caveat = (
+            f"{scored.clipped} of the summed gradient's {scored.records.size} coordinates "
+            "clipped to the buyer's encoding bound: this data's total influence is understated"
+            if scored.clipped
+            else ""
+        )
+        return Mapped(scored.records, scored.rows, scored.payload, caveat=caveat)
 
     def valuation_terms(self, proposal: Proposal) -> Any:
         return proposal.valuation

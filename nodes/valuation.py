@@ -81,6 +81,9 @@ class Scored:
     payload: bytes
     """The encrypted scores, one per row, for every committee member (the buyer's view)."""
     rows: int
+    clipped: int = 0
+    """Coordinates of `G_p` beyond the job's encoding bound (`compute.products.G_BOUND` at
+    `2^g_bits`), which the shared contribution clips."""
 
 
 def score_dataset(proposal: Proposal, frame: pd.DataFrame, blobs: BlobCache) -> Scored:
@@ -104,7 +107,8 @@ def score_dataset(proposal: Proposal, frame: pd.DataFrame, blobs: BlobCache) -> 
         rows.loc[:, list(spec.features)].to_numpy(dtype=np.float64),
         rows.loc[:, spec.label].to_numpy(),
     )
-    return Scored(gradient.reshape(1, -1), payload, len(rows))
+    _, clipped = products.encode_gradient(gradient, spec.committee.g_bits)
+    return Scored(gradient.reshape(1, -1), payload, len(rows), clipped)
 
 
 # ------------------------------------------------------------------------------ the buyer

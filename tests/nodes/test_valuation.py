@@ -66,15 +66,23 @@ class ValuationMarket:
     rows: dict[str, int]
     plain: dict[str, float]
     """quality -> the plaintext influence total, q . G_p"""
+    reasons: dict[str, str]
+    """quality -> what its light node said it shared"""
 
     @property
     def sandbox(self) -> Sandbox:
         return self.committee.market
 
 
-def _posted(tmp_path: Path, committee: Committee, owners: dict[str, LocalAccount] | None = None):
+def _posted(
+    tmp_path: Path,
+    committee: Committee,
+    owners: dict[str, LocalAccount] | None = None,
+    largest: float | None = None,
+):
     """The buyer publishes (CKKS blobs, and its committed query shares) and posts; five
-    providers of different quality take part (`owners`: who owns which, by quality)."""
+    providers of different quality take part (`owners`: who owns which, by quality;
+    `largest`: the largest gradient coordinate the buyer sizes the encoding for)."""
     sandbox = committee.market
     data = make_market("digits", seed=3)
     model = SoftmaxRegression(data.n_features, data.n_classes)
@@ -86,8 +94,10 @@ def _posted(tmp_path: Path, committee: Committee, owners: dict[str, LocalAccount
     )  # fmt: skip
     refs = publish_blobs(publication, open_storage())
     terms, shared = committee_terms(
-        publication.q, MAX_EXAMPLES * publication.gradient_scale, 3, 2, AesCtrRandom.from_seed(5)
-    )
+        publication.q,
+        largest or MAX_EXAMPLES * publication.gradient_scale,
+        3, 2, AesCtrRandom.from_seed(5),
+    )  # fmt: skip
     features = [f"px{i}" for i in range(data.n_features)]
     buyer = sandbox.account(10 * BUDGET)
     deadline = sandbox.chain.now() + 3_600
@@ -122,7 +132,7 @@ def _posted(tmp_path: Path, committee: Committee, owners: dict[str, LocalAccount
     policy = Policy(allowed_kinds=frozenset({"valuation"}), max_slash_bps=MAX_SLASH_BPS)
     projection = Projection(SEED, K, model.n_params)
     query = build_query(model, theta, data.train, data.eval, projection, config.weight_decay)
-    providers, rows, plain = {}, {}, {}
+    providers, rows, plain, reasons = {}, {}, {}, {}
     for provider in data.providers:
         owner = (owners or {}).get(provider.name)
         owner, dataset_id = sandbox.dataset(stake=STAKE, owner=owner)
@@ -137,6 +147,7 @@ def _posted(tmp_path: Path, committee: Committee, owners: dict[str, LocalAccount
         )
         ((_, _, status, reason),) = service.poll()
         assert status == "submitted", reason
+        reasons[provider.name] = reason
         providers[provider.name] = (owner, "0x" + dataset_id.hex())
         rows[provider.name] = provider.size
         g = projected_gradients(model, theta, provider.x, provider.y, projection)
@@ -144,7 +155,7 @@ def _posted(tmp_path: Path, committee: Committee, owners: dict[str, LocalAccount
     return ValuationMarket(
         committee, publication, shared, buyer, job_id, deadline,
         [n.endpoint for n in nodes], [n.encryption_key for n in nodes],
-        providers, rows, plain,
+        providers, rows, plain, reasons,
     )  # fmt: skip
 
 
@@ -177,6 +188,7 @@ def test_a_valuation_job_settles_on_the_committees_totals_pays_by_influence_and_
     tmp_path: Path, committee: Committee
 ) -> None:
     market = _posted(tmp_path, committee)
+    assert not any("clipped" in r for r in market.reasons.values()), market.reasons
     assert send_query(market.buyer, market.job_id, market.shared, market.keys,
                       market.endpoints) == {}  # fmt: skip
     document = _close_and_settle(market)
@@ -285,3 +297,14 @@ def test_without_the_query_the_committee_aborts_and_refunds_the_buyer(
     assert market.sandbox.escrow.job_state(market.job_id) is JobState.ABORTED
     assert market.sandbox.token.balance_of(market.buyer.address) == 10 * BUDGET  # refunded
     market.sandbox.assert_accounting()
+
+
+def test_a_provider_is_told_when_its_gradient_is_clipped_to_the_buyers_bound(
+    tmp_path: Path, committee: Committee
+) -> None:
+    """A buyer that sized the encoding far too small (every coordinate beyond 1 clipped): each
+    provider's light node says how much of its contribution was clipped."""
+    market = _posted(tmp_path, committee, largest=1.0)
+    for name, reason in market.reasons.items():
+        assert "clipped to the buyer's encoding bound" in reason, (name, reason)
+        assert reason.endswith("to heavy nodes [1, 2, 3]")
