@@ -930,7 +930,20 @@ def result_lines(valuation: Any) -> list[str]:
     return lines
 
 
-COMMANDS = (publish_cmd, query_cmd, scores_cmd)
+report_cmd = click.Command(
+    "report",
+    callback=scores_cmd.callback,
+    params=scores_cmd.params,
+    help="The buyer's report of a valuation job after its round: its per-row scores decrypted "
+    "here, the same as `market valuation scores`. The buyer reports nothing to the committee "
+    "any more: the payouts follow the totals the committee computes (`market bounty result "
+    "JOB`). Exits with code 5 while the committee has not opened the totals yet.",
+    short_help="Your decrypted report of a job's per-row scores (as `scores`).",
+)
+"""`report`, the buyer's step after the round under its earlier name: it once sent the decrypted
+totals to the committee; now it reads them for the buyer alone, as `scores` does."""
+
+COMMANDS = (publish_cmd, query_cmd, scores_cmd, report_cmd)
 """The buyer's valuation commands, which `market valuation` holds with its figure."""
 
 

@@ -412,6 +412,8 @@ def test_a_buyer_publishes_posts_queries_and_reads_the_committees_totals_with_th
         assert per_dataset[dataset]["total"] == pytest.approx(expected[dataset], rel=1e-5, abs=1e-3)
         assert per_dataset[dataset]["min"] <= per_dataset[dataset]["mean"]
         assert per_dataset[dataset]["mean"] <= per_dataset[dataset]["max"]
+    report = _invoke(home, "valuation", "report", str(job_id), "--json")
+    assert report.exit_code == 0 and json.loads(report.stdout) == json.loads(view.stdout)
     table_view = _invoke(home, *scores)
     assert table_view.exit_code == 0, table_view.stderr
     assert "these inform you only: the payouts follow the totals the committee computed" in (
