@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from compute.kinds.base import JobKind, LateInput, Problem
 from compute.messages import RoundConfig
-from compute.products import G_BITS, MAX_K, ProductPlan, gradient_reduction, product_scheme
+from compute.products import G_BITS, MAX_K, ProductPlan, gradient_reduction
 from compute.proposal import MAX_COMMITTEE, BlobRef, Proposal, _cross, _Strict
 from compute.reduce import Reduction
 
@@ -150,12 +150,10 @@ class Valuation(JobKind):
             _k(spec), spec.committee.q_bits, spec.committee.g_bits,
             share if isinstance(share, np.ndarray) else None,
         )  # fmt: skip
-        scheme = proposal.scheme()
-        product_scheme(scheme.n, scheme.threshold)
         return RoundConfig(
             job_id=job_id,
             reduction=self.reduction(proposal),
-            scheme=scheme,
+            scheme=proposal.scheme(),
             min_participants=proposal.privacy.min_participants,
             products=plan,
         )

@@ -294,8 +294,8 @@ def bounty_post(
             f"{', '.join(view.committee) or '(not yet drawn)'}; members accept by "
             f"{format_time(view.accept_by)}"
         )
-    late = proposal.job_kind.late_input
-    if late is not None and late.after == "posting":  # due now: a valuation's query shares
+    late, after = proposal.job_kind.late_input, proposal.job_kind.late_after(proposal)
+    if late is not None and after is not None and after <= view.posted_at:  # due now (a query)
         from market.cli.progress import LATE_COMMANDS
 
         what = LATE_COMMANDS.get(late.name, f"the buyer's {late.name}").format(job=job_id)
