@@ -14,6 +14,7 @@ buyer (no payout, no slash, no member's liveness penalty). See docs/forecast.md.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,47 @@ def parse(
     return parsed, config, keccak(canonical_json(parsed.model_dump(mode="json")))
 
 
+RETRIED = frozenset({404, 409, 503})
+"""Answers of a member that has not taken the job on yet (or is starting): `deliver` asks it
+again while its `retry_s` lasts."""
+
+
+def deliver(
+    poster: LocalAccount,
+    job_id: int,
+    name: str,
+    value: dict[str, Any],
+    endpoints: Sequence[str],
+    http: Any = None,
+    retry_s: float = 0.0,
+) -> dict[int, str]:
+    """Sign `value` once (EIP-191 over its canonical JSON) and post it to every committee
+    member, asking again for up to `retry_s` seconds the members that answered one of
+    `RETRIED` or not at all. Returns the members that did not take it (index from 1 ->
+    reason)."""
+    http = http or requests.Session()
+    body = {"value": value, "signature": wire.sign_payload(poster, value)}
+    pending = list(range(1, len(endpoints) + 1))
+    failed: dict[int, str] = {}
+    end = time.monotonic() + retry_s
+    while True:
+        waiting: dict[int, str] = {}
+        for index in pending:
+            try:
+                response = HeavyClient(endpoints[index - 1], http).late(job_id, name, body)
+            except requests.RequestException as exc:
+                waiting[index] = f"no answer ({type(exc).__name__})"
+                continue
+            if response.status_code in RETRIED:
+                waiting[index] = wire.refusal_detail(response)
+            elif response.status_code != 200:
+                failed[index] = wire.refusal_detail(response)
+        if not waiting or time.monotonic() >= end:
+            return dict(sorted({**failed, **waiting}.items()))
+        pending = sorted(waiting)
+        time.sleep(0.5)
+
+
 def post(
     poster: LocalAccount,
     job_id: int,
@@ -94,20 +136,8 @@ def post(
     endpoints: Sequence[str],
     http: Any = None,
 ) -> dict[int, str]:
-    """Sign `value` (EIP-191 over its canonical JSON) and post it to every committee member.
-    Returns the members that refused it or did not answer (index from 1 -> reason); raises
-    `LateInputError` when none took it."""
-    http = http or requests.Session()
-    body = {"value": value, "signature": wire.sign_payload(poster, value)}
-    failed: dict[int, str] = {}
-    for index, endpoint in enumerate(endpoints, start=1):
-        try:
-            response = HeavyClient(endpoint, http).late(job_id, name, body)
-        except requests.RequestException as exc:
-            failed[index] = type(exc).__name__
-            continue
-        if response.status_code != 200:
-            failed[index] = wire.refusal_detail(response)
+    """`deliver` without retrying; raises `LateInputError` when no member took it."""
+    failed = deliver(poster, job_id, name, value, endpoints, http)
     if len(failed) == len(endpoints):
         reasons = "; ".join(f"node {i}: {r}" for i, r in failed.items())
         raise LateInputError(f"no committee member took the {name} of job {job_id}: {reasons}")

@@ -610,10 +610,6 @@ def _default_file(job_id: int, spec: Any, option: str, what: str, path_for: Any)
 
 
 # ------------------------------------------------------------------------------ query
-RETRIED = frozenset({404, 409, 503})
-"""A member that has not taken the job on yet (or is starting): asked again, briefly."""
-
-
 def sealed_query(path: Path, job_id: int, shared: Any, keys: Sequence[bytes]) -> Any:
     """The job's late input `query` (`nodes.valuation.seal_query`), sealed once and kept in
     `path` (mode 0600): a second run of `query` sends the very same input. A second sealing
@@ -640,53 +636,6 @@ def sealed_query(path: Path, job_id: int, shared: Any, keys: Sequence[bytes]) ->
     value = seal_query(job_id, shared, keys)
     write_secret(path, (json.dumps(value) + "\n").encode())
     return value
-
-
-def post_query(
-    account: Any,
-    job_id: int,
-    value: Any,
-    endpoints: Sequence[str],
-    *,
-    retry_s: float = QUERY_RETRY_S,
-    http: Any = None,
-) -> tuple[list[int], dict[int, str]]:
-    """Sign the sealed query once and post it to every member (as
-    `nodes.valuation.send_query` does), asking again for up to `retry_s` seconds the members
-    that have not taken the job on yet (404, 409, 503, or no answer). Returns the members that
-    took it and those that did not (indices from 1 -> reason)."""
-    import time
-
-    import requests
-
-    from nodes import wire
-    from nodes.client import HeavyClient
-
-    http = http or requests.Session()
-    body = {"value": value, "signature": wire.sign_payload(account, value)}
-    pending = list(range(1, len(endpoints) + 1))
-    taken: list[int] = []
-    failed: dict[int, str] = {}
-    end = time.monotonic() + retry_s
-    while True:
-        waiting: dict[int, str] = {}
-        for index in pending:
-            try:
-                response = HeavyClient(endpoints[index - 1], http).late(job_id, "query", body)
-            except requests.RequestException as exc:
-                waiting[index] = f"no answer ({type(exc).__name__})"
-                continue
-            if response.status_code == 200:
-                taken.append(index)
-            elif response.status_code in RETRIED:
-                waiting[index] = wire.refusal_detail(response)
-            else:
-                failed[index] = wire.refusal_detail(response)
-        if not waiting or time.monotonic() >= end:
-            failed.update(waiting)
-            return sorted(taken), dict(sorted(failed.items()))
-        pending = sorted(waiting)
-        time.sleep(0.5)
 
 
 @click.command("query")
@@ -717,6 +666,7 @@ def query_cmd(
     same one (a different one would make the committee abort)."""
     from market.escrow import EscrowClient, JobState
     from market.staking import StakingClient
+    from nodes.late import deliver
 
     with network() as net:
         escrow = EscrowClient(net.chain, net.deployment)
@@ -766,7 +716,9 @@ def query_cmd(
         sealed = shares_path.with_name(f"{shares_path.name}.job{job_id}")
         value = sealed_query(sealed, job_id, shared, [n.encryption_key for n in nodes])
         with step(f"posting the query shares of job {job_id} to its committee"):
-            taken, failed = post_query(account, job_id, value, [n.endpoint for n in nodes])
+            failed = deliver(account, job_id, "query", value, [n.endpoint for n in nodes],
+                             retry_s=QUERY_RETRY_S)  # fmt: skip
+        taken = [i for i in range(1, len(members) + 1) if i not in failed]
     if not taken:
         reasons = "; ".join(f"{members[i - 1]}: {r}" for i, r in failed.items())
         raise UserError(
